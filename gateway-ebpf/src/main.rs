@@ -1,0 +1,254 @@
+//! nodegate's eBPF programs, attached to the enrolled cgroups.
+//!
+//! - `ng_connect4` / `ng_connect6` (cgroup/connect4, cgroup/connect6): on connect() to a TCP
+//!   destination found in the intercept table, remember {original destination, cgroup id} under
+//!   the socket cookie and rewrite the destination to the proxy's transparent listener.
+//! - `ng_sock_ops` (sock_ops, ACTIVE_ESTABLISHED): move that record from the cookie to the
+//!   client's (local address, local port), which is the peer address the proxy sees on accept.
+//!
+//! The proxy's own sockets carry `proxy_mark` and are never redirected. When the heartbeat the
+//! proxy writes is stale, intercepted connections go direct (fail-open) or are refused
+//! (fail-closed). These programs do not decide policy: they only move connections and record who
+//! made them.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, bpf_sock_addr},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_ns},
+    macros::{cgroup_sock_addr, map, sock_ops},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    programs::{SockAddrContext, SockOpsContext},
+};
+use aya_log_ebpf::debug;
+use gateway_common::{
+    AF_INET, AF_INET6, INTERCEPT_MAX_ENTRIES, InterceptValue, ORIG_DST_MAX_ENTRIES, OrigDst,
+    PENDING_MAX_ENTRIES, PORT_BITS, ProxyConfig, SockKey, V4Key, V6Key, stats,
+};
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+const SOCK_STREAM: u32 = 1;
+
+#[map(name = "NG_INTERCEPT_V4")]
+static INTERCEPT_V4: LpmTrie<V4Key, InterceptValue> = LpmTrie::pinned(INTERCEPT_MAX_ENTRIES, 0);
+#[map(name = "NG_INTERCEPT_V6")]
+static INTERCEPT_V6: LpmTrie<V6Key, InterceptValue> = LpmTrie::pinned(INTERCEPT_MAX_ENTRIES, 0);
+#[map(name = "NG_CONFIG")]
+static CONFIG: Array<ProxyConfig> = Array::pinned(1, 0);
+#[map(name = "NG_HEARTBEAT")]
+static HEARTBEAT: Array<u64> = Array::pinned(1, 0);
+#[map(name = "NG_PENDING")]
+static PENDING: LruHashMap<u64, OrigDst> = LruHashMap::pinned(PENDING_MAX_ENTRIES, 0);
+#[map(name = "NG_ORIG_DST")]
+static ORIG_DST: LruHashMap<SockKey, OrigDst> = LruHashMap::pinned(ORIG_DST_MAX_ENTRIES, 0);
+#[map(name = "NG_STATS")]
+static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stats::COUNT, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(p) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, the program is not preempted on this CPU while it runs.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Decision shared by connect4 and connect6 once a table entry matched.
+enum Verdict {
+    Redirect(&'static ProxyConfig),
+    Direct,
+    Refuse,
+}
+
+#[inline(always)]
+fn decide(sa: *mut bpf_sock_addr) -> Verdict {
+    let Some(cfg) = CONFIG.get(0) else {
+        return Verdict::Direct;
+    };
+    if cfg.enabled == 0 {
+        return Verdict::Direct;
+    }
+    // SAFETY: `sk` is always set for sock_addr programs (the verifier types it PTR_TO_SOCKET).
+    let mark = unsafe { (*(*sa).__bindgen_anon_1.sk).mark };
+    if mark == cfg.proxy_mark {
+        count(stats::OWN_TRAFFIC);
+        return Verdict::Direct;
+    }
+    let beat = HEARTBEAT.get(0).copied().unwrap_or(0);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if beat == 0 || now.saturating_sub(beat) > cfg.heartbeat_timeout_ns {
+        if cfg.fail_closed != 0 {
+            count(stats::FAIL_CLOSED);
+            return Verdict::Refuse;
+        }
+        count(stats::FAIL_OPEN);
+        return Verdict::Direct;
+    }
+    Verdict::Redirect(cfg)
+}
+
+#[inline(always)]
+fn remember(ctx: &SockAddrContext, dst: OrigDst) -> bool {
+    // SAFETY: helpers valid in cgroup/connect programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    let dst = OrigDst { cgroup_id: unsafe { bpf_get_current_cgroup_id() }, ..dst };
+    if PENDING.insert(&cookie, &dst, 0).is_err() {
+        count(stats::MAP_ERRORS);
+        return false;
+    }
+    true
+}
+
+#[inline(always)]
+fn lookup_v4(addr: [u8; 4], port: [u8; 2]) -> Option<InterceptValue> {
+    let exact = Key::new(PORT_BITS + 32, V4Key { port, addr });
+    if let Some(v) = INTERCEPT_V4.get(&exact) {
+        return Some(*v);
+    }
+    let any_port = Key::new(PORT_BITS + 32, V4Key { port: [0, 0], addr });
+    INTERCEPT_V4.get(&any_port).copied()
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn ng_connect4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: ctx fields readable in connect4.
+    let (ty, ip, port) = unsafe { ((*sa).type_, (*sa).user_ip4, (*sa).user_port) };
+    if ty != SOCK_STREAM {
+        return ALLOW;
+    }
+    let port_be = (port as u16).to_ne_bytes();
+    let Some(hit) = lookup_v4(ip.to_ne_bytes(), port_be) else {
+        return ALLOW;
+    };
+    let cfg = match decide(sa) {
+        Verdict::Redirect(cfg) => cfg,
+        Verdict::Direct => return ALLOW,
+        Verdict::Refuse => return DENY,
+    };
+    let dst = OrigDst {
+        addr: [ip, 0, 0, 0],
+        port: port as u16,
+        family: AF_INET,
+        class: hit.class,
+        cgroup_id: 0,
+    };
+    if !remember(&ctx, dst) {
+        return ALLOW;
+    }
+    // SAFETY: full 4-byte stores to writable ctx fields (see DESIGN: partial stores are rejected).
+    unsafe {
+        (*sa).user_ip4 = cfg.proxy_v4;
+        (*sa).user_port = cfg.proxy_port;
+    }
+    count(stats::REDIRECTED);
+    debug!(&ctx, "connect4 redirected port {} rule {}", u16::from_be(port as u16), hit.rule);
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn ng_connect6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: ctx fields readable in connect6.
+    let (ty, ip6, port) = unsafe { ((*sa).type_, (*sa).user_ip6, (*sa).user_port) };
+    if ty != SOCK_STREAM {
+        return ALLOW;
+    }
+    let port_be = (port as u16).to_ne_bytes();
+    // An IPv4-mapped address (::ffff:a.b.c.d) from a dual-stack socket is matched against the
+    // IPv4 table and sent to the IPv4 listener, mapped.
+    let mapped = ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0xffff_u32.to_be();
+    let (hit, family) = if mapped {
+        (lookup_v4(ip6[3].to_ne_bytes(), port_be), AF_INET)
+    } else {
+        let mut addr = [0u8; 16];
+        for (i, w) in ip6.iter().enumerate() {
+            let b = w.to_ne_bytes();
+            addr[i * 4] = b[0];
+            addr[i * 4 + 1] = b[1];
+            addr[i * 4 + 2] = b[2];
+            addr[i * 4 + 3] = b[3];
+        }
+        let exact = Key::new(PORT_BITS + 128, V6Key { port: port_be, addr });
+        let hit = match INTERCEPT_V6.get(&exact) {
+            Some(v) => Some(*v),
+            None => INTERCEPT_V6.get(&Key::new(PORT_BITS + 128, V6Key { port: [0, 0], addr })).copied(),
+        };
+        (hit, AF_INET6)
+    };
+    let Some(hit) = hit else {
+        return ALLOW;
+    };
+    let cfg = match decide(sa) {
+        Verdict::Redirect(cfg) => cfg,
+        Verdict::Direct => return ALLOW,
+        Verdict::Refuse => return DENY,
+    };
+    let target = if family == AF_INET {
+        [0, 0, 0xffff_u32.to_be(), cfg.proxy_v4]
+    } else {
+        cfg.proxy_v6
+    };
+    if target == [0, 0, 0, 0] {
+        // No IPv6 listener configured: leave the connection alone rather than break it.
+        return ALLOW;
+    }
+    let addr = if family == AF_INET { [ip6[3], 0, 0, 0] } else { ip6 };
+    let dst = OrigDst { addr, port: port as u16, family, class: hit.class, cgroup_id: 0 };
+    if !remember(&ctx, dst) {
+        return ALLOW;
+    }
+    // SAFETY: full 4-byte stores to writable ctx fields.
+    unsafe {
+        (*sa).user_ip6[0] = target[0];
+        (*sa).user_ip6[1] = target[1];
+        (*sa).user_ip6[2] = target[2];
+        (*sa).user_ip6[3] = target[3];
+        (*sa).user_port = cfg.proxy_port;
+    }
+    count(stats::REDIRECTED);
+    debug!(&ctx, "connect6 redirected port {} rule {}", u16::from_be(port as u16), hit.rule);
+    ALLOW
+}
+
+#[sock_ops]
+pub fn ng_sock_ops(ctx: SockOpsContext) -> u32 {
+    if ctx.op() != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        return 0;
+    }
+    // SAFETY: bpf_get_socket_cookie is valid for sock_ops.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+    // SAFETY: the value is copied out before the entry is removed below.
+    let Some(dst) = (unsafe { PENDING.get(&cookie) }).copied() else {
+        return 0;
+    };
+    let port = (ctx.local_port() as u16).to_be();
+    let key = if ctx.family() == AF_INET as u32 {
+        SockKey { addr: [ctx.local_ip4(), 0, 0, 0], port, family: AF_INET }
+    } else {
+        let ip6 = ctx.local_ip6();
+        if ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0xffff_u32.to_be() {
+            SockKey { addr: [ip6[3], 0, 0, 0], port, family: AF_INET }
+        } else {
+            SockKey { addr: ip6, port, family: AF_INET6 }
+        }
+    };
+    if ORIG_DST.insert(&key, &dst, 0).is_err() {
+        count(stats::MAP_ERRORS);
+    } else {
+        count(stats::REKEYED);
+    }
+    let _ = PENDING.remove(&cookie);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,102 @@
+//! The admin server (loopback): `/healthz` (the process serves), `/readyz` (listeners bound and,
+//! when interception is on, programs attached), `/metrics` (Prometheus text), `/config_dump`
+//! (the live config as JSON) and `/intercept/status` (what the kernel holds).
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::proxy::Ctx;
+
+pub struct Admin {
+    pub ctx: Arc<Ctx>,
+    pub ready: Arc<AtomicBool>,
+}
+
+pub async fn run(admin: Arc<Admin>, listener: TcpListener, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(admin.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r
+}
+
+async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let ctx = &admin.ctx;
+    Ok(match req.uri().path() {
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            if admin.ready.load(Ordering::Acquire) {
+                reply(StatusCode::OK, "text/plain", "ready\n".into())
+            } else {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into())
+            }
+        }
+        "/metrics" => {
+            refresh_intercept_metrics(ctx);
+            match ctx.metrics.encode() {
+                Ok(text) => reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text),
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("encoding metrics: {e}\n")),
+            }
+        }
+        "/config_dump" => match serde_json::to_string_pretty(&**ctx.config.load()) {
+            Ok(j) => reply(StatusCode::OK, "application/json", j),
+            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+        },
+        "/intercept/status" => match &ctx.interceptor {
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "interception is not enabled\n".into()),
+            Some(i) => match crate::intercept::status::read(i.pin_dir()) {
+                Ok(s) => reply(StatusCode::OK, "application/json", serde_json::to_string_pretty(&s).unwrap_or_default()),
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+            },
+        },
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz /readyz /metrics /config_dump /intercept/status\n".into()),
+    })
+}
+
+/// Copies the kernel's counters and heartbeat age into the registry before a scrape.
+fn refresh_intercept_metrics(ctx: &Ctx) {
+    let Some(i) = &ctx.interceptor else { return };
+    if let Ok(counters) = crate::intercept::status::read_counters(i.pin_dir()) {
+        for (i, (_, v)) in counters.iter().enumerate() {
+            ctx.metrics.set_redirect_counter(gateway_common::stats::NAMES[i], *v);
+        }
+    }
+    if let Some(age) = crate::intercept::status::heartbeat_age(i.pin_dir()) {
+        ctx.metrics.heartbeat_age.set(age);
+    }
+    ctx.metrics.intercept_entries.set(i.table_len() as i64);
+}

@@ -1,0 +1,155 @@
+//! Wires the pieces into a running gateway: config -> logs -> metrics and audit -> identity ->
+//! listeners -> interception (after the listeners, so nothing is redirected to a closed port) ->
+//! heartbeat and hot reload -> wait for a signal -> detach, drain, flush.
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::{
+    admin, config,
+    identity::{self, Resolver},
+    intercept::Interceptor,
+    proxy::{self, Ctx, upstream},
+    telemetry::{audit, logging, metrics::{Metrics, OutcomeLabels}},
+};
+
+pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = config::load(config_path.as_deref())?;
+    let debug = logging::init(&cfg.log);
+    tracing::info!(
+        config = %config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()),
+        version = env!("CARGO_PKG_VERSION"),
+        "nodegate starting"
+    );
+    let metrics = Metrics::new();
+    let (audit, audit_task) = audit::start(&cfg.audit, metrics.clone()).with_context(|| format!("opening audit output {:?}", cfg.audit.path))?;
+    let cgroup_root = cfg.intercept.cgroup_root.clone().or_else(identity::detect_cgroup2_root);
+    let identities = Arc::new(Resolver::new(cgroup_root, &cfg.identities, &cfg.intercept.cgroups));
+
+    let explicit = cfg.listeners.explicit.map(|a| proxy::bind(a).with_context(|| format!("binding the explicit listener on {a}"))).transpose()?;
+    let transparent = cfg.listeners.transparent.map(|a| proxy::bind(a).with_context(|| format!("binding the transparent listener on {a}"))).transpose()?;
+    let admin_listener = proxy::bind(cfg.admin.address).with_context(|| format!("binding the admin listener on {}", cfg.admin.address))?;
+    let own: Vec<_> = [explicit.as_ref(), transparent.as_ref(), Some(&admin_listener)].into_iter().flatten().filter_map(|l| l.local_addr().ok()).collect();
+
+    let interceptor = if cfg.intercept.enabled {
+        let i = Interceptor::start(&cfg, debug).context("starting transparent interception")?;
+        tracing::info!(cgroups = i.attached_cgroups(), entries = i.table_len(), pin_dir = %i.pin_dir().display(), fail = ?cfg.intercept.fail, "interception active");
+        Some(i)
+    } else {
+        None
+    };
+    let dialer = upstream::Dialer { mark: cfg.intercept.enabled.then_some(cfg.intercept.proxy_mark), timeout: cfg.timeouts.connect };
+    let live: config::Shared = Arc::new(ArcSwap::from_pointee(cfg.clone()));
+    let ctx = Arc::new(Ctx {
+        config: live.clone(),
+        metrics: metrics.clone(),
+        audit,
+        identities: identities.clone(),
+        interceptor: interceptor.clone(),
+        upstream: upstream::Upstream::new(dialer),
+        own,
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tracker = TaskTracker::new();
+    let mut servers = Vec::new();
+    if let Some(l) = transparent {
+        tracing::info!(address = %l.local_addr()?, "transparent listener");
+        servers.push(tokio::spawn(proxy::transparent::run(ctx.clone(), l, tracker.clone(), stop_rx.clone())));
+    }
+    if let Some(l) = explicit {
+        tracing::info!(address = %l.local_addr()?, "explicit proxy listener");
+        servers.push(tokio::spawn(proxy::explicit::run(ctx.clone(), l, tracker.clone(), stop_rx.clone())));
+    }
+    let ready = Arc::new(AtomicBool::new(false));
+    tracing::info!(address = %admin_listener.local_addr()?, "admin listener");
+    let admin_task = tokio::spawn(admin::run(Arc::new(admin::Admin { ctx: ctx.clone(), ready: ready.clone() }), admin_listener, stop_rx.clone()));
+
+    if let Some(i) = interceptor.clone() {
+        tokio::spawn(heartbeat(i, live.clone(), stop_rx.clone()));
+    }
+    if let Some(path) = config_path.clone() {
+        let (changed_tx, mut changed_rx) = watch::channel(Arc::new(cfg.clone()));
+        let m = metrics.clone();
+        tokio::spawn(config::reload::watch_file(path, live.clone(), changed_tx, std::time::Duration::from_secs(1), move |ok| {
+            m.config_reloads.get_or_create(&OutcomeLabels { outcome: if ok { "applied" } else { "rejected" } }).inc();
+        }, stop_rx.clone()));
+        let identities = identities.clone();
+        let interceptor = interceptor.clone();
+        let started_with = cfg.clone();
+        tokio::spawn(async move {
+            while changed_rx.changed().await.is_ok() {
+                let new = changed_rx.borrow_and_update().clone();
+                identities.update(&new.identities, &new.intercept.cgroups);
+                if new.listeners != started_with.listeners || new.admin != started_with.admin || new.intercept.enabled != started_with.intercept.enabled || new.intercept.pin_path != started_with.intercept.pin_path {
+                    tracing::warn!("listener addresses, intercept.enabled and intercept.pin_path take effect on restart only");
+                }
+                if let Some(i) = &interceptor {
+                    if let Err(e) = i.apply(&new) {
+                        tracing::error!(error = %e, "applying the new intercept settings failed");
+                    }
+                }
+            }
+        });
+    }
+    ready.store(true, Ordering::Release);
+    tracing::info!("nodegate ready");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    ready.store(false, Ordering::Release);
+    // Detach first: new connections go direct while we drain the ones we have.
+    if let Some(i) = &interceptor {
+        i.shutdown(cfg.intercept.keep_pinned);
+    }
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    tracker.close();
+    if tokio::time::timeout(cfg.timeouts.drain, tracker.wait()).await.is_err() {
+        tracing::warn!(open = tracker.len(), "connections still open after the drain timeout; closing them");
+    }
+    let _ = admin_task.await;
+    drop(ctx);
+    if tokio::time::timeout(std::time::Duration::from_secs(5), audit_task).await.is_err() {
+        tracing::warn!("audit writer did not finish flushing in 5s");
+    }
+    tracing::info!("nodegate stopped");
+    Ok(())
+}
+
+async fn heartbeat(i: Arc<Interceptor>, live: config::Shared, mut stop: watch::Receiver<bool>) {
+    loop {
+        let every = live.load().intercept.heartbeat.interval;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = i.beat() {
+            tracing::error!(error = %e, "heartbeat write failed; the programs will fail open (or closed) soon");
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; running until killed");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

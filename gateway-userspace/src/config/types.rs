@@ -1,0 +1,264 @@
+//! The configuration types: the one source of truth for what nodegate can be told.
+//!
+//! Every field has a default, so an empty file is a valid config. Unknown fields are errors (a
+//! typo must not silently fall back to a default). Validation beyond types lives in `validate`.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listeners: Listeners,
+    pub admin: Admin,
+    pub log: Log,
+    pub audit: Audit,
+    pub timeouts: Timeouts,
+    /// Workload names for cgroups, used when no Kubernetes metadata is available.
+    pub identities: Vec<IdentityMapping>,
+    pub intercept: Intercept,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listeners {
+    /// Explicit HTTP proxy (absolute-form requests and CONNECT). Agents address it directly.
+    pub explicit: Option<SocketAddr>,
+    /// Transparent listener: connections redirected by eBPF or iptables arrive here.
+    pub transparent: Option<SocketAddr>,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Self {
+            explicit: Some(SocketAddr::from(([127, 0, 0, 1], 15080))),
+            transparent: Some(SocketAddr::from(([127, 0, 0, 1], 15001))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Health, readiness, metrics and config dump. Keep it on loopback.
+    pub address: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { address: SocketAddr::from(([127, 0, 0, 1], 15000)) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing filter: `info`, `debug`, `nodegate=debug,hyper=info`. RUST_LOG overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// File to append JSON lines to; `-` is standard output; empty disables auditing.
+    pub path: String,
+    /// Rotate when the file grows past this many bytes (0: never).
+    pub max_bytes: u64,
+    /// Rotated files kept beside the live one (`audit.log.1` is the newest).
+    pub keep: u32,
+    /// Longest time a record waits in the buffer before it is written out.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Records queued between the proxy and the writer; past this, records are dropped and
+    /// counted in `nodegate_audit_dropped_total` rather than slowing traffic.
+    pub queue: usize,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            path: "-".into(),
+            max_bytes: 100 * 1024 * 1024,
+            keep: 3,
+            flush_interval: Duration::from_secs(1),
+            queue: 65_536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// How long to wait for a client's first bytes before treating the connection as opaque TCP
+    /// (server-speaks-first protocols).
+    #[serde(with = "humantime_serde")]
+    pub sniff: Duration,
+    /// Upstream connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// Time to receive a request's headers on an HTTP connection.
+    #[serde(with = "humantime_serde")]
+    pub header_read: Duration,
+    /// A spliced TCP connection with no bytes either way for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    /// Grace period for in-flight connections on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            sniff: Duration::from_millis(1000),
+            connect: Duration::from_secs(5),
+            header_read: Duration::from_secs(30),
+            idle: Duration::from_secs(3600),
+            drain: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityMapping {
+    /// Workload name reported in audit records and metrics.
+    pub name: String,
+    /// Cgroup path relative to the cgroup2 mount (`/kubepods/pod123`); it and every cgroup
+    /// below it map to `name`. The longest matching path wins.
+    pub cgroup: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Proxy dead or hung: intercepted connections go directly to their destination.
+    #[default]
+    Open,
+    /// Proxy dead or hung: intercepted connections are refused (EPERM on connect).
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// Decide from the bytes.
+    #[default]
+    Auto,
+    Http,
+    Llm,
+    Mcp,
+    A2a,
+    /// Opaque TCP: never parsed, always spliced.
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// An IP address (`169.254.88.10`), a CIDR (`10.96.0.0/12`) or a host name
+    /// (`api.openai.com`, resolved and re-resolved when its DNS TTL runs out).
+    pub address: String,
+    /// Ports to intercept on that address; `0` means every port.
+    pub ports: Vec<u16>,
+    #[serde(default)]
+    pub class: Class,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Heartbeat {
+    /// How often the proxy writes its heartbeat into the kernel.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A heartbeat older than this means the proxy is gone: fail open (or closed).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self { interval: Duration::from_millis(500), timeout: Duration::from_secs(3) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// Re-resolve no sooner than this, whatever the record's TTL.
+    #[serde(with = "humantime_serde")]
+    pub min_ttl: Duration,
+    /// Re-resolve at least this often.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Self { min_ttl: Duration::from_secs(5), max_ttl: Duration::from_secs(300) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Intercept {
+    /// Load the eBPF programs and redirect enrolled cgroups' traffic. Needs root (CAP_BPF,
+    /// CAP_NET_ADMIN, CAP_SYS_ADMIN).
+    pub enabled: bool,
+    /// Mount point of the cgroup2 hierarchy; detected from /proc/self/mountinfo when unset.
+    pub cgroup_root: Option<PathBuf>,
+    /// Cgroups (paths under the cgroup2 mount) whose processes are intercepted, with everything
+    /// below them.
+    pub cgroups: Vec<String>,
+    /// Address the programs rewrite intercepted IPv4 connections to. Defaults to the transparent
+    /// listener; in Kubernetes a node-local address the pods can reach.
+    pub redirect_to: Option<SocketAddr>,
+    /// Address for intercepted IPv6 connections (port must match `redirect_to`). Unset: IPv6
+    /// destinations are matched but left alone.
+    pub redirect_to_v6: Option<std::net::Ipv6Addr>,
+    pub destinations: Vec<Destination>,
+    pub fail: FailMode,
+    pub heartbeat: Heartbeat,
+    /// bpffs directory where maps and links are pinned so a restarted proxy takes over.
+    pub pin_path: PathBuf,
+    /// Leave programs attached and maps pinned on a clean shutdown (upgrades: the next proxy
+    /// picks them up; the heartbeat decides meanwhile).
+    pub keep_pinned: bool,
+    /// SO_MARK set on the proxy's own upstream sockets so they are never redirected.
+    pub proxy_mark: u32,
+    pub dns: Dns,
+}
+
+impl Default for Intercept {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            cgroup_root: None,
+            cgroups: Vec::new(),
+            redirect_to: None,
+            redirect_to_v6: None,
+            destinations: Vec::new(),
+            fail: FailMode::Open,
+            heartbeat: Heartbeat::default(),
+            pin_path: PathBuf::from("/sys/fs/bpf/nodegate"),
+            keep_pinned: false,
+            proxy_mark: 0x4e47_0001,
+            dns: Dns::default(),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Checks a parsed config beyond what its types say, collecting every problem with its path in
+//! the file (`intercept.destinations[2].ports`), so an operator fixes them all in one go.
+use std::{fmt, net::IpAddr};
+
+use ipnet::IpNet;
+
+use super::types::{Config, Destination};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// What an intercept destination's `address` turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Net(IpNet),
+    Host(String),
+}
+
+/// Parses a destination address: IP, CIDR or DNS name.
+pub fn parse_target(address: &str) -> Result<Target, String> {
+    if let Ok(ip) = address.parse::<IpAddr>() {
+        return Ok(Target::Net(IpNet::from(ip)));
+    }
+    if address.contains('/') {
+        let net: IpNet = address.parse().map_err(|e| format!("invalid CIDR {address:?}: {e}"))?;
+        if net.trunc() != net {
+            return Err(format!("CIDR {address:?} has host bits set (did you mean {}?)", net.trunc()));
+        }
+        return Ok(Target::Net(net));
+    }
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let name = address.strip_suffix('.').unwrap_or(address);
+    if name.len() <= 253 && name.split('.').all(valid_label) {
+        Ok(Target::Host(name.to_ascii_lowercase()))
+    } else {
+        Err(format!("{address:?} is not an IP address, a CIDR or a host name"))
+    }
+}
+
+pub fn validate(cfg: &Config) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let mut push = |path: String, message: String| p.push(Problem { path, message });
+
+    if cfg.listeners.explicit.is_none() && cfg.listeners.transparent.is_none() {
+        push("listeners".into(), "at least one of explicit or transparent must be set".into());
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
+        push("log.level".into(), format!("invalid filter {:?}: {e}", cfg.log.level));
+    }
+    if cfg.audit.queue == 0 {
+        push("audit.queue".into(), "must be at least 1".into());
+    }
+    if cfg.audit.flush_interval.is_zero() {
+        push("audit.flush_interval".into(), "must be greater than zero".into());
+    }
+    for (name, d) in [
+        ("sniff", cfg.timeouts.sniff),
+        ("connect", cfg.timeouts.connect),
+        ("header_read", cfg.timeouts.header_read),
+        ("idle", cfg.timeouts.idle),
+    ] {
+        if d.is_zero() {
+            push(format!("timeouts.{name}"), "must be greater than zero".into());
+        }
+    }
+    for (i, m) in cfg.identities.iter().enumerate() {
+        if m.name.trim().is_empty() {
+            push(format!("identities[{i}].name"), "must not be empty".into());
+        }
+        if !m.cgroup.starts_with('/') {
+            push(format!("identities[{i}].cgroup"), format!("{:?} must start with /", m.cgroup));
+        }
+    }
+
+    let ic = &cfg.intercept;
+    for (i, c) in ic.cgroups.iter().enumerate() {
+        if !c.starts_with('/') || c.split('/').any(|s| s == "..") {
+            push(format!("intercept.cgroups[{i}]"), format!("{c:?} must be an absolute path under the cgroup2 mount, without .."));
+        }
+    }
+    if ic.enabled && ic.cgroups.is_empty() {
+        push("intercept.cgroups".into(), "interception is enabled but no cgroup is enrolled".into());
+    }
+    if ic.enabled && ic.redirect_to.is_none() && cfg.listeners.transparent.is_none() {
+        push("intercept.redirect_to".into(), "needed when listeners.transparent is not set".into());
+    }
+    if let Some(r) = ic.redirect_to {
+        if !r.is_ipv4() {
+            push("intercept.redirect_to".into(), "must be an IPv4 address (use redirect_to_v6 for IPv6)".into());
+        }
+        if r.port() == 0 {
+            push("intercept.redirect_to".into(), "port must not be 0".into());
+        }
+    }
+    if ic.heartbeat.interval.is_zero() {
+        push("intercept.heartbeat.interval".into(), "must be greater than zero".into());
+    }
+    if ic.heartbeat.timeout <= ic.heartbeat.interval {
+        push(
+            "intercept.heartbeat.timeout".into(),
+            format!(
+                "{} must be longer than the interval ({}) or a live proxy looks dead",
+                humantime::format_duration(ic.heartbeat.timeout),
+                humantime::format_duration(ic.heartbeat.interval)
+            ),
+        );
+    }
+    if ic.dns.min_ttl > ic.dns.max_ttl {
+        push("intercept.dns.min_ttl".into(), "must not exceed max_ttl".into());
+    }
+    if ic.proxy_mark == 0 {
+        push("intercept.proxy_mark".into(), "must not be 0 (0 is every unmarked socket)".into());
+    }
+    if !ic.pin_path.is_absolute() {
+        push("intercept.pin_path".into(), "must be an absolute path on a bpffs mount".into());
+    }
+    for (i, d) in ic.destinations.iter().enumerate() {
+        check_destination(i, d, &mut push);
+    }
+    p
+}
+
+fn check_destination(i: usize, d: &Destination, push: &mut impl FnMut(String, String)) {
+    if let Err(e) = parse_target(&d.address) {
+        push(format!("intercept.destinations[{i}].address"), e);
+    }
+    if d.ports.is_empty() {
+        push(format!("intercept.destinations[{i}].ports"), "list at least one port (0 for all)".into());
+    }
+    if d.ports.len() > 1 && d.ports.contains(&0) {
+        push(format!("intercept.destinations[{i}].ports"), "0 (all ports) cannot be combined with other ports".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(parse_target("10.0.0.1").unwrap(), Target::Net("10.0.0.1/32".parse().unwrap()));
+        assert_eq!(parse_target("10.96.0.0/12").unwrap(), Target::Net("10.96.0.0/12".parse().unwrap()));
+        assert_eq!(parse_target("API.OpenAI.com").unwrap(), Target::Host("api.openai.com".into()));
+        assert!(parse_target("10.96.0.1/12").unwrap_err().contains("host bits"));
+        assert!(parse_target("not a host").is_err());
+    }
+}

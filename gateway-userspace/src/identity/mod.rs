@@ -1,0 +1,225 @@
+//! Who made a connection. Every connection, transparent or explicit, gets one [`Identity`].
+//!
+//! In transparent mode the kernel tells us the cgroup id of the process that called connect();
+//! this module turns it into a cgroup path (the id is the inode of the cgroup's directory) and a
+//! workload name (from config mappings; the Kubernetes pod mapping plugs in here later). Results
+//! are cached per cgroup id. This module does not decide policy; it only names the caller.
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use crate::config::IdentityMapping;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Named by a config mapping of its cgroup.
+    Config,
+    /// Named by its cgroup path (no mapping matched).
+    Cgroup,
+    /// Nothing known about the caller.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Workload name used in audit records, metrics and (later) policy.
+    pub workload: Arc<str>,
+    /// Cgroup v2 id, 0 when unknown.
+    pub cgroup_id: u64,
+    /// Path below the cgroup2 mount, when found.
+    pub cgroup_path: Option<Arc<str>>,
+    pub source: Source,
+}
+
+impl Identity {
+    pub fn unknown() -> Self {
+        Self { workload: Arc::from("unknown"), cgroup_id: 0, cgroup_path: None, source: Source::Unknown }
+    }
+
+    pub fn named(name: &str) -> Self {
+        Self { workload: Arc::from(name), cgroup_id: 0, cgroup_path: None, source: Source::Config }
+    }
+}
+
+/// Largest number of cgroup ids remembered; past it the cache starts over.
+const CACHE_MAX: usize = 16_384;
+
+pub struct Resolver {
+    root: Option<PathBuf>,
+    /// Where to look first for a cgroup id (the enrolled cgroups).
+    search_first: Mutex<Vec<String>>,
+    /// (cgroup path prefix, name), longest prefix first.
+    mappings: Mutex<Vec<(String, Arc<str>)>>,
+    cache: Mutex<HashMap<u64, Arc<Identity>>>,
+}
+
+impl Resolver {
+    pub fn new(root: Option<PathBuf>, mappings: &[IdentityMapping], search_first: &[String]) -> Self {
+        let r = Self {
+            root,
+            search_first: Mutex::new(Vec::new()),
+            mappings: Mutex::new(Vec::new()),
+            cache: Mutex::new(HashMap::new()),
+        };
+        r.update(mappings, search_first);
+        r
+    }
+
+    /// Applies a new config's mappings; cached identities are forgotten.
+    pub fn update(&self, mappings: &[IdentityMapping], search_first: &[String]) {
+        let mut m: Vec<(String, Arc<str>)> =
+            mappings.iter().map(|m| (normalize(&m.cgroup), Arc::from(m.name.as_str()))).collect();
+        m.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        *lock(&self.mappings) = m;
+        *lock(&self.search_first) = search_first.iter().map(|s| normalize(s)).collect();
+        lock(&self.cache).clear();
+    }
+
+    /// The identity of cgroup `id`. May walk the cgroup filesystem on a cache miss: call from a
+    /// blocking context (see [`Self::resolve_async`]).
+    pub fn resolve(&self, id: u64) -> Arc<Identity> {
+        if let Some(hit) = lock(&self.cache).get(&id) {
+            return hit.clone();
+        }
+        let path = self.find_path(id);
+        let ident = Arc::new(self.name(id, path));
+        let mut cache = lock(&self.cache);
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(id, ident.clone());
+        ident
+    }
+
+    pub async fn resolve_async(self: &Arc<Self>, id: u64) -> Arc<Identity> {
+        if let Some(hit) = lock(&self.cache).get(&id) {
+            return hit.clone();
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.resolve(id))
+            .await
+            .unwrap_or_else(|_| Arc::new(Identity { cgroup_id: id, ..Identity::unknown() }))
+    }
+
+    fn name(&self, id: u64, path: Option<String>) -> Identity {
+        let Some(path) = path else {
+            return Identity {
+                workload: Arc::from(format!("cgroup:{id}")),
+                cgroup_id: id,
+                cgroup_path: None,
+                source: Source::Unknown,
+            };
+        };
+        let mapped = lock(&self.mappings)
+            .iter()
+            .find(|(prefix, _)| is_under(&path, prefix))
+            .map(|(_, name)| name.clone());
+        let path: Arc<str> = Arc::from(path);
+        match mapped {
+            Some(workload) => Identity { workload, cgroup_id: id, cgroup_path: Some(path), source: Source::Config },
+            None => Identity { workload: path.clone(), cgroup_id: id, cgroup_path: Some(path), source: Source::Cgroup },
+        }
+    }
+
+    fn find_path(&self, id: u64) -> Option<String> {
+        let root = self.root.as_ref()?;
+        let first = lock(&self.search_first).clone();
+        for start in first.iter().map(String::as_str).chain(std::iter::once("/")) {
+            let dir = root.join(start.trim_start_matches('/'));
+            if let Some(found) = find_inode(&dir, id, 64) {
+                let rel = found.strip_prefix(root).ok()?;
+                return Some(format!("/{}", rel.display()));
+            }
+        }
+        None
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked mid-update of a cache; the data is
+    // still a valid map, so keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn normalize(p: &str) -> String {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() { "/".into() } else { t.to_string() }
+}
+
+fn is_under(path: &str, prefix: &str) -> bool {
+    prefix == "/" || path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+/// Depth-first search for the directory whose inode is `ino`.
+fn find_inode(dir: &Path, ino: u64, depth: u32) -> Option<PathBuf> {
+    let meta = std::fs::metadata(dir).ok()?;
+    if meta.ino() == ino {
+        return Some(dir.to_path_buf());
+    }
+    if depth == 0 {
+        return None;
+    }
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if let Some(found) = find_inode(&entry.path(), ino, depth - 1) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// The cgroup2 mount point, from /proc/self/mountinfo: the first `cgroup2` filesystem.
+pub fn detect_cgroup2_root() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        if post.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        pre.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// The cgroup v2 path of a process (`0::/path` in /proc/PID/cgroup).
+pub fn cgroup_of_pid(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("0::").map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_matching_respects_path_segments() {
+        assert!(is_under("/a/b", "/a"));
+        assert!(is_under("/a", "/a"));
+        assert!(!is_under("/ab", "/a"));
+        assert!(is_under("/x", "/"));
+    }
+
+    #[test]
+    fn resolves_a_directory_inode_to_its_mapped_name() {
+        let root = std::env::temp_dir().join(format!("ng-ident-{}", std::process::id()));
+        let leaf = root.join("pods/agent-a/c1");
+        std::fs::create_dir_all(&leaf).unwrap();
+        let ino = std::fs::metadata(&leaf).unwrap().ino();
+        let other = std::fs::metadata(root.join("pods")).unwrap().ino();
+        let maps = vec![
+            IdentityMapping { name: "pods".into(), cgroup: "/pods".into() },
+            IdentityMapping { name: "agent-a".into(), cgroup: "/pods/agent-a/".into() },
+        ];
+        let r = Resolver::new(Some(root.clone()), &maps, &["/pods".into()]);
+        let id = r.resolve(ino);
+        assert_eq!(&*id.workload, "agent-a", "longest prefix wins");
+        assert_eq!(id.cgroup_path.as_deref(), Some("/pods/agent-a/c1"));
+        assert_eq!(&*r.resolve(other).workload, "pods");
+        assert_eq!(&*r.resolve(u64::MAX).workload, format!("cgroup:{}", u64::MAX));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

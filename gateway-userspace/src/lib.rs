@@ -1,0 +1,15 @@
+//! nodegate: an eBPF-accelerated, node-level gateway for AI agent traffic.
+//!
+//! The request path, top to bottom: `proxy` accepts (transparent or explicit) -> `intercept`
+//! says where the connection was going and which cgroup made it -> `identity` names the workload
+//! -> `proxy::sniff` classifies -> `proxy::http` forwards (or `proxy::splice` relays) through
+//! `proxy::upstream` -> `telemetry` accounts and audits. `config` feeds all of them; `admin`
+//! shows their state.
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod intercept;
+pub mod proxy;
+pub mod telemetry;

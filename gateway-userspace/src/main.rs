@@ -1,0 +1,90 @@
+//! The `nodegate` binary.
+use std::process::ExitCode;
+
+use clap::Parser;
+use nodegate::{
+    cli::{Cli, Command, InterceptCommand},
+    config,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("nodegate: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(nodegate::app::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("nodegate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { file } => match config::load(Some(&file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::DefaultConfig => {
+            print!("{}", config::DEFAULT_YAML);
+            ExitCode::SUCCESS
+        }
+        Command::Intercept { command } => intercept(command),
+    }
+}
+
+fn pin_dir(config: Option<std::path::PathBuf>, pin_path: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, String> {
+    if let Some(p) = pin_path {
+        return Ok(p);
+    }
+    config::load(config.as_deref()).map(|c| c.intercept.pin_path).map_err(|e| e.to_string())
+}
+
+fn intercept(cmd: InterceptCommand) -> ExitCode {
+    match cmd {
+        InterceptCommand::Status { config, pin_path, json } => {
+            let status = pin_dir(config, pin_path).and_then(|d| nodegate::intercept::status::read(&d));
+            match status {
+                Ok(s) if json => {
+                    println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(s) => {
+                    print!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("nodegate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        InterceptCommand::Cleanup { config, pin_path } => match pin_dir(config, pin_path) {
+            Ok(d) => match nodegate::intercept::remove_pins(&d) {
+                Ok(()) => {
+                    println!("removed {} (programs detached, maps unpinned)", d.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("nodegate: cleaning {}: {e}", d.display());
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("nodegate: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

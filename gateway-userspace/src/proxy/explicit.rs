@@ -1,0 +1,96 @@
+//! The explicit listener: an HTTP proxy agents address directly (HTTP_PROXY / base_url).
+//! Absolute-form requests are forwarded like transparent HTTP; CONNECT opens a tunnel that is
+//! relayed as TCP. Both share the same pipeline, metrics and audit as the transparent path.
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Instant};
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
+
+use http_body_util::BodyExt as _;
+
+use super::{ActiveGuard, Conn, Ctx, http::error_response, io, splice, upstream::Body};
+use crate::{identity::Identity, telemetry::metrics::ConnLabels};
+
+pub async fn run(ctx: Arc<Ctx>, listener: TcpListener, tracker: TaskTracker, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tracker.spawn(handle(ctx.clone(), stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "explicit accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+    let _active = ActiveGuard::new(&ctx.metrics, "explicit");
+    // Identity of explicit callers (API keys, same-host cgroup lookup) is a later feature.
+    let conn = Arc::new(Conn { mode: "explicit", peer, identity: Arc::new(Identity::unknown()), target: None, protocol: "http1" });
+    ctx.metrics.connections.get_or_create(&ConnLabels { mode: "explicit", identity: conn.identity.workload.clone(), protocol: "http1" }).inc();
+    let counters = io::Counters::new();
+    let io = TokioIo::new(io::Counted::new(stream, counters.clone()));
+    let header_read = ctx.config.load().timeouts.header_read;
+    let svc_ctx = ctx.clone();
+    let svc_conn = conn.clone();
+    let svc = hyper::service::service_fn(move |req| route(svc_ctx.clone(), svc_conn.clone(), req));
+    let r = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read)
+        .serve_connection(io, svc)
+        .with_upgrades()
+        .await;
+    if let Err(e) = r {
+        tracing::debug!(%peer, error = %e, "explicit connection ended with an error");
+    }
+}
+
+async fn route(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.method() == Method::CONNECT {
+        return Ok(connect(ctx, conn, req).await);
+    }
+    super::http::forward(ctx, conn, req).await
+}
+
+/// CONNECT host:port: connect upstream first, answer 200 (or 502), then relay the tunnel.
+async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let Some((authority, port)) = req.uri().authority().and_then(|a| Some((a.clone(), a.port_u16()?))) else {
+        return error_response(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    if ctx.is_own_address(authority.as_str()) {
+        return error_response(StatusCode::LOOP_DETECTED, "CONNECT to nodegate itself");
+    }
+    let tunnel = Conn { mode: "explicit", peer: conn.peer, identity: conn.identity.clone(), target: None, protocol: "connect" };
+    let counters = io::Counters::new();
+    let mut up = match ctx.upstream.dialer.connect_host(authority.host(), port).await {
+        Ok(up) => up,
+        Err(e) => {
+            let msg = e.to_string();
+            super::transparent::finish(&ctx, &tunnel, authority.to_string(), None, &counters, start, Some(msg.clone()));
+            return error_response(StatusCode::BAD_GATEWAY, &msg);
+        }
+    };
+    tokio::spawn(async move {
+        let error = match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let mut client = io::Counted::new(TokioIo::new(upgraded), counters.clone());
+                let idle = ctx.config.load().timeouts.idle;
+                let c = counters.clone();
+                splice::relay_streams(&mut client, &mut up, idle, move || c.idle()).await.err().map(|e| e.to_string())
+            }
+            Err(e) => Some(format!("upgrade: {e}")),
+        };
+        super::transparent::finish(&ctx, &tunnel, authority.to_string(), None, &counters, start, error);
+    });
+    Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed())
+}

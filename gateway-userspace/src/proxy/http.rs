@@ -1,0 +1,262 @@
+//! HTTP forwarding, the same for both listeners: serve HTTP/1.1 or h2c from the client, send
+//! each request through the shared upstream pool to its target, stream the response back, and
+//! account for it (metrics on headers, one audit record when the response body ends).
+//!
+//! Order of a request: receive -> resolve target -> loop check -> rewrite (hop-by-hop headers,
+//! absolute URI) -> upstream -> account -> audit. Protocol handlers (LLM, MCP, A2A) will hook in
+//! between target and upstream; this file only forwards.
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Conn, Ctx, upstream::Body};
+use crate::telemetry::{
+    audit::{Body as AuditBody, Record},
+    metrics::{ModeLabels, RequestLabels, status_class},
+};
+
+/// Serves one client connection that speaks HTTP/1.x (`h2 == false`) or h2c.
+pub async fn serve<IO>(ctx: Arc<Ctx>, io: IO, conn: Arc<Conn>, h2: bool) -> Result<(), hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_read = ctx.config.load().timeouts.header_read;
+    let svc = hyper::service::service_fn(move |req| forward(ctx.clone(), conn.clone(), req));
+    let io = TokioIo::new(io);
+    if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, svc)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read)
+            .serve_connection(io, svc)
+            .await
+    }
+}
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [header::HeaderName; 8] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    http::HeaderName::from_static("keep-alive"),
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<http::HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        h.remove(n);
+    }
+    h.remove("proxy-connection");
+}
+
+/// A plain-text error response (the LLM/MCP/A2A handlers answer in their own formats).
+pub fn error_response(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("nodegate: {msg}\n"))).map_err(|never| match never {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// What is known about a request when its audit record is written.
+struct Pending {
+    ctx: Arc<Ctx>,
+    conn: Arc<Conn>,
+    method: http::Method,
+    host: Option<String>,
+    path: String,
+    target: String,
+    status: u16,
+    start: Instant,
+    sent: Arc<AtomicU64>,
+    received: u64,
+    error: Option<String>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let c = &self.conn;
+        let status = if self.status == 0 { "error" } else { status_class(self.status) };
+        self.ctx
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels { identity: c.identity.workload.clone(), method: Arc::from(self.method.as_str()), status })
+            .inc();
+        let body = AuditBody::Http {
+            method: self.method.to_string(),
+            host: self.host.take(),
+            path: std::mem::take(&mut self.path),
+            status: self.status,
+            bytes_sent: self.sent.load(Ordering::Relaxed),
+            bytes_received: self.received,
+            duration_ms: self.start.elapsed().as_secs_f64() * 1e3,
+            error: self.error.take(),
+        };
+        let rec = Record::new("http", &c.identity, c.mode, std::mem::take(&mut self.target), c.protocol, body);
+        self.ctx.audit.emit(rec);
+    }
+}
+
+/// A response body that counts what it carries and writes the audit record when it ends or is
+/// dropped (client went away).
+struct Tracked {
+    inner: Body,
+    pending: Option<Pending>,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let (Some(d), Some(p)) = (f.data_ref(), self.pending.as_mut()) {
+                    p.received += d.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(p) = self.pending.as_mut() {
+                    p.error = Some(format!("upstream body: {e}"));
+                }
+                self.pending = None;
+            }
+            Poll::Ready(None) => self.pending = None,
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Forwards one request. Never fails: errors become responses (and audit records).
+pub async fn forward(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let h2 = req.version() == http::Version::HTTP_2;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let mut pending = Pending {
+        ctx: ctx.clone(),
+        conn: conn.clone(),
+        method: req.method().clone(),
+        host: host.clone(),
+        path: path.clone(),
+        target: String::new(),
+        status: 0,
+        start,
+        sent: Arc::new(AtomicU64::new(0)),
+        received: 0,
+        error: None,
+    };
+
+    // Where the request goes: the original destination (transparent) or the absolute URI.
+    let authority = match conn.target {
+        Some(dst) => dst.to_string(),
+        None => match req.uri().authority() {
+            Some(a) if req.uri().scheme_str().is_none_or(|s| s == "http") => {
+                if a.port_u16().is_some() { a.to_string() } else { format!("{}:80", a.host()) }
+            }
+            Some(_) => {
+                return Ok(refuse(pending, StatusCode::BAD_REQUEST, "only http:// URLs can be proxied this way; use CONNECT for https"));
+            }
+            None => {
+                return Ok(refuse(pending, StatusCode::BAD_REQUEST, "this is a proxy: send absolute-form requests (http://host/path) or CONNECT"));
+            }
+        },
+    };
+    pending.target = authority.clone();
+    if ctx.is_own_address(&authority) {
+        return Ok(refuse(pending, StatusCode::LOOP_DETECTED, "request addressed to nodegate itself"));
+    }
+    let uri: Uri = match format!("http://{authority}{path}").parse() {
+        Ok(u) => u,
+        Err(e) => return Ok(refuse(pending, StatusCode::BAD_REQUEST, &format!("bad request target: {e}"))),
+    };
+
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    parts.uri = uri;
+    parts.version = if h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+    let sent = pending.sent.clone();
+    let body = body
+        .map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                sent.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+            f
+        })
+        .boxed();
+    let up = Request::from_parts(parts, body);
+    let result = if h2 { ctx.upstream.http2.request(up).await } else { ctx.upstream.http1.request(up).await };
+    ctx.metrics.request_duration.get_or_create(&ModeLabels { mode: conn.mode }).observe(start.elapsed().as_secs_f64());
+    match result {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            pending.status = parts.status.as_u16();
+            let tracked = Tracked { inner: body.boxed(), pending: Some(pending) };
+            Ok(Response::from_parts(parts, tracked.boxed()))
+        }
+        Err(e) => {
+            let msg = match std::error::Error::source(&e) {
+                Some(src) => format!("upstream {authority}: {e}: {src}"),
+                None => format!("upstream {authority}: {e}"),
+            };
+            tracing::debug!(identity = %conn.identity.workload, %msg, "upstream request failed");
+            Ok(refuse(pending, StatusCode::BAD_GATEWAY, &msg))
+        }
+    }
+}
+
+fn refuse(mut pending: Pending, status: StatusCode, msg: &str) -> Response<Body> {
+    pending.status = status.as_u16();
+    pending.error = Some(msg.to_string());
+    error_response(status, msg)
+}

@@ -1,0 +1,83 @@
+//! The node proxy: listeners, protocol sniffing, HTTP forwarding, TCP relay and the shared
+//! upstream client. One [`Ctx`] holds what every connection shares: live config, metrics,
+//! audit, identity resolution, the interceptor (original destinations) and the upstream pool.
+pub mod explicit;
+pub mod http;
+pub mod io;
+pub mod sniff;
+pub mod splice;
+pub mod tls;
+pub mod transparent;
+pub mod upstream;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
+
+use crate::{
+    config,
+    identity::{self, Identity},
+    intercept::Interceptor,
+    telemetry::{audit::Audit, metrics::Metrics},
+};
+
+pub struct Ctx {
+    pub config: config::Shared,
+    pub metrics: Arc<Metrics>,
+    pub audit: Audit,
+    pub identities: Arc<identity::Resolver>,
+    pub interceptor: Option<Arc<Interceptor>>,
+    pub upstream: upstream::Upstream,
+    /// Addresses nodegate listens on; a request for one of them would loop.
+    pub own: Vec<SocketAddr>,
+}
+
+impl Ctx {
+    /// Whether `authority` (host:port) names one of our own listeners.
+    pub fn is_own_address(&self, authority: &str) -> bool {
+        let Ok(a) = authority.trim().parse::<SocketAddr>() else { return false };
+        self.own.iter().any(|o| o.port() == a.port() && (o.ip() == a.ip() || (o.ip().is_unspecified() && (a.ip().is_loopback() || a.ip().is_unspecified()))))
+    }
+}
+
+/// One client connection, as handlers see it.
+#[derive(Debug)]
+pub struct Conn {
+    /// `transparent` or `explicit`.
+    pub mode: &'static str,
+    pub peer: SocketAddr,
+    pub identity: Arc<Identity>,
+    /// Original destination (transparent mode); explicit requests name their own target.
+    pub target: Option<SocketAddr>,
+    /// Sniffed protocol label: `http1`, `http2`, `tls`, `tcp`.
+    pub protocol: &'static str,
+}
+
+/// Binds a listener with a large backlog (benchmarks and bursts of agents overflow the default)
+/// and SO_REUSEADDR (a restarted proxy rebinds at once).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.set_tcp_nodelay(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    TcpListener::from_std(sock.into())
+}
+
+/// Decrements the active-connection gauge when the connection ends, however it ends.
+pub struct ActiveGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl ActiveGuard {
+    pub fn new(metrics: &Metrics, mode: &'static str) -> Self {
+        let g = metrics.active_connections.get_or_create(&crate::telemetry::metrics::ModeLabels { mode }).clone();
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

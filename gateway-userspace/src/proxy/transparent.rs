@@ -1,0 +1,122 @@
+//! The transparent listener: connections redirected by the eBPF programs (or by iptables, the
+//! fallback) arrive here. For each: find the original destination and the client's cgroup,
+//! name the workload, sniff the protocol, then forward HTTP or relay bytes, and audit it.
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use gateway_common::TrafficClass;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
+
+use super::{ActiveGuard, Conn, Ctx, io, sniff::{self, Protocol}, splice};
+use crate::{
+    identity::Identity,
+    intercept::origdst,
+    telemetry::{
+        audit::{Body, Record},
+        metrics::{ConnLabels, OutcomeLabels},
+    },
+};
+
+/// Accepts until `shutdown` fires; connections run on `tracker`.
+pub async fn run(ctx: Arc<Ctx>, listener: TcpListener, tracker: TaskTracker, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tracker.spawn(handle(ctx.clone(), stream, peer));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "transparent accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+struct Origin {
+    dst: SocketAddr,
+    cgroup_id: u64,
+    class: TrafficClass,
+    via: &'static str,
+}
+
+fn origin(ctx: &Ctx, stream: &TcpStream, peer: SocketAddr) -> Option<Origin> {
+    if let Some(rec) = ctx.interceptor.as_ref().and_then(|i| i.take_orig_dst(peer)) {
+        return Some(Origin { dst: origdst::socket_addr(&rec), cgroup_id: rec.cgroup_id, class: TrafficClass::from_u32(rec.class), via: "ebpf" });
+    }
+    let local = stream.local_addr().ok()?;
+    origdst::so_original_dst(stream, local).map(|dst| Origin { dst, cgroup_id: 0, class: TrafficClass::Auto, via: "iptables" })
+}
+
+async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+    let start = Instant::now();
+    let _active = ActiveGuard::new(&ctx.metrics, "transparent");
+    let Some(o) = origin(&ctx, &stream, peer) else {
+        tracing::warn!(%peer, "connection on the transparent listener without an original destination (not redirected?); closing");
+        ctx.metrics.connection_errors.get_or_create(&OutcomeLabels { outcome: "no_original_destination" }).inc();
+        return;
+    };
+    if ctx.is_own_address(&o.dst.to_string()) {
+        tracing::warn!(%peer, dst = %o.dst, "original destination is nodegate itself; closing to avoid a loop");
+        ctx.metrics.connection_errors.get_or_create(&OutcomeLabels { outcome: "loop" }).inc();
+        return;
+    }
+    let identity = if o.cgroup_id != 0 { ctx.identities.resolve_async(o.cgroup_id).await } else { Arc::new(Identity::unknown()) };
+    let timeouts = ctx.config.load().timeouts.clone();
+    let proto = if o.class == TrafficClass::Tcp {
+        Protocol::Tcp
+    } else {
+        match sniff::sniff(&stream, timeouts.sniff).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "sniff failed");
+                ctx.metrics.connection_errors.get_or_create(&OutcomeLabels { outcome: "client_io" }).inc();
+                return;
+            }
+        }
+    };
+    let conn = Arc::new(Conn { mode: "transparent", peer, identity, target: Some(o.dst), protocol: proto.label() });
+    ctx.metrics.connections.get_or_create(&ConnLabels { mode: "transparent", identity: conn.identity.workload.clone(), protocol: proto.label() }).inc();
+    tracing::debug!(%peer, dst = %o.dst, via = o.via, identity = %conn.identity.workload, protocol = proto.label(), "accepted");
+
+    let counters = io::Counters::new();
+    let client = io::Counted::new(stream, counters.clone());
+    let sni = match &proto {
+        Protocol::Tls { sni } => sni.clone(),
+        _ => None,
+    };
+    let error = match proto {
+        Protocol::Closed => None,
+        Protocol::Http1 | Protocol::Http2 => {
+            super::http::serve(ctx.clone(), client, conn.clone(), proto == Protocol::Http2).await.err().map(|e| e.to_string())
+        }
+        Protocol::Tls { .. } | Protocol::Tcp => {
+            let c = counters.clone();
+            splice::relay(client, &ctx.upstream.dialer, o.dst, timeouts.idle, move || c.idle()).await.err().map(|e| e.to_string())
+        }
+    };
+    finish(&ctx, &conn, o.dst.to_string(), sni, &counters, start, error);
+}
+
+/// Writes the connection's audit record and byte metrics.
+pub fn finish(ctx: &Ctx, conn: &Conn, target: String, sni: Option<String>, counters: &io::Counters, start: Instant, error: Option<String>) {
+    let (read, written) = counters.totals();
+    ctx.metrics.add_bytes(&conn.identity.workload, read, written);
+    if let Some(e) = &error {
+        tracing::debug!(peer = %conn.peer, %target, error = %e, "connection ended with an error");
+        ctx.metrics.connection_errors.get_or_create(&OutcomeLabels { outcome: "relay" }).inc();
+    }
+    let body = Body::Connection {
+        peer: conn.peer.to_string(),
+        sni,
+        bytes_sent: read,
+        bytes_received: written,
+        duration_ms: start.elapsed().as_secs_f64() * 1e3,
+        error,
+    };
+    ctx.audit.emit(Record::new("connection", &conn.identity, conn.mode, target, conn.protocol, body));
+}

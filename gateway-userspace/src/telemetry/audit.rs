@@ -1,0 +1,264 @@
+//! The audit sink: one JSON line per connection and per request, in one envelope for every kind
+//! of traffic (time, identity, kind, target, decision, rule, trace id) with a kind-specific body.
+//!
+//! Handlers call [`Audit::emit`], which never blocks: records go through a bounded queue to one
+//! writer task that buffers, flushes every `flush_interval` and on shutdown, and rotates the file
+//! by size. When the queue is full a record is dropped and counted, never allowed to slow traffic.
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::{config, identity::Identity, telemetry::metrics::Metrics};
+
+#[derive(Debug, Serialize)]
+pub struct Record {
+    pub time: String,
+    /// `connection` or `http`.
+    pub kind: &'static str,
+    pub identity: Arc<str>,
+    pub cgroup_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<Arc<str>>,
+    /// `transparent` or `explicit`.
+    pub mode: &'static str,
+    /// Where the client meant to go: the original destination or the requested authority.
+    pub target: String,
+    pub protocol: &'static str,
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Body {
+    Connection {
+        peer: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sni: Option<String>,
+        bytes_sent: u64,
+        bytes_received: u64,
+        duration_ms: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    Http {
+        method: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        path: String,
+        status: u16,
+        bytes_sent: u64,
+        bytes_received: u64,
+        duration_ms: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+impl Record {
+    pub fn new(kind: &'static str, id: &Identity, mode: &'static str, target: String, protocol: &'static str, body: Body) -> Self {
+        Self {
+            time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            kind,
+            identity: id.workload.clone(),
+            cgroup_id: id.cgroup_id,
+            cgroup: id.cgroup_path.clone(),
+            mode,
+            target,
+            protocol,
+            decision: "allow",
+            rule: None,
+            trace_id: None,
+            body,
+        }
+    }
+}
+
+/// Handle used by the proxy to emit records. Cheap to clone.
+#[derive(Clone)]
+pub struct Audit {
+    tx: Option<mpsc::Sender<Record>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Audit {
+    pub fn emit(&self, record: Record) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send(record).is_err() {
+            self.metrics.audit_dropped.inc();
+        }
+    }
+
+    /// A sink that discards everything (auditing disabled).
+    pub fn disabled(metrics: Arc<Metrics>) -> Self {
+        Self { tx: None, metrics }
+    }
+}
+
+/// Starts the writer. Dropping every [`Audit`] clone ends it after it wrote and flushed all
+/// queued records; await the returned handle on shutdown.
+pub fn start(cfg: &config::Audit, metrics: Arc<Metrics>) -> std::io::Result<(Audit, tokio::task::JoinHandle<()>)> {
+    if cfg.path.is_empty() {
+        return Ok((Audit::disabled(metrics), tokio::spawn(async {})));
+    }
+    let out = Output::open(&cfg.path, cfg.max_bytes, cfg.keep)?;
+    let (tx, rx) = mpsc::channel(cfg.queue);
+    let handle = tokio::task::spawn(write_loop(rx, out, cfg.flush_interval, metrics.clone()));
+    Ok((Audit { tx: Some(tx), metrics }, handle))
+}
+
+async fn write_loop(mut rx: mpsc::Receiver<Record>, mut out: Output, every: Duration, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut line = Vec::with_capacity(512);
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Some(rec) => {
+                    line.clear();
+                    if serde_json::to_writer(&mut line, &rec).is_ok() {
+                        line.push(b'\n');
+                        if let Err(e) = out.write(&line) {
+                            tracing::error!(error = %e, "audit write failed");
+                        } else {
+                            metrics.audit_records.inc();
+                        }
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if let Err(e) = out.flush() {
+                    tracing::error!(error = %e, "audit flush failed");
+                }
+            }
+        }
+    }
+    if let Err(e) = out.flush() {
+        tracing::error!(error = %e, "audit flush on shutdown failed");
+    }
+}
+
+/// The file (or stdout) records go to, with size-based rotation.
+struct Output {
+    path: Option<PathBuf>,
+    w: std::io::BufWriter<Box<dyn Write + Send>>,
+    written: u64,
+    max_bytes: u64,
+    keep: u32,
+}
+
+impl Output {
+    fn open(path: &str, max_bytes: u64, keep: u32) -> std::io::Result<Self> {
+        if path == "-" {
+            return Ok(Self { path: None, w: std::io::BufWriter::with_capacity(64 * 1024, Box::new(std::io::stdout())), written: 0, max_bytes: 0, keep });
+        }
+        let p = PathBuf::from(path);
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(&p)?;
+        let written = f.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Self { path: Some(p), w: std::io::BufWriter::with_capacity(64 * 1024, Box::new(f)), written, max_bytes, keep })
+    }
+
+    fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(line)?;
+        self.written += line.len() as u64;
+        if self.max_bytes > 0 && self.written >= self.max_bytes {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let Some(path) = self.path.clone() else { return Ok(()) };
+        self.w.flush()?;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+        if self.keep == 0 {
+            std::fs::remove_file(&path)?;
+        } else {
+            for n in (1..self.keep).rev() {
+                let from = numbered(n);
+                if from.exists() {
+                    std::fs::rename(&from, numbered(n + 1))?;
+                }
+            }
+            std::fs::rename(&path, numbered(1))?;
+        }
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        self.w = std::io::BufWriter::with_capacity(64 * 1024, Box::new(f));
+        self.written = 0;
+        Ok(())
+    }
+}
+
+/// For tests and tools: the audit lines in a file (and its rotated siblings, oldest first).
+pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn cfg(path: &Path, max_bytes: u64) -> config::Audit {
+        config::Audit { path: path.display().to_string(), max_bytes, keep: 2, flush_interval: Duration::from_secs(3600), queue: 1024 }
+    }
+
+    fn record(i: usize) -> Record {
+        let id = Identity::unknown();
+        Record::new("connection", &id, "transparent", format!("10.0.0.1:{i}"), "tcp", Body::Connection {
+            peer: "10.0.0.2:1".into(), sni: None, bytes_sent: i as u64, bytes_received: 0, duration_ms: 1.0, error: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn flushes_everything_on_shutdown_and_rotates_by_size() {
+        let dir = std::env::temp_dir().join(format!("ng-audit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.log");
+        let metrics = Metrics::new();
+        let (audit, handle) = start(&cfg(&path, 2_000), metrics.clone()).unwrap();
+        for i in 0..40 {
+            audit.emit(record(i));
+        }
+        drop(audit);
+        handle.await.unwrap();
+        let mut all = Vec::new();
+        for p in [dir.join("audit.log.2"), dir.join("audit.log.1"), path.clone()] {
+            all.extend(read_lines(&p));
+        }
+        // keep = 2: the oldest rotated files are gone, but what is kept is complete and in order.
+        assert!(dir.join("audit.log.1").exists(), "rotation by size did not happen");
+        assert!(!dir.join("audit.log.3").exists());
+        let sent: Vec<u64> = all.iter().map(|v| v["bytes_sent"].as_u64().unwrap()).collect();
+        assert_eq!(*sent.last().unwrap(), 39, "the last record was not flushed on shutdown");
+        assert!(sent.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(metrics.audit_records.get(), 40);
+        assert_eq!(all[0]["kind"], "connection");
+        assert_eq!(all[0]["identity"], "unknown");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,160 @@
+//! The one Prometheus registry. Every metric nodegate exports is declared here and documented in
+//! docs/metrics.md; handlers hold `Arc<Metrics>` and touch only the fields they need.
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnLabels {
+    /// `transparent` or `explicit`.
+    pub mode: &'static str,
+    pub identity: Arc<str>,
+    /// `http1`, `http2`, `tls`, `tcp`.
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub identity: Arc<str>,
+    pub method: Arc<str>,
+    /// Status code class: `2xx`, `4xx`, `5xx`, ... or `error` when no response came.
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub identity: Arc<str>,
+    /// `sent` (client to upstream) or `received` (upstream to client).
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub mode: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections: Family<ConnLabels, Counter>,
+    pub active_connections: Family<ModeLabels, Gauge>,
+    pub connection_errors: Family<OutcomeLabels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<ModeLabels, Histogram>,
+    pub bytes: Family<BytesLabels, Counter>,
+    /// Mirrors the eBPF programs' per-CPU counters, refreshed on every scrape.
+    pub redirects: Family<OutcomeLabels, Counter>,
+    pub heartbeat_age: Gauge<f64, AtomicU64>,
+    pub intercept_entries: Gauge,
+    pub config_reloads: Family<OutcomeLabels, Counter>,
+    pub audit_records: Counter,
+    pub audit_dropped: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("nodegate");
+        let connections = Family::default();
+        registry.register("connections", "Accepted client connections", connections.clone());
+        let active_connections = Family::default();
+        registry.register("active_connections", "Client connections open now", active_connections.clone());
+        let connection_errors = Family::default();
+        registry.register(
+            "connection_errors",
+            "Client connections that ended in an error, by cause",
+            connection_errors.clone(),
+        );
+        let requests = Family::default();
+        registry.register("requests", "Proxied HTTP requests", requests.clone());
+        let request_duration = Family::<ModeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time from request received to response headers sent",
+            request_duration.clone(),
+        );
+        let bytes = Family::default();
+        registry.register("bytes", "Bytes relayed, by identity and direction", bytes.clone());
+        let redirects = Family::default();
+        registry.register(
+            "intercept_redirects",
+            "Decisions of the eBPF programs on intercepted destinations, by outcome",
+            redirects.clone(),
+        );
+        let heartbeat_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "intercept_heartbeat_age_seconds",
+            "Age of the heartbeat the programs see (stale means fail-open or fail-closed)",
+            heartbeat_age.clone(),
+        );
+        let intercept_entries = Gauge::default();
+        registry.register("intercept_table_entries", "Entries in the intercept table", intercept_entries.clone());
+        let config_reloads = Family::default();
+        registry.register("config_reloads", "Config reload attempts, by outcome", config_reloads.clone());
+        let audit_records = Counter::default();
+        registry.register("audit_records", "Audit records written", audit_records.clone());
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_dropped",
+            "Audit records dropped because the writer fell behind (queue full)",
+            audit_dropped.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            connections,
+            active_connections,
+            connection_errors,
+            requests,
+            request_duration,
+            bytes,
+            redirects,
+            heartbeat_age,
+            intercept_entries,
+            config_reloads,
+            audit_records,
+            audit_dropped,
+        })
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(8192);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    pub fn add_bytes(&self, identity: &Arc<str>, sent: u64, received: u64) {
+        for (direction, n) in [("sent", sent), ("received", received)] {
+            if n > 0 {
+                self.bytes.get_or_create(&BytesLabels { identity: identity.clone(), direction }).inc_by(n);
+            }
+        }
+    }
+
+    /// Sets a counter to an absolute value read from elsewhere (the kernel's counters).
+    pub fn set_redirect_counter(&self, outcome: &'static str, value: u64) {
+        self.redirects.get_or_create(&OutcomeLabels { outcome }).inner().store(value, Ordering::Relaxed);
+    }
+}
+
+/// `2xx`-style class of a status code.
+pub fn status_class(code: u16) -> &'static str {
+    match code {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

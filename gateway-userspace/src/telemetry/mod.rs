@@ -1,0 +1,5 @@
+//! Telemetry: logs (tracing), Prometheus metrics (one registry for every handler) and the audit
+//! sink (one JSON line per connection and per request). OpenTelemetry traces come later.
+pub mod audit;
+pub mod logging;
+pub mod metrics;
