@@ -1,5 +1,6 @@
 //! Log setup: tracing to stderr, text or JSON, with a filter from config that RUST_LOG
-//! overrides. The `log` records of aya-log (the eBPF programs' diagnostics) are bridged in.
+//! overrides. The `log` records of aya-log (the eBPF programs' diagnostics) are bridged in by
+//! tracing-subscriber's `tracing-log` feature.
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{Log, LogFormat};
@@ -13,7 +14,6 @@ pub fn init(cfg: &Log) -> bool {
         .or_else(|| EnvFilter::try_new(&cfg.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let debug = filter.max_level_hint().is_none_or(|l| l >= tracing::Level::DEBUG);
-    let _ = tracing_log::LogTracer::init();
     let registry = tracing_subscriber::registry().with(filter);
     let result = match cfg.format {
         LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
