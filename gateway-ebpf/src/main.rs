@@ -127,13 +127,8 @@ pub fn ng_connect4(ctx: SockAddrContext) -> i32 {
         Verdict::Direct => return ALLOW,
         Verdict::Refuse => return DENY,
     };
-    let dst = OrigDst {
-        addr: [ip, 0, 0, 0],
-        port: port as u16,
-        family: AF_INET,
-        class: hit.class,
-        cgroup_id: 0,
-    };
+    let dst =
+        OrigDst { addr: [ip, 0, 0, 0], port: port as u16, family: AF_INET, class: hit.class, cgroup_id: 0 };
     if !remember(&ctx, dst) {
         return ALLOW;
     }
@@ -185,11 +180,7 @@ pub fn ng_connect6(ctx: SockAddrContext) -> i32 {
         Verdict::Direct => return ALLOW,
         Verdict::Refuse => return DENY,
     };
-    let target = if family == AF_INET {
-        [0, 0, 0xffff_u32.to_be(), cfg.proxy_v4]
-    } else {
-        cfg.proxy_v6
-    };
+    let target = if family == AF_INET { [0, 0, 0xffff_u32.to_be(), cfg.proxy_v4] } else { cfg.proxy_v6 };
     if target == [0, 0, 0, 0] {
         // No IPv6 listener configured: leave the connection alone rather than break it.
         return ALLOW;

@@ -19,7 +19,10 @@ use crate::{
     identity::{self, Resolver},
     intercept::Interceptor,
     proxy::{self, Ctx, upstream},
-    telemetry::{audit, logging, metrics::{Metrics, OutcomeLabels}},
+    telemetry::{
+        audit, logging,
+        metrics::{Metrics, OutcomeLabels},
+    },
 };
 
 pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
@@ -31,23 +34,46 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         "nodegate starting"
     );
     let metrics = Metrics::new();
-    let (audit, audit_task) = audit::start(&cfg.audit, metrics.clone()).with_context(|| format!("opening audit output {:?}", cfg.audit.path))?;
+    let (audit, audit_task) = audit::start(&cfg.audit, metrics.clone())
+        .with_context(|| format!("opening audit output {:?}", cfg.audit.path))?;
     let cgroup_root = cfg.intercept.cgroup_root.clone().or_else(identity::detect_cgroup2_root);
     let identities = Arc::new(Resolver::new(cgroup_root, &cfg.identities, &cfg.intercept.cgroups));
 
-    let explicit = cfg.listeners.explicit.map(|a| proxy::bind(a).with_context(|| format!("binding the explicit listener on {a}"))).transpose()?;
-    let transparent = cfg.listeners.transparent.map(|a| proxy::bind(a).with_context(|| format!("binding the transparent listener on {a}"))).transpose()?;
-    let admin_listener = proxy::bind(cfg.admin.address).with_context(|| format!("binding the admin listener on {}", cfg.admin.address))?;
-    let own: Vec<_> = [explicit.as_ref(), transparent.as_ref(), Some(&admin_listener)].into_iter().flatten().filter_map(|l| l.local_addr().ok()).collect();
+    let explicit = cfg
+        .listeners
+        .explicit
+        .map(|a| proxy::bind(a).with_context(|| format!("binding the explicit listener on {a}")))
+        .transpose()?;
+    let transparent = cfg
+        .listeners
+        .transparent
+        .map(|a| proxy::bind(a).with_context(|| format!("binding the transparent listener on {a}")))
+        .transpose()?;
+    let admin_listener = proxy::bind(cfg.admin.address)
+        .with_context(|| format!("binding the admin listener on {}", cfg.admin.address))?;
+    let own: Vec<_> = [explicit.as_ref(), transparent.as_ref(), Some(&admin_listener)]
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
 
-    let interceptor = if cfg.intercept.enabled {
+    let interceptor = if cfg.intercept.enabled && cfg.intercept.mode == config::InterceptMode::Ebpf {
         let i = Interceptor::start(&cfg, debug).context("starting transparent interception")?;
         tracing::info!(cgroups = i.attached_cgroups(), entries = i.table_len(), pin_dir = %i.pin_dir().display(), fail = ?cfg.intercept.fail, "interception active");
         Some(i)
     } else {
+        if cfg.intercept.enabled {
+            tracing::info!(
+                mark = format_args!("{:#x}", cfg.intercept.proxy_mark),
+                "iptables mode: the node's nat rules redirect to the transparent listener; exclude this mark from them"
+            );
+        }
         None
     };
-    let dialer = upstream::Dialer { mark: cfg.intercept.enabled.then_some(cfg.intercept.proxy_mark), timeout: cfg.timeouts.connect };
+    let dialer = upstream::Dialer {
+        mark: cfg.intercept.enabled.then_some(cfg.intercept.proxy_mark),
+        timeout: cfg.timeouts.connect,
+    };
     let live: config::Shared = Arc::new(ArcSwap::from_pointee(cfg.clone()));
     let ctx = Arc::new(Ctx {
         config: live.clone(),
@@ -72,7 +98,11 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let ready = Arc::new(AtomicBool::new(false));
     tracing::info!(address = %admin_listener.local_addr()?, "admin listener");
-    let admin_task = tokio::spawn(admin::run(Arc::new(admin::Admin { ctx: ctx.clone(), ready: ready.clone() }), admin_listener, stop_rx.clone()));
+    let admin_task = tokio::spawn(admin::run(
+        Arc::new(admin::Admin { ctx: ctx.clone(), ready: ready.clone() }),
+        admin_listener,
+        stop_rx.clone(),
+    ));
 
     if let Some(i) = interceptor.clone() {
         tokio::spawn(heartbeat(i, live.clone(), stop_rx.clone()));
@@ -80,9 +110,18 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(path) = config_path.clone() {
         let (changed_tx, mut changed_rx) = watch::channel(Arc::new(cfg.clone()));
         let m = metrics.clone();
-        tokio::spawn(config::reload::watch_file(path, live.clone(), changed_tx, std::time::Duration::from_secs(1), move |ok| {
-            m.config_reloads.get_or_create(&OutcomeLabels { outcome: if ok { "applied" } else { "rejected" } }).inc();
-        }, stop_rx.clone()));
+        tokio::spawn(config::reload::watch_file(
+            path,
+            live.clone(),
+            changed_tx,
+            std::time::Duration::from_secs(1),
+            move |ok| {
+                m.config_reloads
+                    .get_or_create(&OutcomeLabels { outcome: if ok { "applied" } else { "rejected" } })
+                    .inc();
+            },
+            stop_rx.clone(),
+        ));
         let identities = identities.clone();
         let interceptor = interceptor.clone();
         let started_with = cfg.clone();
@@ -90,13 +129,19 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             while changed_rx.changed().await.is_ok() {
                 let new = changed_rx.borrow_and_update().clone();
                 identities.update(&new.identities, &new.intercept.cgroups);
-                if new.listeners != started_with.listeners || new.admin != started_with.admin || new.intercept.enabled != started_with.intercept.enabled || new.intercept.pin_path != started_with.intercept.pin_path {
-                    tracing::warn!("listener addresses, intercept.enabled and intercept.pin_path take effect on restart only");
+                if new.listeners != started_with.listeners
+                    || new.admin != started_with.admin
+                    || new.intercept.enabled != started_with.intercept.enabled
+                    || new.intercept.pin_path != started_with.intercept.pin_path
+                {
+                    tracing::warn!(
+                        "listener addresses, intercept.enabled and intercept.pin_path take effect on restart only"
+                    );
                 }
-                if let Some(i) = &interceptor {
-                    if let Err(e) = i.apply(&new) {
-                        tracing::error!(error = %e, "applying the new intercept settings failed");
-                    }
+                if let Some(i) = &interceptor
+                    && let Err(e) = i.apply(&new)
+                {
+                    tracing::error!(error = %e, "applying the new intercept settings failed");
                 }
             }
         });
@@ -143,7 +188,8 @@ async fn heartbeat(i: Arc<Interceptor>, live: config::Shared, mut stop: watch::R
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers; running until killed");
         std::future::pending::<()>().await;
         return;

@@ -44,7 +44,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn pin_dir(config: Option<std::path::PathBuf>, pin_path: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, String> {
+fn pin_dir(
+    config: Option<std::path::PathBuf>,
+    pin_path: Option<std::path::PathBuf>,
+) -> Result<std::path::PathBuf, String> {
     if let Some(p) = pin_path {
         return Ok(p);
     }

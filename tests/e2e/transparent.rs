@@ -62,7 +62,12 @@ fn svc() -> String {
 }
 
 fn peer_ip(v: &Value) -> String {
-    v["body"]["peer"].as_str().unwrap_or_default().rsplit_once(':').map(|(ip, _)| ip.to_string()).unwrap_or_default()
+    v["body"]["peer"]
+        .as_str()
+        .unwrap_or_default()
+        .rsplit_once(':')
+        .map(|(ip, _)| ip.to_string())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -75,18 +80,27 @@ fn enrolled_client_is_redirected_others_go_direct() {
     assert_eq!(v["ok"], true, "enrolled client request failed: {v}");
     assert_eq!(v["status"], 200);
     assert_eq!(v["body"]["path"], "/hello");
-    assert_ne!(peer_ip(&v), POD_IP, "upstream saw the pod directly; the request did not go through the proxy: {v}");
+    assert_ne!(
+        peer_ip(&v),
+        POD_IP,
+        "upstream saw the pod directly; the request did not go through the proxy: {v}"
+    );
 
-    let rec = s.gw.wait_audit("http audit record for /hello", |r| r["kind"] == "http" && r["path"] == "/hello");
+    let rec =
+        s.gw.wait_audit("http audit record for /hello", |r| r["kind"] == "http" && r["path"] == "/hello");
     assert_eq!(rec["identity"], "agent-a");
     assert_eq!(rec["cgroup"], format!("{}/enrolled", s.cg));
     assert_eq!(rec["target"], svc(), "audit must carry the original destination");
     assert_eq!(rec["mode"], "transparent");
     assert_eq!(rec["status"], 200);
-    let conn = s.gw.wait_audit("connection audit record", |r| r["kind"] == "connection" && r["target"] == svc());
+    let conn =
+        s.gw.wait_audit("connection audit record", |r| r["kind"] == "connection" && r["target"] == svc());
     assert_eq!(conn["identity"], "agent-a");
     assert!(conn["peer"].as_str().unwrap_or_default().starts_with(POD_IP), "{conn}");
-    assert!(conn["bytes_sent"].as_u64().unwrap_or(0) > 0 && conn["bytes_received"].as_u64().unwrap_or(0) > 0, "{conn}");
+    assert!(
+        conn["bytes_sent"].as_u64().unwrap_or(0) > 0 && conn["bytes_received"].as_u64().unwrap_or(0) > 0,
+        "{conn}"
+    );
 
     // Not enrolled: straight to the upstream.
     let v = get(&svc(), "/direct", Some(&s.topo.pod), Some(&s.other));
@@ -99,11 +113,24 @@ fn enrolled_client_is_redirected_others_go_direct() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(peer_ip(&v), POD_IP, "a non-intercepted destination was redirected: {v}");
 
-    assert!(s.gw.counter("own_traffic") >= 1, "the proxy's own upstream connect was not recognised by its mark: {}", s.gw.status());
-    assert_eq!(s.gw.counter("redirected"), 1, "exactly one connection should have been redirected: {}", s.gw.status());
+    assert!(
+        s.gw.counter("own_traffic") >= 1,
+        "the proxy's own upstream connect was not recognised by its mark: {}",
+        s.gw.status()
+    );
+    assert_eq!(
+        s.gw.counter("redirected"),
+        1,
+        "exactly one connection should have been redirected: {}",
+        s.gw.status()
+    );
     assert_eq!(s.gw.counter("rekeyed"), 1);
     let st = s.gw.status();
-    assert_eq!(st["links"].as_array().map(Vec::len), Some(3), "connect4, connect6 and sock_ops on one cgroup: {st}");
+    assert_eq!(
+        st["links"].as_array().map(Vec::len),
+        Some(3),
+        "connect4, connect6 and sock_ops on one cgroup: {st}"
+    );
 }
 
 #[test]
@@ -133,11 +160,19 @@ fn fail_open_when_the_proxy_dies_and_a_restart_takes_over_the_pinned_maps() {
     let dir = s.gw.dir.clone();
     let pin = s.gw.pin.clone();
     let gw2 = Gateway::start(&dir, &pin, &config(&s.cg, "open"), Some(&s.topo.node), None);
-    assert!(gw2.counter("fail_open") >= fail_open_before, "counters were reset: the pinned maps were not reused");
+    assert!(
+        gw2.counter("fail_open") >= fail_open_before,
+        "counters were reset: the pinned maps were not reused"
+    );
     assert!(gw2.counter("redirected") >= redirected_before);
     let links = gw2.status()["links"].clone();
     let mine = format!("_p{}", gw2.proc.pid());
-    assert!(links.as_array().is_some_and(|l| l.len() == 3 && l.iter().all(|n| n.as_str().unwrap_or("").ends_with(&mine))), "old links not replaced: {links}");
+    assert!(
+        links
+            .as_array()
+            .is_some_and(|l| l.len() == 3 && l.iter().all(|n| n.as_str().unwrap_or("").ends_with(&mine))),
+        "old links not replaced: {links}"
+    );
     let v = get(&svc(), "/restarted", Some(&s.topo.pod), Some(&s.enrolled));
     assert_eq!(v["ok"], true, "{v}");
     assert_ne!(peer_ip(&v), POD_IP, "the restarted proxy does not intercept: {v}");
@@ -152,19 +187,26 @@ fn fail_closed_refuses_while_the_proxy_is_dead() {
     assert_eq!(v["ok"], true, "{v}");
     s.gw.proc.kill9();
     let mut last = Value::Null;
-    wait_until(Duration::from_secs(6), "connections to be refused after the proxy died (fail-closed)", || {
-        // Right after the kill the heartbeat is still fresh: connections are redirected to the
-        // dead listener (ECONNREFUSED) until it goes stale, then refused by the program.
-        last = get(&svc(), "/down", Some(&s.topo.pod), Some(&s.enrolled));
-        last["errno"] == libc::EPERM
-    });
+    wait_until(
+        Duration::from_secs(6),
+        "connections to be refused after the proxy died (fail-closed)",
+        || {
+            // Right after the kill the heartbeat is still fresh: connections are redirected to the
+            // dead listener (ECONNREFUSED) until it goes stale, then refused by the program.
+            last = get(&svc(), "/down", Some(&s.topo.pod), Some(&s.enrolled));
+            last["errno"] == libc::EPERM
+        },
+    );
     assert_eq!(last["errno"], libc::EPERM, "fail-closed should refuse connect() with EPERM: {last}");
     assert!(s.gw.counter("fail_closed") >= 1);
     // Processes outside the enrolled cgroup are never affected.
     let v = get(&svc(), "/other", Some(&s.topo.pod), Some(&s.other));
     assert_eq!(v["ok"], true, "{v}");
     // Cleaning up detaches the programs: traffic flows again.
-    let out = std::process::Command::new(nodegate_bin()).args(["intercept", "cleanup", "--pin-path", &s.gw.pin.display().to_string()]).output().unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(nodegate_bin())
+        .args(["intercept", "cleanup", "--pin-path", &s.gw.pin.display().to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!s.gw.pin.exists());
     let v = get(&svc(), "/cleaned", Some(&s.topo.pod), Some(&s.enrolled));
@@ -188,8 +230,22 @@ fn clean_shutdown_detaches_and_unpins() {
 fn bad_clients_do_not_disturb_others() {
     let s = setup("open", false);
     let addr = svc();
-    let silent = spawn(&probe_bin(), &["hold", &addr, "silent", "20"], Some(&s.topo.pod), Some(&s.enrolled), std::process::Stdio::null(), std::process::Stdio::null());
-    let garbage = spawn(&probe_bin(), &["hold", &addr, "garbage", "20"], Some(&s.topo.pod), Some(&s.enrolled), std::process::Stdio::null(), std::process::Stdio::null());
+    let silent = spawn(
+        &probe_bin(),
+        &["hold", &addr, "silent", "20"],
+        Some(&s.topo.pod),
+        Some(&s.enrolled),
+        std::process::Stdio::null(),
+        std::process::Stdio::null(),
+    );
+    let garbage = spawn(
+        &probe_bin(),
+        &["hold", &addr, "garbage", "20"],
+        Some(&s.topo.pod),
+        Some(&s.enrolled),
+        std::process::Stdio::null(),
+        std::process::Stdio::null(),
+    );
     let early = probe_status(&["hold", &addr, "early-close", "0"], &s);
     assert!(early.success());
     let mut silent = silent;
@@ -200,16 +256,28 @@ fn bad_clients_do_not_disturb_others() {
         assert_eq!(v["ok"], true, "a well-behaved client failed while bad ones were connected: {v}");
         assert_ne!(peer_ip(&v), POD_IP);
     }
-    assert!(silent.is_running() && garbage.is_running(), "the bad clients should still be connected during the check");
+    assert!(
+        silent.is_running() && garbage.is_running(),
+        "the bad clients should still be connected during the check"
+    );
     // The silent client is treated as opaque TCP after the sniff timeout and relayed; the
     // garbage one was relayed as TCP. Both show up in the audit when they end.
     drop(silent);
     drop(garbage);
-    s.gw.wait_audit("connection record of a relayed non-HTTP client", |r| r["kind"] == "connection" && r["protocol"] == "tcp");
+    s.gw.wait_audit("connection record of a relayed non-HTTP client", |r| {
+        r["kind"] == "connection" && r["protocol"] == "tcp"
+    });
 }
 
 fn probe_status(args: &[&str], s: &Setup) -> std::process::ExitStatus {
-    let mut p = spawn(&probe_bin(), args, Some(&s.topo.pod), Some(&s.enrolled), std::process::Stdio::null(), std::process::Stdio::null());
+    let mut p = spawn(
+        &probe_bin(),
+        args,
+        Some(&s.topo.pod),
+        Some(&s.enrolled),
+        std::process::Stdio::null(),
+        std::process::Stdio::null(),
+    );
     p.child.wait().unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -222,9 +290,16 @@ fn hot_reload_updates_the_table_in_place_and_rejects_bad_configs() {
 
     // Invalid: rejected with its path, the running config stays.
     let good = std::fs::read_to_string(&s.gw.config).unwrap_or_default();
-    std::fs::write(&s.gw.config, good.replace("ports: [8080]", "ports: []")).unwrap_or_else(|e| panic!("{e}"));
-    wait_until(Duration::from_secs(10), "the bad config to be rejected", || s.gw.log_text().contains("config reload rejected"));
-    assert!(s.gw.log_text().contains("intercept.destinations[0].ports"), "rejection must name the path:\n{}", s.gw.log_text());
+    std::fs::write(&s.gw.config, good.replace("ports: [8080]", "ports: []"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_until(Duration::from_secs(10), "the bad config to be rejected", || {
+        s.gw.log_text().contains("config reload rejected")
+    });
+    assert!(
+        s.gw.log_text().contains("intercept.destinations[0].ports"),
+        "rejection must name the path:\n{}",
+        s.gw.log_text()
+    );
     let v = get(&svc(), "/still", Some(&s.topo.pod), Some(&s.enrolled));
     assert_ne!(peer_ip(&v), POD_IP, "interception broke after a rejected reload: {v}");
 
@@ -235,7 +310,9 @@ fn hot_reload_updates_the_table_in_place_and_rejects_bad_configs() {
     );
     assert_ne!(added, good);
     std::fs::write(&s.gw.config, added).unwrap_or_else(|e| panic!("{e}"));
-    wait_until(Duration::from_secs(10), "the new config to be applied", || s.gw.log_text().contains("config reloaded"));
+    wait_until(Duration::from_secs(10), "the new config to be applied", || {
+        s.gw.log_text().contains("config reloaded")
+    });
     let mut v = Value::Null;
     wait_until(Duration::from_secs(5), "the CIDR destination to be intercepted", || {
         v = get(&other, "/cidr", Some(&s.topo.pod), Some(&s.enrolled));

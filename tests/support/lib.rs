@@ -29,8 +29,14 @@ pub const TRANSPARENT_PORT: u16 = 15001;
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "this end-to-end test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) to create namespaces, cgroups and load eBPF; run it as root");
-    assert!(cgroup2_root().is_some(), "no cgroup2 mount found in /proc/self/mountinfo; eBPF cgroup programs need one");
+    assert_eq!(
+        euid, 0,
+        "this end-to-end test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) to create namespaces, cgroups and load eBPF; run it as root"
+    );
+    assert!(
+        cgroup2_root().is_some(),
+        "no cgroup2 mount found in /proc/self/mountinfo; eBPF cgroup programs need one"
+    );
 }
 
 pub fn cgroup2_root() -> Option<PathBuf> {
@@ -64,13 +70,21 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn probe_bin() -> PathBuf {
     let p = bin_dir().join("ng-probe");
-    assert!(p.exists(), "{} is missing: build it first (`cargo build --bins`; `cargo xtask test` does both)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`cargo build --bins`; `cargo xtask test` does both)",
+        p.display()
+    );
     p
 }
 
 pub fn nodegate_bin() -> PathBuf {
     let p = bin_dir().join("nodegate");
-    assert!(p.exists(), "{} is missing: build it first (`cargo build --bins`; `cargo xtask test` does both)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`cargo build --bins`; `cargo xtask test` does both)",
+        p.display()
+    );
     p
 }
 
@@ -117,7 +131,18 @@ impl Topology {
     pub fn new() -> Self {
         let node = Netns::new("ngn");
         let pod = Netns::new("ngp");
-        node.ip(&["link", "add", "veth-node", "type", "veth", "peer", "name", "veth-pod", "netns", &pod.name]);
+        node.ip(&[
+            "link",
+            "add",
+            "veth-node",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-pod",
+            "netns",
+            &pod.name,
+        ]);
         node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "veth-node"]);
         node.ip(&["link", "set", "veth-node", "up"]);
         // Service addresses live on the node's loopback (this kernel has no dummy driver).
@@ -152,7 +177,11 @@ impl Cgroup {
     }
 
     pub fn procs(&self) -> Vec<u32> {
-        fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.parse().ok()).collect()
+        fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
     }
 }
 
@@ -164,7 +193,11 @@ impl Drop for Cgroup {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("warning: could not remove cgroup {} (processes left: {:?})", self.dir.display(), self.procs());
+        eprintln!(
+            "warning: could not remove cgroup {} (processes left: {:?})",
+            self.dir.display(),
+            self.procs()
+        );
     }
 }
 
@@ -196,16 +229,31 @@ impl Drop for Proc {
 }
 
 /// Starts `cmd` inside `netns` (if any) and `cgroup` (if any); killed on drop.
-pub fn spawn(cmd: &Path, args: &[&str], netns: Option<&Netns>, cgroup: Option<&Cgroup>, stdout: Stdio, stderr: Stdio) -> Proc {
+pub fn spawn(
+    cmd: &Path,
+    args: &[&str],
+    netns: Option<&Netns>,
+    cgroup: Option<&Cgroup>,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Proc {
     let child = spawn_child(cmd, args, netns, cgroup, stdout, stderr);
     Proc { child, what: format!("{} {}", cmd.display(), args.join(" ")) }
 }
 
 /// As [`spawn`], for processes the caller waits for.
-pub fn spawn_child(cmd: &Path, args: &[&str], netns: Option<&Netns>, cgroup: Option<&Cgroup>, stdout: Stdio, stderr: Stdio) -> Child {
+pub fn spawn_child(
+    cmd: &Path,
+    args: &[&str],
+    netns: Option<&Netns>,
+    cgroup: Option<&Cgroup>,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Child {
     use std::os::unix::process::CommandExt;
     let ns_path = netns.map(|n| CString::new(format!("/run/netns/{}", n.name)).unwrap_or_default());
-    let procs = cgroup.map(|c| CString::new(c.dir.join("cgroup.procs").display().to_string()).unwrap_or_default());
+    let procs =
+        cgroup.map(|c| CString::new(c.dir.join("cgroup.procs").display().to_string()).unwrap_or_default());
     let mut c = Command::new(cmd);
     c.args(args).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
     // SAFETY: only async-signal-safe calls (open, setns, write, close) between fork and exec.
@@ -248,7 +296,14 @@ pub fn get(addr: &str, path: &str, netns: Option<&Netns>, cgroup: Option<&Cgroup
 
 /// The upstream fixture server, in `netns`, on 0.0.0.0:UPSTREAM_PORT.
 pub fn upstream(netns: &Netns, name: &str) -> Proc {
-    let p = spawn(&probe_bin(), &["serve", &format!("0.0.0.0:{UPSTREAM_PORT}"), name], Some(netns), None, Stdio::null(), Stdio::inherit());
+    let p = spawn(
+        &probe_bin(),
+        &["serve", &format!("0.0.0.0:{UPSTREAM_PORT}"), name],
+        Some(netns),
+        None,
+        Stdio::null(),
+        Stdio::inherit(),
+    );
     wait_until(Duration::from_secs(5), "upstream listening", || {
         let v = probe(&["get", &format!("{SVC_IP}:{UPSTREAM_PORT}"), "/ping"], Some(netns), None);
         v["ok"] == true
@@ -287,16 +342,31 @@ impl Gateway {
         (dir, pin)
     }
 
-    pub fn start(dir: &Path, pin: &Path, config_yaml: &str, netns: Option<&Netns>, cgroup: Option<&Cgroup>) -> Self {
+    pub fn start(
+        dir: &Path,
+        pin: &Path,
+        config_yaml: &str,
+        netns: Option<&Netns>,
+        cgroup: Option<&Cgroup>,
+    ) -> Self {
         let config = dir.join("nodegate.yaml");
         let audit = dir.join("audit.log");
-        let yaml = config_yaml.replace("{PIN}", &pin.display().to_string()).replace("{AUDIT}", &audit.display().to_string());
+        let yaml = config_yaml
+            .replace("{PIN}", &pin.display().to_string())
+            .replace("{AUDIT}", &audit.display().to_string());
         fs::write(&config, yaml).unwrap_or_else(|e| panic!("write config: {e}"));
         let log = dir.join(format!("nodegate-{}.log", COUNTER.fetch_add(1, Ordering::Relaxed)));
         let logf = fs::File::create(&log).unwrap_or_else(|e| panic!("create log: {e}"));
         let errf = logf.try_clone().unwrap_or_else(|e| panic!("dup log: {e}"));
         let cfg_s = config.display().to_string();
-        let mut proc = spawn(&nodegate_bin(), &["run", "--config", &cfg_s], netns, cgroup, Stdio::from(logf), Stdio::from(errf));
+        let mut proc = spawn(
+            &nodegate_bin(),
+            &["run", "--config", &cfg_s],
+            netns,
+            cgroup,
+            Stdio::from(logf),
+            Stdio::from(errf),
+        );
         let start = Instant::now();
         loop {
             let text = fs::read_to_string(&log).unwrap_or_default();
@@ -317,7 +387,11 @@ impl Gateway {
 
     /// Audit records written so far.
     pub fn audit_lines(&self) -> Vec<Value> {
-        fs::read_to_string(&self.audit).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Waits for an audit record matching `pred` (the writer flushes on an interval).
@@ -341,7 +415,13 @@ impl Gateway {
     }
 
     pub fn counter(&self, name: &str) -> u64 {
-        self.status()["counters"].as_array().into_iter().flatten().find(|c| c[0] == name).and_then(|c| c[1].as_u64()).unwrap_or(0)
+        self.status()["counters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c[0] == name)
+            .and_then(|c| c[1].as_u64())
+            .unwrap_or(0)
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -350,7 +430,10 @@ impl Gateway {
         unsafe { libc::kill(self.proc.pid() as i32, libc::SIGTERM) };
         let start = Instant::now();
         while self.proc.is_running() {
-            assert!(start.elapsed() < Duration::from_secs(15), "nodegate did not stop within 15 s of SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "nodegate did not stop within 15 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -359,7 +442,9 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.proc.kill9();
-        let _ = Command::new(nodegate_bin()).args(["intercept", "cleanup", "--pin-path", &self.pin.display().to_string()]).output();
+        let _ = Command::new(nodegate_bin())
+            .args(["intercept", "cleanup", "--pin-path", &self.pin.display().to_string()])
+            .output();
         if std::thread::panicking() {
             eprintln!("--- nodegate log ({}) ---\n{}", self.log.display(), self.log_text());
         } else {

@@ -3,6 +3,7 @@
 //!
 //! ng-probe serve ADDR NAME              HTTP/1.1 keep-alive server; answers JSON naming itself and the peer it saw
 //! ng-probe get ADDR [PATH] [HOST]       one GET; prints JSON {ok,status,body,local} or {ok:false,error,errno}
+//! ng-probe tunnel PROXY TARGET PATH   CONNECT TARGET through PROXY, then GET PATH in the tunnel
 //! ng-probe hold ADDR MODE SECS          silent | garbage | early-close, then keeps the socket SECS
 //! ng-probe bench ADDR MODE N THREADS    MODE conn (new connection per request) | keepalive; prints JSON stats
 use std::{
@@ -17,6 +18,7 @@ fn main() {
     let code = match arg(1).as_str() {
         "serve" => serve(&arg(2), &arg(3)),
         "get" => get(&arg(2), args.get(3).map_or("/", |s| s), args.get(4).map(String::as_str)),
+        "tunnel" => tunnel(&arg(2), &arg(3), args.get(4).map_or("/", |s| s)),
         "hold" => hold(&arg(2), &arg(3), arg(4).parse().unwrap_or(5)),
         "bench" => bench(&arg(2), &arg(3), arg(4).parse().unwrap_or(1000), arg(5).parse().unwrap_or(1)),
         _ => {
@@ -86,8 +88,12 @@ fn serve(at: &str, name: &str) -> i32 {
                 if r.read_exact(&mut body).is_err() {
                     return;
                 }
-                let out = serde_json::json!({"server": name, "peer": peer, "path": path, "host": host}).to_string();
-                let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{out}", out.len());
+                let out =
+                    serde_json::json!({"server": name, "peer": peer, "path": path, "host": host}).to_string();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{out}",
+                    out.len()
+                );
                 if w.write_all(resp.as_bytes()).is_err() {
                     return;
                 }
@@ -105,7 +111,10 @@ fn errno_of(e: &std::io::Error) -> i32 {
 fn read_response(r: &mut impl BufRead) -> std::io::Result<(u16, String)> {
     let mut status_line = String::new();
     if r.read_line(&mut status_line)? == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
     }
     let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut len = 0usize;
@@ -116,10 +125,10 @@ fn read_response(r: &mut impl BufRead) -> std::io::Result<(u16, String)> {
         if h.is_empty() {
             break;
         }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
+        if let Some((k, v)) = h.split_once(':')
+            && k.trim().eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().unwrap_or(0);
         }
     }
     let mut body = vec![0; len];
@@ -140,10 +149,47 @@ fn get(at: &str, path: &str, host: Option<&str>) -> i32 {
     })();
     match result {
         Ok((local, status, body)) => {
-            let body: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-            println!("{}", serde_json::json!({"ok": true, "status": status, "body": body, "local": local.to_string()}));
+            let body: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+            println!(
+                "{}",
+                serde_json::json!({"ok": true, "status": status, "body": body, "local": local.to_string()})
+            );
         }
-        Err(e) => println!("{}", serde_json::json!({"ok": false, "error": e.to_string(), "errno": errno_of(&e)})),
+        Err(e) => {
+            println!("{}", serde_json::json!({"ok": false, "error": e.to_string(), "errno": errno_of(&e)}))
+        }
+    }
+    0
+}
+
+fn tunnel(proxy: &str, target: &str, path: &str) -> i32 {
+    let result = (|| {
+        let s = TcpStream::connect_timeout(&addr(proxy), Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut w = s.try_clone()?;
+        let mut r = BufReader::new(s);
+        write!(w, "CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n\r\n")?;
+        let (status, body) = read_response(&mut r)?;
+        if status != 200 {
+            return Ok((status, body, 0));
+        }
+        write!(w, "GET {path} HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n")?;
+        let (inner, body) = read_response(&mut r)?;
+        Ok::<_, std::io::Error>((status, body, inner))
+    })();
+    match result {
+        Ok((status, body, inner)) => {
+            let body: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+            println!(
+                "{}",
+                serde_json::json!({"ok": true, "status": status, "inner_status": inner, "body": body})
+            );
+        }
+        Err(e) => {
+            println!("{}", serde_json::json!({"ok": false, "error": e.to_string(), "errno": errno_of(&e)}))
+        }
     }
     0
 }
@@ -251,6 +297,12 @@ fn socket_linger0(s: &TcpStream) {
     let l = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: valid fd and a correctly sized linger struct.
     unsafe {
-        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&l as *const libc::linger).cast(), std::mem::size_of::<libc::linger>() as u32);
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        );
     }
 }

@@ -68,8 +68,12 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
         "/metrics" => {
             refresh_intercept_metrics(ctx);
             match ctx.metrics.encode() {
-                Ok(text) => reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text),
-                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("encoding metrics: {e}\n")),
+                Ok(text) => {
+                    reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+                }
+                Err(e) => {
+                    reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("encoding metrics: {e}\n"))
+                }
             }
         }
         "/config_dump" => match serde_json::to_string_pretty(&**ctx.config.load()) {
@@ -79,11 +83,19 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
         "/intercept/status" => match &ctx.interceptor {
             None => reply(StatusCode::NOT_FOUND, "text/plain", "interception is not enabled\n".into()),
             Some(i) => match crate::intercept::status::read(i.pin_dir()) {
-                Ok(s) => reply(StatusCode::OK, "application/json", serde_json::to_string_pretty(&s).unwrap_or_default()),
+                Ok(s) => reply(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_string_pretty(&s).unwrap_or_default(),
+                ),
                 Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
             },
         },
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz /readyz /metrics /config_dump /intercept/status\n".into()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /healthz /readyz /metrics /config_dump /intercept/status\n".into(),
+        ),
     })
 }
 

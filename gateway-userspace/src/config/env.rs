@@ -14,10 +14,7 @@ pub enum EnvError {
 }
 
 /// Substitutes variables using `lookup`; returns every error, not only the first.
-pub fn substitute(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, Vec<EnvError>> {
+pub fn substitute(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, Vec<EnvError>> {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     let mut reported = BTreeSet::new();

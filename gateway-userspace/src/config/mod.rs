@@ -47,7 +47,10 @@ pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
             let at = inner.location().map(|l| format!(" (line {}, column {})", l.line(), l.column()));
             fail(vec![Problem {
                 path: if path == "." { "(root)".into() } else { path },
-                message: format!("{inner}{}", if inner.location().is_some() { "" } else { at.as_deref().unwrap_or("") }),
+                message: format!(
+                    "{inner}{}",
+                    if inner.location().is_some() { "" } else { at.as_deref().unwrap_or("") }
+                ),
             }])
         })?
     };

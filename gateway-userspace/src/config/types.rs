@@ -156,6 +156,18 @@ pub enum FailMode {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum InterceptMode {
+    /// cgroup/connect4, connect6 and sock_ops programs redirect enrolled cgroups' connections.
+    #[default]
+    Ebpf,
+    /// The node's own iptables rules redirect (nat REDIRECT/DNAT to the transparent listener) and
+    /// the proxy reads SO_ORIGINAL_DST; for nodes without cgroup eBPF. nodegate loads nothing and
+    /// only marks its upstream sockets with `proxy_mark` so the rules can exclude them.
+    Iptables,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Class {
     /// Decide from the bytes.
     #[default]
@@ -220,6 +232,7 @@ pub struct Intercept {
     /// Load the eBPF programs and redirect enrolled cgroups' traffic. Needs root (CAP_BPF,
     /// CAP_NET_ADMIN, CAP_SYS_ADMIN).
     pub enabled: bool,
+    pub mode: InterceptMode,
     /// Mount point of the cgroup2 hierarchy; detected from /proc/self/mountinfo when unset.
     pub cgroup_root: Option<PathBuf>,
     /// Cgroups (paths under the cgroup2 mount) whose processes are intercepted, with everything
@@ -248,6 +261,7 @@ impl Default for Intercept {
     fn default() -> Self {
         Self {
             enabled: false,
+            mode: InterceptMode::Ebpf,
             cgroup_root: None,
             cgroups: Vec::new(),
             redirect_to: None,

@@ -4,7 +4,7 @@ use std::{fmt, net::IpAddr};
 
 use ipnet::IpNet;
 
-use super::types::{Config, Destination};
+use super::types::{Config, Destination, InterceptMode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -90,18 +90,31 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     let ic = &cfg.intercept;
     for (i, c) in ic.cgroups.iter().enumerate() {
         if !c.starts_with('/') || c.split('/').any(|s| s == "..") {
-            push(format!("intercept.cgroups[{i}]"), format!("{c:?} must be an absolute path under the cgroup2 mount, without .."));
+            push(
+                format!("intercept.cgroups[{i}]"),
+                format!("{c:?} must be an absolute path under the cgroup2 mount, without .."),
+            );
         }
     }
-    if ic.enabled && ic.cgroups.is_empty() {
+    let ebpf = ic.enabled && ic.mode == InterceptMode::Ebpf;
+    if ebpf && ic.cgroups.is_empty() {
         push("intercept.cgroups".into(), "interception is enabled but no cgroup is enrolled".into());
     }
-    if ic.enabled && ic.redirect_to.is_none() && cfg.listeners.transparent.is_none() {
-        push("intercept.redirect_to".into(), "needed when listeners.transparent is not set".into());
+    if ic.enabled
+        && cfg.listeners.transparent.is_none()
+        && (ic.mode == InterceptMode::Iptables || ic.redirect_to.is_none())
+    {
+        push(
+            "listeners.transparent".into(),
+            "interception is enabled but there is no transparent listener".into(),
+        );
     }
     if let Some(r) = ic.redirect_to {
         if !r.is_ipv4() {
-            push("intercept.redirect_to".into(), "must be an IPv4 address (use redirect_to_v6 for IPv6)".into());
+            push(
+                "intercept.redirect_to".into(),
+                "must be an IPv4 address (use redirect_to_v6 for IPv6)".into(),
+            );
         }
         if r.port() == 0 {
             push("intercept.redirect_to".into(), "port must not be 0".into());
@@ -143,7 +156,10 @@ fn check_destination(i: usize, d: &Destination, push: &mut impl FnMut(String, St
         push(format!("intercept.destinations[{i}].ports"), "list at least one port (0 for all)".into());
     }
     if d.ports.len() > 1 && d.ports.contains(&0) {
-        push(format!("intercept.destinations[{i}].ports"), "0 (all ports) cannot be combined with other ports".into());
+        push(
+            format!("intercept.destinations[{i}].ports"),
+            "0 (all ports) cannot be combined with other ports".into(),
+        );
     }
 }
 

@@ -120,8 +120,15 @@ impl Resolver {
             .map(|(_, name)| name.clone());
         let path: Arc<str> = Arc::from(path);
         match mapped {
-            Some(workload) => Identity { workload, cgroup_id: id, cgroup_path: Some(path), source: Source::Config },
-            None => Identity { workload: path.clone(), cgroup_id: id, cgroup_path: Some(path), source: Source::Cgroup },
+            Some(workload) => {
+                Identity { workload, cgroup_id: id, cgroup_path: Some(path), source: Source::Config }
+            }
+            None => Identity {
+                workload: path.clone(),
+                cgroup_id: id,
+                cgroup_path: Some(path),
+                source: Source::Cgroup,
+            },
         }
     }
 
@@ -151,7 +158,9 @@ fn normalize(p: &str) -> String {
 }
 
 fn is_under(path: &str, prefix: &str) -> bool {
-    prefix == "/" || path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
 /// Depth-first search for the directory whose inode is `ino`.
@@ -164,10 +173,10 @@ fn find_inode(dir: &Path, ino: u64, depth: u32) -> Option<PathBuf> {
         return None;
     }
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            if let Some(found) = find_inode(&entry.path(), ino, depth - 1) {
-                return Some(found);
-            }
+        if entry.file_type().is_ok_and(|t| t.is_dir())
+            && let Some(found) = find_inode(&entry.path(), ino, depth - 1)
+        {
+            return Some(found);
         }
     }
     None

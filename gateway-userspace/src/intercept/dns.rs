@@ -1,12 +1,7 @@
 //! Keeps host-name destinations of the intercept table resolved: each name is looked up, its
 //! addresses handed to the table, and looked up again when its DNS TTL runs out (clamped to
 //! `dns.min_ttl..=dns.max_ttl`). A failed lookup keeps the last known addresses.
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 
 use hickory_resolver::TokioResolver;
 use tokio::time::Instant;

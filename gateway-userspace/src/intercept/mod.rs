@@ -22,7 +22,10 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, lpm_trie::LpmTrie},
-    programs::{CgroupAttachMode, CgroupSockAddr, SockOps, links::{FdLink, PinnedLink}},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SockOps,
+        links::{FdLink, PinnedLink},
+    },
 };
 use gateway_common::{OrigDst, ProxyConfig, SockKey, maps, programs};
 
@@ -88,9 +91,14 @@ impl Interceptor {
     /// Loads, configures and attaches everything. Call from within the tokio runtime.
     pub fn start(cfg: &Config, debug_logs: bool) -> Result<Arc<Self>, InterceptError> {
         let ic = &cfg.intercept;
-        let cgroup_root = ic.cgroup_root.clone().or_else(crate::identity::detect_cgroup2_root).ok_or(InterceptError::NoCgroup2)?;
+        let cgroup_root = ic
+            .cgroup_root
+            .clone()
+            .or_else(crate::identity::detect_cgroup2_root)
+            .ok_or(InterceptError::NoCgroup2)?;
         let pin_dir = ic.pin_path.clone();
-        bpffs::ensure_pin_dir(&pin_dir).map_err(|source| InterceptError::PinDir { path: pin_dir.clone(), source })?;
+        bpffs::ensure_pin_dir(&pin_dir)
+            .map_err(|source| InterceptError::PinDir { path: pin_dir.clone(), source })?;
 
         // aya-log levels: 2 = warn, 4 = debug. Disabled levels are pruned by the verifier.
         let level: u8 = if debug_logs { 4 } else { 2 };
@@ -111,10 +119,13 @@ impl Interceptor {
             ebpf.take_map(name).ok_or(InterceptError::Map { name, detail: "missing from the object".into() })
         };
         let config_map = Array::try_from(take(&mut ebpf, maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
-        let heartbeat = Array::try_from(take(&mut ebpf, maps::HEARTBEAT)?).map_err(map_err(maps::HEARTBEAT))?;
+        let heartbeat =
+            Array::try_from(take(&mut ebpf, maps::HEARTBEAT)?).map_err(map_err(maps::HEARTBEAT))?;
         let orig = HashMap::try_from(take(&mut ebpf, maps::ORIG_DST)?).map_err(map_err(maps::ORIG_DST))?;
-        let v4 = LpmTrie::try_from(take(&mut ebpf, maps::INTERCEPT_V4)?).map_err(map_err(maps::INTERCEPT_V4))?;
-        let v6 = LpmTrie::try_from(take(&mut ebpf, maps::INTERCEPT_V6)?).map_err(map_err(maps::INTERCEPT_V6))?;
+        let v4 =
+            LpmTrie::try_from(take(&mut ebpf, maps::INTERCEPT_V4)?).map_err(map_err(maps::INTERCEPT_V4))?;
+        let v6 =
+            LpmTrie::try_from(take(&mut ebpf, maps::INTERCEPT_V6)?).map_err(map_err(maps::INTERCEPT_V6))?;
 
         let this = Arc::new(Self {
             ebpf: Mutex::new(ebpf),
@@ -202,10 +213,10 @@ impl Interceptor {
         lock(&self.resolved).retain(|h, _| names.contains(h));
         let weak = Arc::downgrade(self);
         let task = tokio::spawn(dns::run(names, ic.dns.clone(), self.resolved.clone(), move || {
-            if let Some(this) = weak.upgrade() {
-                if let Err(e) = this.resync_table() {
-                    tracing::error!(error = %e, "intercept table update after DNS change failed");
-                }
+            if let Some(this) = weak.upgrade()
+                && let Err(e) = this.resync_table()
+            {
+                tracing::error!(error = %e, "intercept table update after DNS change failed");
             }
         }));
         if let Some(old) = lock(&self.dns_task).replace(task) {
@@ -257,24 +268,31 @@ impl Interceptor {
     fn attach(&self, cgroup: &str) -> Result<Vec<PinnedLink>, InterceptError> {
         let dir = self.cgroup_root.join(cgroup.trim_start_matches('/'));
         let cg_err = |detail: String| InterceptError::Cgroup { path: cgroup.to_string(), detail };
-        let file = std::fs::File::open(&dir).map_err(|e| cg_err(format!("cannot open {}: {e}", dir.display())))?;
+        let file =
+            std::fs::File::open(&dir).map_err(|e| cg_err(format!("cannot open {}: {e}", dir.display())))?;
         let ino = file.metadata().map_err(|e| cg_err(e.to_string()))?.ino();
         let mut ebpf = lock(&self.ebpf);
         let mut out = Vec::new();
         for name in [programs::CONNECT4, programs::CONNECT6, programs::SOCK_OPS] {
             let link: FdLink = if name == programs::SOCK_OPS {
                 let p: &mut SockOps = program(&mut ebpf, name)?;
-                let id = p.attach(&file, CgroupAttachMode::Single).map_err(|source| InterceptError::Program { name, source })?;
+                let id = p
+                    .attach(&file, CgroupAttachMode::Single)
+                    .map_err(|source| InterceptError::Program { name, source })?;
                 let l = p.take_link(id).map_err(|source| InterceptError::Program { name, source })?;
                 l.try_into().map_err(|e: aya::programs::links::LinkError| cg_err(e.to_string()))?
             } else {
                 let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-                let id = p.attach(&file, CgroupAttachMode::Single).map_err(|source| InterceptError::Program { name, source })?;
+                let id = p
+                    .attach(&file, CgroupAttachMode::Single)
+                    .map_err(|source| InterceptError::Program { name, source })?;
                 let l = p.take_link(id).map_err(|source| InterceptError::Program { name, source })?;
                 l.try_into().map_err(|e: aya::programs::links::LinkError| cg_err(e.to_string()))?
             };
             let pin = self.pin_dir.join("links").join(format!("{name}_cg{ino}_p{}", std::process::id()));
-            let pinned = link.pin(&pin).map_err(|e| InterceptError::Pin { path: pin.clone(), detail: e.to_string() })?;
+            let pinned = link
+                .pin(&pin)
+                .map_err(|e| InterceptError::Pin { path: pin.clone(), detail: e.to_string() })?;
             out.push(pinned);
         }
         Ok(out)
@@ -325,8 +343,12 @@ impl Interceptor {
             }
         }
         match bpffs::remove_pins(&self.pin_dir) {
-            Ok(()) => tracing::info!(pin_dir = %self.pin_dir.display(), "programs detached and maps unpinned"),
-            Err(e) => tracing::warn!(pin_dir = %self.pin_dir.display(), error = %e, "could not remove every pin"),
+            Ok(()) => {
+                tracing::info!(pin_dir = %self.pin_dir.display(), "programs detached and maps unpinned")
+            }
+            Err(e) => {
+                tracing::warn!(pin_dir = %self.pin_dir.display(), error = %e, "could not remove every pin")
+            }
         }
     }
 }
@@ -335,7 +357,9 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, I
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let p = ebpf.program_mut(name).ok_or(InterceptError::Map { name, detail: "program missing from the object".into() })?;
+    let p = ebpf
+        .program_mut(name)
+        .ok_or(InterceptError::Map { name, detail: "program missing from the object".into() })?;
     p.try_into().map_err(|source| InterceptError::Program { name, source })
 }
 
@@ -351,7 +375,9 @@ fn spawn_logger(ebpf: &mut Ebpf) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // SAFETY: the logger owns its ring buffer fd and lives inside the AsyncFd until this task
         // ends, so the fd stays open and is not reused while registered.
-        let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
         let Ok(mut fd) = registered else {
             tracing::warn!("eBPF log ring buffer cannot be polled");
             return;

@@ -53,14 +53,42 @@ pub fn so_original_dst(sock: &impl AsRawFd, local: SocketAddr) -> Option<SocketA
         // SAFETY: sockaddr_in is plain data; len matches its size.
         let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let rc = unsafe { libc::getsockopt(fd, libc::SOL_IP, SO_ORIGINAL_DST, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len) };
-        (rc == 0).then(|| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)), u16::from_be(sa.sin_port))))
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IP,
+                SO_ORIGINAL_DST,
+                (&mut sa as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then(|| {
+            SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
+                u16::from_be(sa.sin_port),
+            ))
+        })
     } else {
         // SAFETY: as above for sockaddr_in6.
         let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        let rc = unsafe { libc::getsockopt(fd, libc::SOL_IPV6, IP6T_SO_ORIGINAL_DST, (&mut sa as *mut libc::sockaddr_in6).cast(), &mut len) };
-        (rc == 0).then(|| SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(sa.sin6_addr.s6_addr), u16::from_be(sa.sin6_port), 0, 0)))
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IPV6,
+                IP6T_SO_ORIGINAL_DST,
+                (&mut sa as *mut libc::sockaddr_in6).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then(|| {
+            SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sa.sin6_addr.s6_addr),
+                u16::from_be(sa.sin6_port),
+                0,
+                0,
+            ))
+        })
     };
     found.filter(|dst| *dst != local)
 }
@@ -83,10 +111,22 @@ mod tests {
 
     #[test]
     fn records_round_trip_to_socket_addrs() {
-        let d = OrigDst { addr: [u32::from_ne_bytes([10, 1, 2, 3]), 0, 0, 0], port: 8080u16.to_be(), family: AF_INET, class: 0, cgroup_id: 7 };
+        let d = OrigDst {
+            addr: [u32::from_ne_bytes([10, 1, 2, 3]), 0, 0, 0],
+            port: 8080u16.to_be(),
+            family: AF_INET,
+            class: 0,
+            cgroup_id: 7,
+        };
         assert_eq!(socket_addr(&d), "10.1.2.3:8080".parse::<SocketAddr>().unwrap());
         let v6: Ipv6Addr = "fd00::1".parse().unwrap();
-        let d6 = OrigDst { addr: words(&v6.octets()), port: 443u16.to_be(), family: AF_INET6, class: 0, cgroup_id: 7 };
+        let d6 = OrigDst {
+            addr: words(&v6.octets()),
+            port: 443u16.to_be(),
+            family: AF_INET6,
+            class: 0,
+            cgroup_id: 7,
+        };
         assert_eq!(socket_addr(&d6), "[fd00::1]:443".parse::<SocketAddr>().unwrap());
     }
 }

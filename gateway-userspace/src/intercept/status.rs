@@ -36,7 +36,10 @@ fn open(pin_dir: &Path, name: &str) -> Result<MapData, String> {
 
 pub fn read(pin_dir: &Path) -> Result<Status, String> {
     if !pin_dir.exists() {
-        return Err(format!("{} does not exist: interception was never started here, or was cleaned up", pin_dir.display()));
+        return Err(format!(
+            "{} does not exist: interception was never started here, or was cleaned up",
+            pin_dir.display()
+        ));
     }
     let mut links: Vec<String> = std::fs::read_dir(pin_dir.join("links"))
         .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
@@ -52,16 +55,20 @@ pub fn read(pin_dir: &Path) -> Result<Status, String> {
     let age_ns = (beat > 0).then(|| super::monotonic_ns().saturating_sub(beat));
 
     let mut entries = Vec::new();
-    let v4 = LpmTrie::<_, V4Key, InterceptValue>::try_from(Map::LpmTrie(open(pin_dir, maps::INTERCEPT_V4)?)).map_err(|e| e.to_string())?;
+    let v4 = LpmTrie::<_, V4Key, InterceptValue>::try_from(Map::LpmTrie(open(pin_dir, maps::INTERCEPT_V4)?))
+        .map_err(|e| e.to_string())?;
     for (k, v) in v4.iter().flatten() {
         let d = k.data();
-        let net = format!("{}/{}", std::net::Ipv4Addr::from(d.addr), k.prefix_len().saturating_sub(PORT_BITS));
+        let net =
+            format!("{}/{}", std::net::Ipv4Addr::from(d.addr), k.prefix_len().saturating_sub(PORT_BITS));
         entries.push(row(net, u16::from_be_bytes(d.port), v));
     }
-    let v6 = LpmTrie::<_, V6Key, InterceptValue>::try_from(Map::LpmTrie(open(pin_dir, maps::INTERCEPT_V6)?)).map_err(|e| e.to_string())?;
+    let v6 = LpmTrie::<_, V6Key, InterceptValue>::try_from(Map::LpmTrie(open(pin_dir, maps::INTERCEPT_V6)?))
+        .map_err(|e| e.to_string())?;
     for (k, v) in v6.iter().flatten() {
         let d = k.data();
-        let net = format!("{}/{}", std::net::Ipv6Addr::from(d.addr), k.prefix_len().saturating_sub(PORT_BITS));
+        let net =
+            format!("{}/{}", std::net::Ipv6Addr::from(d.addr), k.prefix_len().saturating_sub(PORT_BITS));
         entries.push(row(net, u16::from_be_bytes(d.port), v));
     }
 
@@ -86,7 +93,8 @@ pub fn read(pin_dir: &Path) -> Result<Status, String> {
 
 /// The programs' counters summed over CPUs, by name.
 pub fn read_counters(pin_dir: &Path) -> Result<Vec<(String, u64)>, String> {
-    let arr = PerCpuArray::<_, u64>::try_from(Map::PerCpuArray(open(pin_dir, maps::STATS)?)).map_err(|e| e.to_string())?;
+    let arr = PerCpuArray::<_, u64>::try_from(Map::PerCpuArray(open(pin_dir, maps::STATS)?))
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (i, name) in stats::NAMES.iter().enumerate() {
         let total = arr.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
@@ -114,9 +122,20 @@ fn row(network: String, port: u16, v: InterceptValue) -> TableRow {
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "pin directory:   {}", self.pin_dir)?;
-        writeln!(f, "redirecting:     {} (to {}, fail-{})", if self.enabled { "on" } else { "off" }, self.redirect_to, if self.fail_closed { "closed" } else { "open" })?;
+        writeln!(
+            f,
+            "redirecting:     {} (to {}, fail-{})",
+            if self.enabled { "on" } else { "off" },
+            self.redirect_to,
+            if self.fail_closed { "closed" } else { "open" }
+        )?;
         match self.heartbeat_age_ms {
-            Some(age) => writeln!(f, "heartbeat:       {age} ms ago, timeout {} ms: {}", self.heartbeat_timeout_ms, if self.heartbeat_fresh { "fresh" } else { "STALE (proxy gone)" })?,
+            Some(age) => writeln!(
+                f,
+                "heartbeat:       {age} ms ago, timeout {} ms: {}",
+                self.heartbeat_timeout_ms,
+                if self.heartbeat_fresh { "fresh" } else { "STALE (proxy gone)" }
+            )?,
             None => writeln!(f, "heartbeat:       never written")?,
         }
         writeln!(f, "attached links:  {}", self.links.len())?;

@@ -1,12 +1,12 @@
 //! The intercept table: which destinations the programs redirect. Built from config (IPs and
 //! CIDRs directly, host names through `dns`) and written into the LPM tries as a diff, so
 //! entries that stay never blink out while the table is updated in place.
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
-use aya::maps::{MapData, lpm_trie::{Key, LpmTrie}};
+use aya::maps::{
+    MapData,
+    lpm_trie::{Key, LpmTrie},
+};
 use gateway_common::{InterceptValue, PORT_BITS, TrafficClass, V4Key, V6Key};
 use ipnet::IpNet;
 
@@ -55,11 +55,17 @@ pub fn add(out: &mut Desired, net: IpNet, d: &Destination, i: usize) {
 }
 
 fn key_v4(net: &ipnet::Ipv4Net, port: u16) -> Key<V4Key> {
-    Key::new(PORT_BITS + net.prefix_len() as u32, V4Key { port: port.to_be_bytes(), addr: net.network().octets() })
+    Key::new(
+        PORT_BITS + net.prefix_len() as u32,
+        V4Key { port: port.to_be_bytes(), addr: net.network().octets() },
+    )
 }
 
 fn key_v6(net: &ipnet::Ipv6Net, port: u16) -> Key<V6Key> {
-    Key::new(PORT_BITS + net.prefix_len() as u32, V6Key { port: port.to_be_bytes(), addr: net.network().octets() })
+    Key::new(
+        PORT_BITS + net.prefix_len() as u32,
+        V6Key { port: port.to_be_bytes(), addr: net.network().octets() },
+    )
 }
 
 /// The two tries and what we last wrote into them.
@@ -72,7 +78,10 @@ pub struct Table {
 impl Table {
     /// Wraps the maps. Entries left by an earlier proxy (pinned maps) are read back so the first
     /// sync removes what the new config no longer has.
-    pub fn new(v4: LpmTrie<MapData, V4Key, InterceptValue>, v6: LpmTrie<MapData, V6Key, InterceptValue>) -> Self {
+    pub fn new(
+        v4: LpmTrie<MapData, V4Key, InterceptValue>,
+        v6: LpmTrie<MapData, V6Key, InterceptValue>,
+    ) -> Self {
         let mut written = Desired::new();
         for (k, v) in v4.iter().flatten() {
             let prefix = k.prefix_len().saturating_sub(PORT_BITS) as u8;

@@ -14,7 +14,12 @@ use http_body_util::BodyExt as _;
 use super::{ActiveGuard, Conn, Ctx, http::error_response, io, splice, upstream::Body};
 use crate::{identity::Identity, telemetry::metrics::ConnLabels};
 
-pub async fn run(ctx: Arc<Ctx>, listener: TcpListener, tracker: TaskTracker, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    listener: TcpListener,
+    tracker: TaskTracker,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -35,8 +40,21 @@ pub async fn run(ctx: Arc<Ctx>, listener: TcpListener, tracker: TaskTracker, mut
 async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     let _active = ActiveGuard::new(&ctx.metrics, "explicit");
     // Identity of explicit callers (API keys, same-host cgroup lookup) is a later feature.
-    let conn = Arc::new(Conn { mode: "explicit", peer, identity: Arc::new(Identity::unknown()), target: None, protocol: "http1" });
-    ctx.metrics.connections.get_or_create(&ConnLabels { mode: "explicit", identity: conn.identity.workload.clone(), protocol: "http1" }).inc();
+    let conn = Arc::new(Conn {
+        mode: "explicit",
+        peer,
+        identity: Arc::new(Identity::unknown()),
+        target: None,
+        protocol: "http1",
+    });
+    ctx.metrics
+        .connections
+        .get_or_create(&ConnLabels {
+            mode: "explicit",
+            identity: conn.identity.workload.clone(),
+            protocol: "http1",
+        })
+        .inc();
     let counters = io::Counters::new();
     let io = TokioIo::new(io::Counted::new(stream, counters.clone()));
     let header_read = ctx.config.load().timeouts.header_read;
@@ -70,13 +88,27 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
     if ctx.is_own_address(authority.as_str()) {
         return error_response(StatusCode::LOOP_DETECTED, "CONNECT to nodegate itself");
     }
-    let tunnel = Conn { mode: "explicit", peer: conn.peer, identity: conn.identity.clone(), target: None, protocol: "connect" };
+    let tunnel = Conn {
+        mode: "explicit",
+        peer: conn.peer,
+        identity: conn.identity.clone(),
+        target: None,
+        protocol: "connect",
+    };
     let counters = io::Counters::new();
     let mut up = match ctx.upstream.dialer.connect_host(authority.host(), port).await {
         Ok(up) => up,
         Err(e) => {
             let msg = e.to_string();
-            super::transparent::finish(&ctx, &tunnel, authority.to_string(), None, &counters, start, Some(msg.clone()));
+            super::transparent::finish(
+                &ctx,
+                &tunnel,
+                authority.to_string(),
+                None,
+                &counters,
+                start,
+                Some(msg.clone()),
+            );
             return error_response(StatusCode::BAD_GATEWAY, &msg);
         }
     };
@@ -86,7 +118,10 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
                 let mut client = io::Counted::new(TokioIo::new(upgraded), counters.clone());
                 let idle = ctx.config.load().timeouts.idle;
                 let c = counters.clone();
-                splice::relay_streams(&mut client, &mut up, idle, move || c.idle()).await.err().map(|e| e.to_string())
+                splice::relay_streams(&mut client, &mut up, idle, move || c.idle())
+                    .await
+                    .err()
+                    .map(|e| e.to_string())
             }
             Err(e) => Some(format!("upgrade: {e}")),
         };

@@ -81,7 +81,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// A plain-text error response (the LLM/MCP/A2A handlers answer in their own formats).
 pub fn error_response(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("nodegate: {msg}\n"))).map_err(|never| match never {}).boxed());
+    let mut r = Response::new(
+        Full::new(Bytes::from(format!("nodegate: {msg}\n"))).map_err(|never| match never {}).boxed(),
+    );
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
@@ -109,7 +111,11 @@ impl Drop for Pending {
         self.ctx
             .metrics
             .requests
-            .get_or_create(&RequestLabels { identity: c.identity.workload.clone(), method: Arc::from(self.method.as_str()), status })
+            .get_or_create(&RequestLabels {
+                identity: c.identity.workload.clone(),
+                method: Arc::from(self.method.as_str()),
+                status,
+            })
             .inc();
         let body = AuditBody::Http {
             method: self.method.to_string(),
@@ -121,7 +127,8 @@ impl Drop for Pending {
             duration_ms: self.start.elapsed().as_secs_f64() * 1e3,
             error: self.error.take(),
         };
-        let rec = Record::new("http", &c.identity, c.mode, std::mem::take(&mut self.target), c.protocol, body);
+        let rec =
+            Record::new("http", &c.identity, c.mode, std::mem::take(&mut self.target), c.protocol, body);
         self.ctx.audit.emit(rec);
     }
 }
@@ -137,7 +144,10 @@ impl hyper::body::Body for Tracked {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
             Poll::Ready(Some(Ok(f))) => {
@@ -167,7 +177,11 @@ impl hyper::body::Body for Tracked {
 }
 
 /// Forwards one request. Never fails: errors become responses (and audit records).
-pub async fn forward(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn forward(
+    ctx: Arc<Ctx>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let h2 = req.version() == http::Version::HTTP_2;
     let host = req
@@ -192,20 +206,31 @@ pub async fn forward(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> 
     };
 
     // Where the request goes: the original destination (transparent) or the absolute URI.
-    let authority = match conn.target {
-        Some(dst) => dst.to_string(),
-        None => match req.uri().authority() {
-            Some(a) if req.uri().scheme_str().is_none_or(|s| s == "http") => {
-                if a.port_u16().is_some() { a.to_string() } else { format!("{}:80", a.host()) }
-            }
-            Some(_) => {
-                return Ok(refuse(pending, StatusCode::BAD_REQUEST, "only http:// URLs can be proxied this way; use CONNECT for https"));
-            }
+    let authority =
+        match conn.target {
+            Some(dst) => dst.to_string(),
             None => {
-                return Ok(refuse(pending, StatusCode::BAD_REQUEST, "this is a proxy: send absolute-form requests (http://host/path) or CONNECT"));
+                match req.uri().authority() {
+                    Some(a) if req.uri().scheme_str().is_none_or(|s| s == "http") => {
+                        if a.port_u16().is_some() { a.to_string() } else { format!("{}:80", a.host()) }
+                    }
+                    Some(_) => {
+                        return Ok(refuse(
+                            pending,
+                            StatusCode::BAD_REQUEST,
+                            "only http:// URLs can be proxied this way; use CONNECT for https",
+                        ));
+                    }
+                    None => {
+                        return Ok(refuse(
+                            pending,
+                            StatusCode::BAD_REQUEST,
+                            "this is a proxy: send absolute-form requests (http://host/path) or CONNECT",
+                        ));
+                    }
+                }
             }
-        },
-    };
+        };
     pending.target = authority.clone();
     if ctx.is_own_address(&authority) {
         return Ok(refuse(pending, StatusCode::LOOP_DETECTED, "request addressed to nodegate itself"));
@@ -217,10 +242,10 @@ pub async fn forward(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> 
 
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            parts.headers.insert(header::HOST, v);
-        }
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        parts.headers.insert(header::HOST, v);
     }
     parts.uri = uri;
     parts.version = if h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
@@ -235,7 +260,10 @@ pub async fn forward(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> 
         .boxed();
     let up = Request::from_parts(parts, body);
     let result = if h2 { ctx.upstream.http2.request(up).await } else { ctx.upstream.http1.request(up).await };
-    ctx.metrics.request_duration.get_or_create(&ModeLabels { mode: conn.mode }).observe(start.elapsed().as_secs_f64());
+    ctx.metrics
+        .request_duration
+        .get_or_create(&ModeLabels { mode: conn.mode })
+        .observe(start.elapsed().as_secs_f64());
     match result {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();

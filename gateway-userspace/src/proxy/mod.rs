@@ -36,7 +36,11 @@ impl Ctx {
     /// Whether `authority` (host:port) names one of our own listeners.
     pub fn is_own_address(&self, authority: &str) -> bool {
         let Ok(a) = authority.trim().parse::<SocketAddr>() else { return false };
-        self.own.iter().any(|o| o.port() == a.port() && (o.ip() == a.ip() || (o.ip().is_unspecified() && (a.ip().is_loopback() || a.ip().is_unspecified()))))
+        self.own.iter().any(|o| {
+            o.port() == a.port()
+                && (o.ip() == a.ip()
+                    || (o.ip().is_unspecified() && (a.ip().is_loopback() || a.ip().is_unspecified())))
+        })
     }
 }
 
@@ -56,7 +60,11 @@ pub struct Conn {
 /// Binds a listener with a large backlog (benchmarks and bursts of agents overflow the default)
 /// and SO_REUSEADDR (a restarted proxy rebinds at once).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
     sock.set_reuse_address(true)?;
     sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(true)?;
@@ -70,7 +78,8 @@ pub struct ActiveGuard(prometheus_client::metrics::gauge::Gauge);
 
 impl ActiveGuard {
     pub fn new(metrics: &Metrics, mode: &'static str) -> Self {
-        let g = metrics.active_connections.get_or_create(&crate::telemetry::metrics::ModeLabels { mode }).clone();
+        let g =
+            metrics.active_connections.get_or_create(&crate::telemetry::metrics::ModeLabels { mode }).clone();
         g.inc();
         Self(g)
     }

@@ -12,7 +12,9 @@ use super::tls;
 pub enum Protocol {
     Http1,
     Http2,
-    Tls { sni: Option<String> },
+    Tls {
+        sni: Option<String>,
+    },
     Tcp,
     /// The client closed before sending anything.
     Closed,
@@ -31,7 +33,8 @@ impl Protocol {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const METHODS: [&[u8]; 9] = [b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+const METHODS: [&[u8]; 9] =
+    [b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
 /// Largest prefix we look at (a ClientHello with many extensions fits).
 const PEEK_MAX: usize = 16 * 1024;
 

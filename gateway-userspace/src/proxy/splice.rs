@@ -19,7 +19,13 @@ pub enum SpliceError {
 
 /// Relays `client` to `dst` until done. `idle_of` reports how long the client side has been
 /// quiet (its counters see both directions).
-pub async fn relay<C>(mut client: C, dialer: &Dialer, dst: SocketAddr, idle: Duration, idle_of: impl Fn() -> Duration) -> Result<(), SpliceError>
+pub async fn relay<C>(
+    mut client: C,
+    dialer: &Dialer,
+    dst: SocketAddr,
+    idle: Duration,
+    idle_of: impl Fn() -> Duration,
+) -> Result<(), SpliceError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -27,7 +33,12 @@ where
     relay_streams(&mut client, &mut upstream, idle, idle_of).await
 }
 
-pub async fn relay_streams<A, B>(a: &mut A, b: &mut B, idle: Duration, idle_of: impl Fn() -> Duration) -> Result<(), SpliceError>
+pub async fn relay_streams<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Duration,
+    idle_of: impl Fn() -> Duration,
+) -> Result<(), SpliceError>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,

@@ -7,7 +7,11 @@ use gateway_common::TrafficClass;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
-use super::{ActiveGuard, Conn, Ctx, io, sniff::{self, Protocol}, splice};
+use super::{
+    ActiveGuard, Conn, Ctx, io,
+    sniff::{self, Protocol},
+    splice,
+};
 use crate::{
     identity::Identity,
     intercept::origdst,
@@ -18,7 +22,12 @@ use crate::{
 };
 
 /// Accepts until `shutdown` fires; connections run on `tracker`.
-pub async fn run(ctx: Arc<Ctx>, listener: TcpListener, tracker: TaskTracker, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    listener: TcpListener,
+    tracker: TaskTracker,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -46,10 +55,20 @@ struct Origin {
 
 fn origin(ctx: &Ctx, stream: &TcpStream, peer: SocketAddr) -> Option<Origin> {
     if let Some(rec) = ctx.interceptor.as_ref().and_then(|i| i.take_orig_dst(peer)) {
-        return Some(Origin { dst: origdst::socket_addr(&rec), cgroup_id: rec.cgroup_id, class: TrafficClass::from_u32(rec.class), via: "ebpf" });
+        return Some(Origin {
+            dst: origdst::socket_addr(&rec),
+            cgroup_id: rec.cgroup_id,
+            class: TrafficClass::from_u32(rec.class),
+            via: "ebpf",
+        });
     }
     let local = stream.local_addr().ok()?;
-    origdst::so_original_dst(stream, local).map(|dst| Origin { dst, cgroup_id: 0, class: TrafficClass::Auto, via: "iptables" })
+    origdst::so_original_dst(stream, local).map(|dst| Origin {
+        dst,
+        cgroup_id: 0,
+        class: TrafficClass::Auto,
+        via: "iptables",
+    })
 }
 
 async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
@@ -57,7 +76,10 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     let _active = ActiveGuard::new(&ctx.metrics, "transparent");
     let Some(o) = origin(&ctx, &stream, peer) else {
         tracing::warn!(%peer, "connection on the transparent listener without an original destination (not redirected?); closing");
-        ctx.metrics.connection_errors.get_or_create(&OutcomeLabels { outcome: "no_original_destination" }).inc();
+        ctx.metrics
+            .connection_errors
+            .get_or_create(&OutcomeLabels { outcome: "no_original_destination" })
+            .inc();
         return;
     };
     if ctx.is_own_address(&o.dst.to_string()) {
@@ -65,7 +87,11 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
         ctx.metrics.connection_errors.get_or_create(&OutcomeLabels { outcome: "loop" }).inc();
         return;
     }
-    let identity = if o.cgroup_id != 0 { ctx.identities.resolve_async(o.cgroup_id).await } else { Arc::new(Identity::unknown()) };
+    let identity = if o.cgroup_id != 0 {
+        ctx.identities.resolve_async(o.cgroup_id).await
+    } else {
+        Arc::new(Identity::unknown())
+    };
     let timeouts = ctx.config.load().timeouts.clone();
     let proto = if o.class == TrafficClass::Tcp {
         Protocol::Tcp
@@ -79,8 +105,16 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
             }
         }
     };
-    let conn = Arc::new(Conn { mode: "transparent", peer, identity, target: Some(o.dst), protocol: proto.label() });
-    ctx.metrics.connections.get_or_create(&ConnLabels { mode: "transparent", identity: conn.identity.workload.clone(), protocol: proto.label() }).inc();
+    let conn =
+        Arc::new(Conn { mode: "transparent", peer, identity, target: Some(o.dst), protocol: proto.label() });
+    ctx.metrics
+        .connections
+        .get_or_create(&ConnLabels {
+            mode: "transparent",
+            identity: conn.identity.workload.clone(),
+            protocol: proto.label(),
+        })
+        .inc();
     tracing::debug!(%peer, dst = %o.dst, via = o.via, identity = %conn.identity.workload, protocol = proto.label(), "accepted");
 
     let counters = io::Counters::new();
@@ -92,18 +126,32 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     let error = match proto {
         Protocol::Closed => None,
         Protocol::Http1 | Protocol::Http2 => {
-            super::http::serve(ctx.clone(), client, conn.clone(), proto == Protocol::Http2).await.err().map(|e| e.to_string())
+            super::http::serve(ctx.clone(), client, conn.clone(), proto == Protocol::Http2)
+                .await
+                .err()
+                .map(|e| e.to_string())
         }
         Protocol::Tls { .. } | Protocol::Tcp => {
             let c = counters.clone();
-            splice::relay(client, &ctx.upstream.dialer, o.dst, timeouts.idle, move || c.idle()).await.err().map(|e| e.to_string())
+            splice::relay(client, &ctx.upstream.dialer, o.dst, timeouts.idle, move || c.idle())
+                .await
+                .err()
+                .map(|e| e.to_string())
         }
     };
     finish(&ctx, &conn, o.dst.to_string(), sni, &counters, start, error);
 }
 
 /// Writes the connection's audit record and byte metrics.
-pub fn finish(ctx: &Ctx, conn: &Conn, target: String, sni: Option<String>, counters: &io::Counters, start: Instant, error: Option<String>) {
+pub fn finish(
+    ctx: &Ctx,
+    conn: &Conn,
+    target: String,
+    sni: Option<String>,
+    counters: &io::Counters,
+    start: Instant,
+    error: Option<String>,
+) {
     let (read, written) = counters.totals();
     ctx.metrics.add_bytes(&conn.identity.workload, read, written);
     if let Some(e) = &error {

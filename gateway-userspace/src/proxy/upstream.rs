@@ -46,7 +46,8 @@ pub struct Dialer {
 
 impl Dialer {
     pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
-        let sock = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| ConnectError::Io(addr, e))?;
+        let sock = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+            .map_err(|e| ConnectError::Io(addr, e))?;
         if let Some(mark) = self.mark {
             socket2::SockRef::from(&sock).set_mark(mark).map_err(ConnectError::Mark)?;
         }

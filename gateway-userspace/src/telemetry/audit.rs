@@ -68,7 +68,14 @@ pub enum Body {
 }
 
 impl Record {
-    pub fn new(kind: &'static str, id: &Identity, mode: &'static str, target: String, protocol: &'static str, body: Body) -> Self {
+    pub fn new(
+        kind: &'static str,
+        id: &Identity,
+        mode: &'static str,
+        target: String,
+        protocol: &'static str,
+        body: Body,
+    ) -> Self {
         Self {
             time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
             kind,
@@ -109,7 +116,10 @@ impl Audit {
 
 /// Starts the writer. Dropping every [`Audit`] clone ends it after it wrote and flushed all
 /// queued records; await the returned handle on shutdown.
-pub fn start(cfg: &config::Audit, metrics: Arc<Metrics>) -> std::io::Result<(Audit, tokio::task::JoinHandle<()>)> {
+pub fn start(
+    cfg: &config::Audit,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(Audit, tokio::task::JoinHandle<()>)> {
     if cfg.path.is_empty() {
         return Ok((Audit::disabled(metrics), tokio::spawn(async {})));
     }
@@ -163,7 +173,13 @@ struct Output {
 impl Output {
     fn open(path: &str, max_bytes: u64, keep: u32) -> std::io::Result<Self> {
         if path == "-" {
-            return Ok(Self { path: None, w: std::io::BufWriter::with_capacity(64 * 1024, Box::new(std::io::stdout())), written: 0, max_bytes: 0, keep });
+            return Ok(Self {
+                path: None,
+                w: std::io::BufWriter::with_capacity(64 * 1024, Box::new(std::io::stdout())),
+                written: 0,
+                max_bytes: 0,
+                keep,
+            });
         }
         let p = PathBuf::from(path);
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -171,7 +187,13 @@ impl Output {
         }
         let f = std::fs::OpenOptions::new().create(true).append(true).open(&p)?;
         let written = f.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(Self { path: Some(p), w: std::io::BufWriter::with_capacity(64 * 1024, Box::new(f)), written, max_bytes, keep })
+        Ok(Self {
+            path: Some(p),
+            w: std::io::BufWriter::with_capacity(64 * 1024, Box::new(f)),
+            written,
+            max_bytes,
+            keep,
+        })
     }
 
     fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
@@ -224,14 +246,32 @@ mod tests {
     use crate::identity::Identity;
 
     fn cfg(path: &Path, max_bytes: u64) -> config::Audit {
-        config::Audit { path: path.display().to_string(), max_bytes, keep: 2, flush_interval: Duration::from_secs(3600), queue: 1024 }
+        config::Audit {
+            path: path.display().to_string(),
+            max_bytes,
+            keep: 2,
+            flush_interval: Duration::from_secs(3600),
+            queue: 1024,
+        }
     }
 
     fn record(i: usize) -> Record {
         let id = Identity::unknown();
-        Record::new("connection", &id, "transparent", format!("10.0.0.1:{i}"), "tcp", Body::Connection {
-            peer: "10.0.0.2:1".into(), sni: None, bytes_sent: i as u64, bytes_received: 0, duration_ms: 1.0, error: None,
-        })
+        Record::new(
+            "connection",
+            &id,
+            "transparent",
+            format!("10.0.0.1:{i}"),
+            "tcp",
+            Body::Connection {
+                peer: "10.0.0.2:1".into(),
+                sni: None,
+                bytes_sent: i as u64,
+                bytes_received: 0,
+                duration_ms: 1.0,
+                error: None,
+            },
+        )
     }
 
     #[tokio::test]

@@ -78,7 +78,10 @@ impl Metrics {
         let requests = Family::default();
         registry.register("requests", "Proxied HTTP requests", requests.clone());
         let request_duration = Family::<ModeLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ])
         });
         registry.register(
             "request_duration_seconds",
@@ -100,7 +103,11 @@ impl Metrics {
             heartbeat_age.clone(),
         );
         let intercept_entries = Gauge::default();
-        registry.register("intercept_table_entries", "Entries in the intercept table", intercept_entries.clone());
+        registry.register(
+            "intercept_table_entries",
+            "Entries in the intercept table",
+            intercept_entries.clone(),
+        );
         let config_reloads = Family::default();
         registry.register("config_reloads", "Config reload attempts, by outcome", config_reloads.clone());
         let audit_records = Counter::default();

@@ -1,0 +1,59 @@
+//! The command line: config validation names every problem with its path; the embedded
+//! default passes.
+use std::process::Command;
+
+use nodegate_tests::*;
+
+#[test]
+fn check_reports_every_problem_with_its_path() {
+    let dir = std::env::temp_dir().join(unique("nodegate-cli-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        r#"
+intercept:
+  enabled: true
+  heartbeat: { interval: 5s, timeout: 1s }
+  proxy_mark: 0
+  destinations:
+    - { address: "not a host!", ports: [443] }
+    - { address: 10.0.0.0/8, ports: [] }
+"#,
+    )
+    .unwrap();
+    let out = Command::new(nodegate_bin()).args(["check", &bad.display().to_string()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a bad config must fail the check");
+    for path in [
+        "intercept.cgroups",
+        "intercept.heartbeat.timeout",
+        "intercept.proxy_mark",
+        "intercept.destinations[0].address",
+        "intercept.destinations[1].ports",
+    ] {
+        assert!(err.contains(path), "missing {path} in:\n{err}");
+    }
+
+    let typo = dir.join("typo.yaml");
+    std::fs::write(&typo, "listeners:\n  explicit: 127.0.0.1:99999\n").unwrap();
+    let out = Command::new(nodegate_bin()).args(["check", &typo.display().to_string()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listeners.explicit"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let unset = dir.join("env.yaml");
+    std::fs::write(&unset, "audit:\n  path: ${NODEGATE_TEST_SURELY_UNSET}\n").unwrap();
+    let out = Command::new(nodegate_bin()).args(["check", &unset.display().to_string()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NODEGATE_TEST_SURELY_UNSET is not set"));
+
+    let def = dir.join("default.yaml");
+    let text = Command::new(nodegate_bin()).arg("default-config").output().unwrap().stdout;
+    std::fs::write(&def, text).unwrap();
+    let out = Command::new(nodegate_bin()).args(["check", &def.display().to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
