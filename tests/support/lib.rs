@@ -62,8 +62,12 @@ pub fn sh(cmd: &str, args: &[&str]) {
     assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Directory of the workspace's built binaries: the test executable lives in `<dir>/deps/`.
+/// Directory of the workspace's built binaries: `NODEGATE_BIN_DIR` when set (the benchmarks
+/// use release builds), else the test executable's `<dir>/deps/..`.
 pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("NODEGATE_BIN_DIR") {
+        return PathBuf::from(d);
+    }
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
 }
