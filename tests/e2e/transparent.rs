@@ -321,3 +321,32 @@ fn hot_reload_updates_the_table_in_place_and_rejects_bad_configs() {
     let rows = s.gw.status()["entries"].clone();
     assert!(rows.as_array().is_some_and(|r| r.iter().any(|e| e["network"] == "169.254.88.16/28")), "{rows}");
 }
+
+#[test]
+fn host_name_destinations_are_resolved_into_the_table() {
+    require_root();
+    let topo = Topology::new();
+    let cg = format!("/{}", unique("ngtest"));
+    let _parent = Cgroup::new(&cg);
+    let enrolled = Cgroup::new(&format!("{cg}/enrolled"));
+    let _up = upstream(&topo.node, "upstream");
+    let (dir, pin) = Gateway::prepare("dns");
+    // `localhost` comes from /etc/hosts through the system resolver config.
+    let cfg = config(&cg, "open").replace(
+        &format!("    - {{ address: {SVC_IP}, ports: [{UPSTREAM_PORT}] }}"),
+        &format!("    - {{ address: localhost, ports: [{UPSTREAM_PORT}] }}"),
+    );
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    let mut rows = Value::Null;
+    wait_until(Duration::from_secs(10), "localhost to be resolved into the intercept table", || {
+        rows = gw.status()["entries"].clone();
+        rows.as_array()
+            .is_some_and(|r| r.iter().any(|e| e["network"] == "127.0.0.1/32" && e["port"] == "8080"))
+    });
+    // A client on the node, enrolled, connecting to 127.0.0.1:8080 is redirected.
+    let v = get(&format!("127.0.0.1:{UPSTREAM_PORT}"), "/by-name", Some(&topo.node), Some(&enrolled));
+    assert_eq!(v["ok"], true, "{v}");
+    let rec = gw.wait_audit("record of the request to the named destination", |r| r["path"] == "/by-name");
+    assert_eq!(rec["target"], format!("127.0.0.1:{UPSTREAM_PORT}"));
+    assert!(gw.log_text().contains("intercept destination resolved"));
+}

@@ -4,6 +4,7 @@
 //! ng-probe serve ADDR NAME              HTTP/1.1 keep-alive server; answers JSON naming itself and the peer it saw
 //! ng-probe get ADDR [PATH] [HOST]       one GET; prints JSON {ok,status,body,local} or {ok:false,error,errno}
 //! ng-probe tunnel PROXY TARGET PATH   CONNECT TARGET through PROXY, then GET PATH in the tunnel
+//! ng-probe h2serve ADDR NAME           HTTP/2 prior-knowledge (h2c) server (hyper); answers like serve
 //! ng-probe hold ADDR MODE SECS          silent | garbage | early-close, then keeps the socket SECS
 //! ng-probe bench ADDR MODE N THREADS    MODE conn (new connection per request) | keepalive; prints JSON stats
 use std::{
@@ -19,6 +20,7 @@ fn main() {
         "serve" => serve(&arg(2), &arg(3)),
         "get" => get(&arg(2), args.get(3).map_or("/", |s| s), args.get(4).map(String::as_str)),
         "tunnel" => tunnel(&arg(2), &arg(3), args.get(4).map_or("/", |s| s)),
+        "h2serve" => h2serve(&arg(2), &arg(3)),
         "hold" => hold(&arg(2), &arg(3), arg(4).parse().unwrap_or(5)),
         "bench" => bench(&arg(2), &arg(3), arg(4).parse().unwrap_or(1000), arg(5).parse().unwrap_or(1)),
         _ => {
@@ -305,4 +307,48 @@ fn socket_linger0(s: &TcpStream) {
             std::mem::size_of::<libc::linger>() as u32,
         );
     }
+}
+
+fn h2serve(at: &str, name: &str) -> i32 {
+    use hyper::{Request, Response, body::Incoming, service::service_fn};
+    let a = addr(at);
+    let name = name.to_string();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ng-probe: runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(a).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("ng-probe: bind {a}: {e}");
+                return 1;
+            }
+        };
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else { continue };
+            let name = name.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let out = serde_json::json!({
+                        "server": name, "peer": peer.to_string(), "path": req.uri().path(),
+                        "version": format!("{:?}", req.version()),
+                        "host": req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or_default(),
+                        "authority": req.uri().authority().map(|a| a.to_string()).unwrap_or_default(),
+                    });
+                    async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(out.to_string()),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
 }
