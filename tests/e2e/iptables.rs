@@ -20,35 +20,7 @@ intercept: {{ enabled: true, mode: iptables, pin_path: "{{PIN}}" }}
     );
     let gw = Gateway::start(&dir, &pin, &cfg, Some(node), None);
     assert!(!pin.exists(), "iptables mode must not load or pin eBPF");
-    let mark = "0x4e470001";
-    let port = UPSTREAM_PORT.to_string();
-    let tport = TRANSPARENT_PORT.to_string();
-    node.exec(
-        "iptables",
-        &[
-            "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", OTHER_IP, "--dport", &port, "-m", "mark",
-            "--mark", mark, "-j", "RETURN",
-        ],
-    );
-    node.exec(
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-d",
-            OTHER_IP,
-            "--dport",
-            &port,
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            &tport,
-        ],
-    );
+    iptables_redirect(node, OTHER_IP, UPSTREAM_PORT, TRANSPARENT_PORT);
 
     let v = get(&target, "/via-iptables", Some(node), None);
     assert_eq!(v["ok"], true, "{v}");

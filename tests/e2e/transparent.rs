@@ -131,6 +131,30 @@ fn enrolled_client_is_redirected_others_go_direct() {
         Some(3),
         "connect4, connect6 and sock_ops on one cgroup: {st}"
     );
+
+    // The eBPF side's own log line reaches the proxy's log at debug level (aya-log).
+    assert!(
+        s.gw.log_text().contains("connect4 redirected port 8080"),
+        "no eBPF log line:\n{}",
+        s.gw.log_text()
+    );
+
+    // Admin: ready, metrics per identity (with the kernel's counters), config dump.
+    let ready = get("127.0.0.1:15000", "/readyz", Some(&s.topo.node), None);
+    assert_eq!(ready["status"], 200, "{ready}");
+    let m = get("127.0.0.1:15000", "/metrics", Some(&s.topo.node), None);
+    let text = m["body"].as_str().unwrap_or_default().to_string();
+    for want in [
+        "nodegate_intercept_redirects_total{outcome=\"redirected\"} 1",
+        "nodegate_requests_total{identity=\"agent-a\",method=\"GET\",status=\"2xx\"} 1",
+        "nodegate_connections_total{mode=\"transparent\",identity=\"agent-a\",protocol=\"http1\"} 1",
+        "nodegate_bytes_total{identity=\"agent-a\",direction=\"sent\"}",
+        "nodegate_intercept_table_entries 1",
+    ] {
+        assert!(text.contains(want), "metrics lack {want}:\n{text}");
+    }
+    let dump = get("127.0.0.1:15000", "/config_dump", Some(&s.topo.node), None);
+    assert_eq!(dump["body"]["intercept"]["cgroups"][0], format!("{}/enrolled", s.cg), "{dump}");
 }
 
 #[test]

@@ -124,6 +124,22 @@ impl Drop for Netns {
     }
 }
 
+/// nodegate's default `intercept.proxy_mark`, which iptables rules must exclude.
+pub const PROXY_MARK: &str = "0x4e470001";
+
+/// In `ns`: nat OUTPUT REDIRECT of `ip:port` to local `to_port`, except nodegate's own
+/// (marked) sockets. The rules vanish with the namespace.
+pub fn iptables_redirect(ns: &Netns, ip: &str, port: u16, to_port: u16) {
+    let (port, to_port) = (port.to_string(), to_port.to_string());
+    let base = ["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", ip, "--dport", &port];
+    let mut own = base.to_vec();
+    own.extend(["-m", "mark", "--mark", PROXY_MARK, "-j", "RETURN"]);
+    ns.exec("iptables", &own);
+    let mut redirect = base.to_vec();
+    redirect.extend(["-j", "REDIRECT", "--to-ports", &to_port]);
+    ns.exec("iptables", &redirect);
+}
+
 /// A "node" namespace (proxy, upstream, service addresses on its loopback) and a "pod"
 /// namespace joined to it by veth, with a default route through the node.
 pub struct Topology {

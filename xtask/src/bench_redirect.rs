@@ -69,46 +69,7 @@ intercept:
     );
     let gw = Gateway::start(&dir, &pin, &cfg, Some(&ns), None);
     let port = t::UPSTREAM_PORT.to_string();
-    ns.exec(
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-d",
-            t::OTHER_IP,
-            "--dport",
-            &port,
-            "-m",
-            "mark",
-            "--mark",
-            "0x4e470001",
-            "-j",
-            "RETURN",
-        ],
-    );
-    ns.exec(
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-d",
-            t::OTHER_IP,
-            "--dport",
-            &port,
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            &t::TRANSPARENT_PORT.to_string(),
-        ],
-    );
+    t::iptables_redirect(&ns, t::OTHER_IP, t::UPSTREAM_PORT, t::TRANSPARENT_PORT);
 
     let paths = [("direct", DIRECT_IP), ("ebpf", t::SVC_IP), ("iptables", t::OTHER_IP)];
     let threads = a.threads.to_string();

@@ -44,13 +44,54 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `cargo test`, passing its output through, then prints the totals of every test binary
+/// as the last line (`tests: N passed, N failed, N ignored`), so the summary is not the
+/// `0 passed` of a crate without tests.
+fn test(args: &[String]) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(&cargo)
+        .arg("test")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cargo} test"))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let mut w = part.split_whitespace().rev();
+                    let (Some(what), Some(n)) = (w.next(), w.next()) else { continue };
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() || failed > 0 {
+        bail!("cargo test failed ({status})");
+    }
+    if passed == 0 {
+        bail!("cargo test ran no test");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Test { args } => {
             cargo(&["build", "--bins"])?;
-            let mut all = vec!["test"];
-            all.extend(args.iter().map(String::as_str));
-            cargo(&all)
+            test(&args)
         }
         Cmd::Bench { which: Bench::Redirect(a) } => bench_redirect::run(a),
     }

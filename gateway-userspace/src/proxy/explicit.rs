@@ -18,23 +18,12 @@ pub async fn run(
     ctx: Arc<Ctx>,
     listener: TcpListener,
     tracker: TaskTracker,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                tracker.spawn(handle(ctx.clone(), stream, peer));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "explicit accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    super::accept_loop("explicit", listener, tracker, shutdown, move |stream, peer| {
+        handle(ctx.clone(), stream, peer)
+    })
+    .await
 }
 
 async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {

@@ -73,6 +73,36 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
+/// Accepts on `listener` until `shutdown` fires, running `handle` for each connection on
+/// `tracker` (so shutdown can drain them). Accept errors (EMFILE and friends) back off instead of
+/// spinning.
+pub async fn accept_loop<F, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    tracker: tokio_util::task::TaskTracker,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tracker.spawn(handle(stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Decrements the active-connection gauge when the connection ends, however it ends.
 pub struct ActiveGuard(prometheus_client::metrics::gauge::Gauge);
 
