@@ -32,6 +32,11 @@ audit: { path: "{AUDIT}", flush_interval: 50ms }
     assert_eq!(rec["target"], svc);
     assert!(rec["bytes_sent"].as_u64().unwrap_or(0) > 0, "{rec}");
 
+    let conn = gw.wait_audit("explicit connection record", |r| {
+        r["kind"] == "connection" && r["mode"] == "explicit" && r["protocol"] == "http1"
+    });
+    assert_eq!(conn["target"], "127.0.0.1:15080", "{conn}");
+
     // Errors are answered, not dropped.
     let v = get("127.0.0.1:15080", "/origin-form", Some(node), None);
     assert_eq!(v["status"], 400, "{v}");

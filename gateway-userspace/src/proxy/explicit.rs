@@ -27,6 +27,8 @@ pub async fn run(
 }
 
 async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+    let start = Instant::now();
+    let local = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let _active = ActiveGuard::new(&ctx.metrics, "explicit");
     // Identity of explicit callers (API keys, same-host cgroup lookup) is a later feature.
     let conn = Arc::new(Conn {
@@ -56,9 +58,9 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
         .serve_connection(io, svc)
         .with_upgrades()
         .await;
-    if let Err(e) = r {
-        tracing::debug!(%peer, error = %e, "explicit connection ended with an error");
-    }
+    let error = r.err().map(|e| e.to_string());
+    // The connection's target is the proxy itself; each request's record names its own target.
+    super::audit_connection(&ctx, &conn, local, None, &counters, start, error);
 }
 
 async fn route(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -89,7 +91,7 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
         Ok(up) => up,
         Err(e) => {
             let msg = e.to_string();
-            super::transparent::finish(
+            super::audit_connection(
                 &ctx,
                 &tunnel,
                 authority.to_string(),
@@ -114,7 +116,7 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
             }
             Err(e) => Some(format!("upgrade: {e}")),
         };
-        super::transparent::finish(&ctx, &tunnel, authority.to_string(), None, &counters, start, error);
+        super::audit_connection(&ctx, &tunnel, authority.to_string(), None, &counters, start, error);
     });
     Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed())
 }

@@ -10,7 +10,7 @@ pub mod tls;
 pub mod transparent;
 pub mod upstream;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use tokio::net::TcpListener;
 
@@ -18,7 +18,10 @@ use crate::{
     config,
     identity::{self, Identity},
     intercept::Interceptor,
-    telemetry::{audit::Audit, metrics::Metrics},
+    telemetry::{
+        audit::{Audit, Body, Record},
+        metrics::{Metrics, OutcomeLabels},
+    },
 };
 
 pub struct Ctx {
@@ -119,4 +122,31 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// Writes a connection's audit record and byte metrics when it ends (both listeners).
+pub fn audit_connection(
+    ctx: &Ctx,
+    conn: &Conn,
+    target: String,
+    sni: Option<String>,
+    counters: &io::Counters,
+    start: Instant,
+    error: Option<String>,
+) {
+    let (read, written) = counters.totals();
+    ctx.metrics.add_bytes(&conn.identity.workload, read, written);
+    if let Some(e) = &error {
+        tracing::debug!(peer = %conn.peer, %target, error = %e, "connection ended with an error");
+        ctx.metrics.connection_errors.get_or_create(&OutcomeLabels { outcome: "relay" }).inc();
+    }
+    let body = Body::Connection {
+        peer: conn.peer.to_string(),
+        sni,
+        bytes_sent: read,
+        bytes_received: written,
+        duration_ms: start.elapsed().as_secs_f64() * 1e3,
+        error,
+    };
+    ctx.audit.emit(Record::new("connection", &conn.identity, conn.mode, target, conn.protocol, body));
 }

@@ -15,10 +15,7 @@ use super::{
 use crate::{
     identity::Identity,
     intercept::origdst,
-    telemetry::{
-        audit::{Body, Record},
-        metrics::{ConnLabels, OutcomeLabels},
-    },
+    telemetry::metrics::{ConnLabels, OutcomeLabels},
 };
 
 /// Accepts until `shutdown` fires; connections run on `tracker`.
@@ -127,32 +124,5 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
                 .map(|e| e.to_string())
         }
     };
-    finish(&ctx, &conn, o.dst.to_string(), sni, &counters, start, error);
-}
-
-/// Writes the connection's audit record and byte metrics.
-pub fn finish(
-    ctx: &Ctx,
-    conn: &Conn,
-    target: String,
-    sni: Option<String>,
-    counters: &io::Counters,
-    start: Instant,
-    error: Option<String>,
-) {
-    let (read, written) = counters.totals();
-    ctx.metrics.add_bytes(&conn.identity.workload, read, written);
-    if let Some(e) = &error {
-        tracing::debug!(peer = %conn.peer, %target, error = %e, "connection ended with an error");
-        ctx.metrics.connection_errors.get_or_create(&OutcomeLabels { outcome: "relay" }).inc();
-    }
-    let body = Body::Connection {
-        peer: conn.peer.to_string(),
-        sni,
-        bytes_sent: read,
-        bytes_received: written,
-        duration_ms: start.elapsed().as_secs_f64() * 1e3,
-        error,
-    };
-    ctx.audit.emit(Record::new("connection", &conn.identity, conn.mode, target, conn.protocol, body));
+    super::audit_connection(&ctx, &conn, o.dst.to_string(), sni, &counters, start, error);
 }
