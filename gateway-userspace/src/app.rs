@@ -34,6 +34,11 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         "nodegate starting"
     );
     let metrics = Metrics::new();
+    if !cfg.llm.providers.is_empty()
+        || cfg.intercept.destinations.iter().any(|d| d.class == config::Class::Llm)
+    {
+        tokio::task::spawn_blocking(crate::llm::tokens::warm);
+    }
     let (audit, audit_task) = audit::start(&cfg.audit, metrics.clone())
         .with_context(|| format!("opening audit output {:?}", cfg.audit.path))?;
     let cgroup_root = cfg.intercept.cgroup_root.clone().or_else(identity::detect_cgroup2_root);
@@ -82,6 +87,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         identities: identities.clone(),
         interceptor: interceptor.clone(),
         upstream: upstream::Upstream::new(dialer),
+        llm: ArcSwap::from_pointee(crate::llm::Llm::build(&cfg.llm, &metrics, None)),
         own,
     });
 
@@ -124,11 +130,14 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         ));
         let identities = identities.clone();
         let interceptor = interceptor.clone();
+        let llm_ctx = ctx.clone();
         let started_with = cfg.clone();
         tokio::spawn(async move {
             while changed_rx.changed().await.is_ok() {
                 let new = changed_rx.borrow_and_update().clone();
                 identities.update(&new.identities, &new.intercept.cgroups);
+                let rebuilt = crate::llm::Llm::build(&new.llm, &llm_ctx.metrics, Some(&llm_ctx.llm.load()));
+                llm_ctx.llm.store(Arc::new(rebuilt));
                 if new.listeners != started_with.listeners
                     || new.admin != started_with.admin
                     || new.intercept.enabled != started_with.intercept.enabled

@@ -11,5 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod intercept;
+pub mod llm;
+pub mod policy;
 pub mod proxy;
 pub mod telemetry;

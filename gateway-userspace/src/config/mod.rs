@@ -1,12 +1,14 @@
 //! Configuration: types, the embedded default, loading (env substitution, YAML, validation) and
 //! hot reload. Loading returns every problem found, each with its path in the file.
 mod env;
+mod llm;
 pub mod reload;
 mod types;
 mod validate;
 
 use std::{fmt, path::Path, sync::Arc};
 
+pub use llm::*;
 pub use types::*;
 pub use validate::{Problem, Target, parse_target};
 
@@ -43,15 +45,10 @@ pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
         let de = serde_yaml::Deserializer::from_str(&text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner();
-            let at = inner.location().map(|l| format!(" (line {}, column {})", l.line(), l.column()));
-            fail(vec![Problem {
-                path: if path == "." { "(root)".into() } else { path },
-                message: format!(
-                    "{inner}{}",
-                    if inner.location().is_some() { "" } else { at.as_deref().unwrap_or("") }
-                ),
-            }])
+            let inner = e.into_inner().to_string();
+            // serde_yaml already names the path; keep the message after it.
+            let message = inner.strip_prefix(&format!("{path}: ")).map_or(inner.clone(), str::to_string);
+            fail(vec![Problem { path: if path == "." { "(root)".into() } else { path }, message }])
         })?
     };
     let problems = validate::validate(&cfg);

@@ -17,6 +17,7 @@ pub struct Config {
     /// Workload names for cgroups, used when no Kubernetes metadata is available.
     pub identities: Vec<IdentityMapping>,
     pub intercept: Intercept,
+    pub llm: super::llm::Llm,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,7 +142,24 @@ pub struct IdentityMapping {
     pub name: String,
     /// Cgroup path relative to the cgroup2 mount (`/kubepods/pod123`); it and every cgroup
     /// below it map to `name`. The longest matching path wins.
-    pub cgroup: String,
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// Keys an agent presents to the explicit listener (`Authorization: Bearer KEY`,
+    /// `x-api-key: KEY` or `Proxy-Authorization: Bearer KEY`) to be this workload. Use
+    /// `${ENV}` rather than literal keys. They are removed before anything goes upstream.
+    #[serde(default, skip_serializing)]
+    pub api_keys: Vec<String>,
+}
+
+/// Which workloads a rule applies to: every listed field must match (an empty field matches
+/// all). One type for budgets, model allow lists and, later, tool lists and A2A rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Selector {
+    /// Workload names; `*` matches any, a trailing `*` a prefix.
+    pub workloads: Vec<String>,
+    /// Cgroup path prefixes.
+    pub cgroups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -82,8 +82,22 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         if m.name.trim().is_empty() {
             push(format!("identities[{i}].name"), "must not be empty".into());
         }
-        if !m.cgroup.starts_with('/') {
-            push(format!("identities[{i}].cgroup"), format!("{:?} must start with /", m.cgroup));
+        match &m.cgroup {
+            Some(c) if !c.starts_with('/') => {
+                push(format!("identities[{i}].cgroup"), format!("{c:?} must start with /"));
+            }
+            None if m.api_keys.is_empty() => {
+                push(format!("identities[{i}]"), "give a cgroup, api_keys, or both".into());
+            }
+            _ => {}
+        }
+        for (k, key) in m.api_keys.iter().enumerate() {
+            if key.trim().len() < 8 {
+                push(
+                    format!("identities[{i}].api_keys[{k}]"),
+                    "too short to be a secret (at least 8 characters)".into(),
+                );
+            }
         }
     }
 
@@ -145,7 +159,79 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     for (i, d) in ic.destinations.iter().enumerate() {
         check_destination(i, d, &mut push);
     }
+    check_llm(&cfg.llm, &mut push);
     p
+}
+
+fn check_llm(llm: &super::llm::Llm, push: &mut impl FnMut(String, String)) {
+    use std::collections::BTreeSet;
+    let mut names = BTreeSet::new();
+    for (i, p) in llm.providers.iter().enumerate() {
+        if !names.insert(p.name.as_str()) {
+            push(format!("llm.providers[{i}].name"), format!("duplicate provider {:?}", p.name));
+        }
+        if let Some(c) = &p.credentials
+            && c.env.is_some() == c.file.is_some()
+        {
+            push(format!("llm.providers[{i}].credentials"), "set exactly one of env or file".into());
+        }
+        match p.endpoint.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            _ => push(
+                format!("llm.providers[{i}].endpoint"),
+                format!("{:?} must be an http:// or https:// URL", p.endpoint),
+            ),
+        }
+    }
+    let mut routes = BTreeSet::new();
+    for (i, m) in llm.models.iter().enumerate() {
+        if !routes.insert(m.name.as_str()) {
+            push(format!("llm.models[{i}].name"), format!("duplicate model route {:?}", m.name));
+        }
+        if m.targets.is_empty() {
+            push(format!("llm.models[{i}].targets"), "list at least one target".into());
+        }
+        for (t, target) in m.targets.iter().enumerate() {
+            if !names.contains(target.provider.as_str()) {
+                push(
+                    format!("llm.models[{i}].targets[{t}].provider"),
+                    format!("no provider named {:?}", target.provider),
+                );
+            }
+            if target.weight == 0 {
+                push(format!("llm.models[{i}].targets[{t}].weight"), "must be at least 1".into());
+            }
+        }
+    }
+    for (i, b) in llm.budgets.iter().enumerate() {
+        let limits = [
+            b.requests_per_minute,
+            b.tokens_per_minute,
+            b.tokens_per_hour,
+            b.tokens_per_day,
+            b.tokens_per_month,
+        ];
+        if limits.iter().all(Option::is_none)
+            && b.cost_per_day_usd.is_none()
+            && b.cost_per_month_usd.is_none()
+        {
+            push(format!("llm.budgets[{i}]"), format!("budget {:?} sets no limit", b.name));
+        }
+        for (f, v) in [("cost_per_day_usd", b.cost_per_day_usd), ("cost_per_month_usd", b.cost_per_month_usd)]
+        {
+            if v.is_some_and(|v| v.is_nan() || v < 0.0) {
+                push(format!("llm.budgets[{i}].{f}"), "must be a non-negative number".into());
+            }
+        }
+    }
+    if let Some(url) = &llm.redis_url
+        && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+    {
+        push("llm.redis_url".into(), format!("{url:?} must start with redis://, rediss:// or unix://"));
+    }
+    if llm.max_body_bytes == 0 {
+        push("llm.max_body_bytes".into(), "must be greater than zero".into());
+    }
 }
 
 fn check_destination(i: usize, d: &Destination, push: &mut impl FnMut(String, String)) {

@@ -54,6 +54,8 @@ pub struct Resolver {
     search_first: Mutex<Vec<String>>,
     /// (cgroup path prefix, name), longest prefix first.
     mappings: Mutex<Vec<(String, Arc<str>)>>,
+    /// API key -> identity, for explicit-mode callers.
+    keys: Mutex<HashMap<String, Arc<Identity>>>,
     cache: Mutex<HashMap<u64, Arc<Identity>>>,
 }
 
@@ -63,6 +65,7 @@ impl Resolver {
             root,
             search_first: Mutex::new(Vec::new()),
             mappings: Mutex::new(Vec::new()),
+            keys: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
         };
         r.update(mappings, search_first);
@@ -71,10 +74,16 @@ impl Resolver {
 
     /// Applies a new config's mappings; cached identities are forgotten.
     pub fn update(&self, mappings: &[IdentityMapping], search_first: &[String]) {
-        let mut m: Vec<(String, Arc<str>)> =
-            mappings.iter().map(|m| (normalize(&m.cgroup), Arc::from(m.name.as_str()))).collect();
+        let mut m: Vec<(String, Arc<str>)> = mappings
+            .iter()
+            .filter_map(|m| Some((normalize(m.cgroup.as_deref()?), Arc::from(m.name.as_str()))))
+            .collect();
         m.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         *lock(&self.mappings) = m;
+        *lock(&self.keys) = mappings
+            .iter()
+            .flat_map(|m| m.api_keys.iter().map(move |k| (k.clone(), Arc::new(Identity::named(&m.name)))))
+            .collect();
         *lock(&self.search_first) = search_first.iter().map(|s| normalize(s)).collect();
         lock(&self.cache).clear();
     }
@@ -93,6 +102,11 @@ impl Resolver {
         }
         cache.insert(id, ident.clone());
         ident
+    }
+
+    /// The identity an explicit-mode caller proves with an API key, if the key is known.
+    pub fn by_api_key(&self, key: &str) -> Option<Arc<Identity>> {
+        lock(&self.keys).get(key).cloned()
     }
 
     pub async fn resolve_async(self: &Arc<Self>, id: u64) -> Arc<Identity> {
@@ -220,8 +234,12 @@ mod tests {
         let ino = std::fs::metadata(&leaf).unwrap().ino();
         let other = std::fs::metadata(root.join("pods")).unwrap().ino();
         let maps = vec![
-            IdentityMapping { name: "pods".into(), cgroup: "/pods".into() },
-            IdentityMapping { name: "agent-a".into(), cgroup: "/pods/agent-a/".into() },
+            IdentityMapping { name: "pods".into(), cgroup: Some("/pods".into()), api_keys: vec![] },
+            IdentityMapping {
+                name: "agent-a".into(),
+                cgroup: Some("/pods/agent-a/".into()),
+                api_keys: vec!["k1".into()],
+            },
         ];
         let r = Resolver::new(Some(root.clone()), &maps, &["/pods".into()]);
         let id = r.resolve(ino);
@@ -229,6 +247,8 @@ mod tests {
         assert_eq!(id.cgroup_path.as_deref(), Some("/pods/agent-a/c1"));
         assert_eq!(&*r.resolve(other).workload, "pods");
         assert_eq!(&*r.resolve(u64::MAX).workload, format!("cgroup:{}", u64::MAX));
+        assert_eq!(r.by_api_key("k1").map(|i| i.workload.to_string()).as_deref(), Some("agent-a"));
+        assert!(r.by_api_key("k2").is_none());
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -12,6 +12,8 @@ use tokio_util::task::TaskTracker;
 use http_body_util::BodyExt as _;
 
 use super::{ActiveGuard, Conn, Ctx, http::error_response, io, splice, upstream::Body};
+use gateway_common::TrafficClass;
+
 use crate::{identity::Identity, telemetry::metrics::ConnLabels};
 
 pub async fn run(
@@ -37,6 +39,7 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
         identity: Arc::new(Identity::unknown()),
         target: None,
         protocol: "http1",
+        class: TrafficClass::Auto,
     });
     ctx.metrics
         .connections
@@ -67,6 +70,12 @@ async fn route(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result
     if req.method() == Method::CONNECT {
         return Ok(connect(ctx, conn, req).await);
     }
+    // Origin-form `/v1/...`: an agent using nodegate as its base_url.
+    if req.uri().authority().is_none()
+        && let Some(api) = crate::llm::format::Api::from_path(req.uri().path())
+    {
+        return Ok(crate::llm::handler::handle(ctx, conn, req, api, crate::llm::route::Via::Explicit).await);
+    }
     super::http::forward(ctx, conn, req).await
 }
 
@@ -85,6 +94,7 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
         identity: conn.identity.clone(),
         target: None,
         protocol: "connect",
+        class: TrafficClass::Auto,
     };
     let counters = io::Counters::new();
     let mut up = match ctx.upstream.dialer.connect_host(authority.host(), port).await {

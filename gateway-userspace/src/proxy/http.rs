@@ -182,6 +182,9 @@ pub async fn forward(
     conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some((api, via)) = llm_call(&ctx, &conn, &req) {
+        return Ok(crate::llm::handler::handle(ctx, conn, req, api, via).await);
+    }
     let start = Instant::now();
     let h2 = req.version() == http::Version::HTTP_2;
     let host = req
@@ -281,6 +284,27 @@ pub async fn forward(
             Ok(refuse(pending, StatusCode::BAD_GATEWAY, &msg))
         }
     }
+}
+
+/// An intercepted request is an LLM call when its path is an LLM API and its destination is
+/// classed `llm` or is a configured provider.
+fn llm_call(
+    ctx: &Ctx,
+    conn: &Conn,
+    req: &Request<Incoming>,
+) -> Option<(crate::llm::format::Api, crate::llm::route::Via)> {
+    let dst = conn.target?;
+    let api = crate::llm::format::Api::from_path(req.uri().path())?;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let via = crate::llm::route::Via::Transparent { dst, host };
+    let llm = ctx.llm.load();
+    let is_provider = llm.addressed_provider(&via).is_some();
+    (conn.class == gateway_common::TrafficClass::Llm || is_provider).then_some((api, via))
 }
 
 fn refuse(mut pending: Pending, status: StatusCode, msg: &str) -> Response<Body> {

@@ -31,6 +31,8 @@ pub struct Ctx {
     pub identities: Arc<identity::Resolver>,
     pub interceptor: Option<Arc<Interceptor>>,
     pub upstream: upstream::Upstream,
+    /// The LLM gateway's compiled config, swapped on reload.
+    pub llm: arc_swap::ArcSwap<crate::llm::Llm>,
     /// Addresses nodegate listens on; a request for one of them would loop.
     pub own: Vec<SocketAddr>,
 }
@@ -58,6 +60,8 @@ pub struct Conn {
     pub target: Option<SocketAddr>,
     /// Sniffed protocol label: `http1`, `http2`, `tls`, `tcp`.
     pub protocol: &'static str,
+    /// Traffic class of the intercept entry that matched (`Auto` in explicit mode).
+    pub class: gateway_common::TrafficClass,
 }
 
 /// Binds a listener with a large backlog (benchmarks and bursts of agents overflow the default)

@@ -90,8 +90,14 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
             }
         }
     };
-    let conn =
-        Arc::new(Conn { mode: "transparent", peer, identity, target: Some(o.dst), protocol: proto.label() });
+    let conn = Arc::new(Conn {
+        mode: "transparent",
+        peer,
+        identity,
+        target: Some(o.dst),
+        protocol: proto.label(),
+        class: o.class,
+    });
     ctx.metrics
         .connections
         .get_or_create(&ConnLabels {

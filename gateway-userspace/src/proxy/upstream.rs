@@ -106,6 +106,8 @@ pub struct Upstream {
     pub dialer: Dialer,
     pub http1: Client<Dialer, Body>,
     pub http2: Client<Dialer, Body>,
+    /// For providers: `http://` or `https://` (the system's roots), HTTP/2 when the server offers it.
+    pub llm: Client<hyper_rustls::HttpsConnector<Dialer>, Body>,
 }
 
 impl Upstream {
@@ -122,6 +124,20 @@ impl Upstream {
             .http2_only(true)
             .http2_keep_alive_interval(Some(Duration::from_secs(30)))
             .build(dialer);
-        Self { dialer, http1, http2 }
+        let roots = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load the system CA roots; using the bundled Mozilla roots for https providers");
+                hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots()
+            }
+        };
+        let tls = roots.https_or_http().enable_http1().enable_http2().wrap_connector(dialer);
+        let llm = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(tls);
+        Self { dialer, http1, http2, llm }
     }
 }

@@ -43,6 +43,7 @@ pub struct Record {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum Body {
+    Llm(Box<LlmCall>),
     Connection {
         peer: String,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +66,35 @@ pub enum Body {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+}
+
+/// One LLM call: who, which model at which provider, tokens by type, cost, latency.
+#[derive(Debug, Default, Serialize)]
+pub struct LlmCall {
+    pub api: &'static str,
+    pub method: String,
+    pub path: String,
+    pub provider: Option<Arc<str>>,
+    /// The model the client asked for.
+    pub requested_model: Option<String>,
+    /// The model sent to the provider.
+    pub model: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// Counts came from nodegate's tokenizer because the provider reported none.
+    pub estimated: bool,
+    pub cost_usd: f64,
+    pub ttft_ms: Option<f64>,
+    pub duration_ms: f64,
+    /// Providers tried before this one answered.
+    pub failovers: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Record {

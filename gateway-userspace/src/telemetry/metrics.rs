@@ -60,23 +60,30 @@ pub struct Metrics {
     pub config_reloads: Family<OutcomeLabels, Counter>,
     pub audit_records: Counter,
     pub audit_dropped: Counter,
+    pub llm: super::llm_metrics::LlmMetrics,
 }
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("nodegate");
+        // No registry prefix: nodegate's own metrics are named nodegate_*, the LLM ones use the
+        // OpenTelemetry gen_ai names.
+        let mut registry = Registry::default();
         let connections = Family::default();
-        registry.register("connections", "Accepted client connections", connections.clone());
+        registry.register("nodegate_connections", "Accepted client connections", connections.clone());
         let active_connections = Family::default();
-        registry.register("active_connections", "Client connections open now", active_connections.clone());
+        registry.register(
+            "nodegate_active_connections",
+            "Client connections open now",
+            active_connections.clone(),
+        );
         let connection_errors = Family::default();
         registry.register(
-            "connection_errors",
+            "nodegate_connection_errors",
             "Client connections that ended in an error, by cause",
             connection_errors.clone(),
         );
         let requests = Family::default();
-        registry.register("requests", "Proxied HTTP requests", requests.clone());
+        registry.register("nodegate_requests", "Proxied HTTP requests", requests.clone());
         let request_duration = Family::<ModeLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -84,41 +91,47 @@ impl Metrics {
             ])
         });
         registry.register(
-            "request_duration_seconds",
+            "nodegate_request_duration_seconds",
             "Time from request received to response headers sent",
             request_duration.clone(),
         );
         let bytes = Family::default();
-        registry.register("bytes", "Bytes relayed, by identity and direction", bytes.clone());
+        registry.register("nodegate_bytes", "Bytes relayed, by identity and direction", bytes.clone());
         let redirects = Family::default();
         registry.register(
-            "intercept_redirects",
+            "nodegate_intercept_redirects",
             "Decisions of the eBPF programs on intercepted destinations, by outcome",
             redirects.clone(),
         );
         let heartbeat_age = Gauge::<f64, AtomicU64>::default();
         registry.register(
-            "intercept_heartbeat_age_seconds",
+            "nodegate_intercept_heartbeat_age_seconds",
             "Age of the heartbeat the programs see (stale means fail-open or fail-closed)",
             heartbeat_age.clone(),
         );
         let intercept_entries = Gauge::default();
         registry.register(
-            "intercept_table_entries",
+            "nodegate_intercept_table_entries",
             "Entries in the intercept table",
             intercept_entries.clone(),
         );
         let config_reloads = Family::default();
-        registry.register("config_reloads", "Config reload attempts, by outcome", config_reloads.clone());
+        registry.register(
+            "nodegate_config_reloads",
+            "Config reload attempts, by outcome",
+            config_reloads.clone(),
+        );
         let audit_records = Counter::default();
-        registry.register("audit_records", "Audit records written", audit_records.clone());
+        registry.register("nodegate_audit_records", "Audit records written", audit_records.clone());
         let audit_dropped = Counter::default();
         registry.register(
-            "audit_dropped",
+            "nodegate_audit_dropped",
             "Audit records dropped because the writer fell behind (queue full)",
             audit_dropped.clone(),
         );
+        let llm = super::llm_metrics::LlmMetrics::register(&mut registry);
         Arc::new(Self {
+            llm,
             registry,
             connections,
             active_connections,

@@ -1,0 +1,164 @@
+//! Configuration of the LLM gateway: providers, model routes, budgets, prices.
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::types::Selector;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Llm {
+    pub providers: Vec<Provider>,
+    /// Model names clients use, routed to provider models (aliases, failover, weights).
+    pub models: Vec<ModelRoute>,
+    /// Which models each workload may use. No rule matching a workload: every model.
+    pub allow: Vec<AllowRule>,
+    pub budgets: Vec<Budget>,
+    /// USD per million tokens, by provider model name.
+    pub prices: BTreeMap<String, Price>,
+    /// Redis holding budget counters shared by every node (`redis://host:6379/0`). Unset:
+    /// counters in this process. While Redis is unreachable, local counters take over.
+    pub redis_url: Option<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Output tokens reserved at admission when a request sets no max_tokens.
+    pub default_max_tokens: u64,
+    /// Cut a stream off (with a final error event) when it runs past what its budget allows.
+    pub cut_off_streams: bool,
+    /// How long a provider that failed is skipped.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+impl Default for Llm {
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            models: Vec::new(),
+            allow: Vec::new(),
+            budgets: Vec::new(),
+            prices: BTreeMap::new(),
+            redis_url: None,
+            max_body_bytes: 10 * 1024 * 1024,
+            default_max_tokens: 4096,
+            cut_off_streams: true,
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    /// vLLM, SGLang, TGI, llama.cpp and anything else speaking the OpenAI API.
+    OpenaiCompatible,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Base URL, e.g. `https://api.openai.com` or `http://10.0.5.17:8000`.
+    pub endpoint: String,
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+}
+
+/// Where a provider's key comes from: set exactly one. The key itself is never in the config
+/// (so never in /config_dump) and never comes from the agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Credentials {
+    /// Name of an environment variable holding the key.
+    pub env: Option<String>,
+    /// File holding the key (trailing whitespace ignored); re-read on config reload.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRoute {
+    /// The model name clients ask for.
+    pub name: String,
+    pub targets: Vec<RouteTarget>,
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTarget {
+    pub provider: String,
+    /// Model name at the provider (defaults to the route's name).
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// First healthy target in order; the next on failure.
+    #[default]
+    Ordered,
+    /// Spread by weight; the others on failure.
+    Weighted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    pub selector: Selector,
+    /// Model names (as clients ask for them); `*` matches any.
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Each matching workload has its own counters.
+    #[default]
+    Workload,
+    /// All matching workloads share one set of counters.
+    Shared,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub name: String,
+    pub selector: Selector,
+    #[serde(default)]
+    pub scope: Scope,
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_hour: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_month: Option<u64>,
+    #[serde(default)]
+    pub cost_per_day_usd: Option<f64>,
+    #[serde(default)]
+    pub cost_per_month_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    /// Cached input tokens (defaults to `input`).
+    pub cached_input: Option<f64>,
+}

@@ -1,0 +1,346 @@
+//! One LLM call, top to bottom: identify -> parse -> route -> allow list -> reserve budget ->
+//! upstream (credentials injected; failover before the first byte) -> account the response.
+//! Every refusal is answered in the provider's error format and audited.
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::{
+    Llm,
+    budget::Charge,
+    error::LlmError,
+    format::{self, Api},
+    route::Via,
+    stream::{Accounted, Settle},
+    tokens,
+};
+use crate::{
+    identity::Identity,
+    proxy::{Conn, Ctx, upstream::Body},
+    telemetry::{
+        audit::{Body as AuditBody, LlmCall, Record},
+        llm_metrics::{BudgetLabels, CallLabels, ProviderLabels},
+    },
+};
+
+/// The identity of an explicit-mode caller: the workload its API key names, else the
+/// connection's.
+fn caller(ctx: &Ctx, conn: &Conn, req: &Request<Incoming>) -> Arc<Identity> {
+    let h = req.headers();
+    let bearer = |name: header::HeaderName| {
+        h.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
+    };
+    let key = bearer(header::AUTHORIZATION)
+        .or_else(|| bearer(header::PROXY_AUTHORIZATION))
+        .or_else(|| h.get("x-api-key").and_then(|v| v.to_str().ok()));
+    key.and_then(|k| ctx.identities.by_api_key(k)).unwrap_or_else(|| conn.identity.clone())
+}
+
+fn refuse(
+    ctx: &Ctx,
+    conn: &Conn,
+    identity: &Identity,
+    api: Api,
+    mut call: LlmCall,
+    err: LlmError,
+    start: Instant,
+) -> Response<Body> {
+    call.status = err.status.as_u16();
+    call.error = Some(err.message.clone());
+    call.duration_ms = start.elapsed().as_secs_f64() * 1e3;
+    let provider: Arc<str> = call.provider.clone().unwrap_or_else(|| Arc::from(""));
+    ctx.metrics
+        .llm
+        .calls
+        .get_or_create(&CallLabels {
+            identity: identity.workload.clone(),
+            gen_ai_provider_name: provider,
+            gen_ai_request_model: Arc::from(call.requested_model.as_deref().unwrap_or("")),
+            status: crate::telemetry::metrics::status_class(err.status.as_u16()),
+        })
+        .inc();
+    let target = conn.target.map(|t| t.to_string()).unwrap_or_default();
+    let mut rec =
+        Record::new("llm", identity, conn.mode, target, conn.protocol, AuditBody::Llm(Box::new(call)));
+    if err.rule.is_some() {
+        rec.decision = "deny";
+        rec.rule = err.rule.as_deref().map(Arc::from);
+    }
+    ctx.audit.emit(rec);
+    err.response(api.anthropic())
+}
+
+/// `GET /v1/models`: the model names this gateway routes.
+fn models(llm: &Llm) -> Response<Body> {
+    let mut names: Vec<&String> = llm.routes.keys().collect();
+    names.sort();
+    let data: Vec<_> = names
+        .iter()
+        .map(|n| serde_json::json!({"id": n, "object": "model", "created": 0, "owned_by": "nodegate"}))
+        .collect();
+    let body = serde_json::json!({"object": "list", "data": data});
+    let mut r =
+        Response::new(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed());
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub async fn handle(
+    ctx: Arc<Ctx>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+    api: Api,
+    via: Via,
+) -> Response<Body> {
+    let start = Instant::now();
+    let llm = ctx.llm.load_full();
+    let identity = caller(&ctx, &conn, &req);
+    let path =
+        req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+    let mut call = LlmCall {
+        api: api.label(),
+        method: req.method().to_string(),
+        path: path.clone(),
+        ..LlmCall::default()
+    };
+
+    if api == Api::Models && req.method() == http::Method::GET && matches!(via, Via::Explicit) {
+        return models(&llm);
+    }
+    if req.method() != http::Method::POST {
+        let e = LlmError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            format!("{} is not supported on {path}", req.method()),
+        );
+        return refuse(&ctx, &conn, &identity, api, call, e, start);
+    }
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        let e = LlmError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "Content-Type must be application/json".into(),
+        );
+        return refuse(&ctx, &conn, &identity, api, call, e, start);
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, llm.cfg.max_body_bytes).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let too_big = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            let e = if too_big {
+                LlmError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    format!("request body exceeds {} bytes", llm.cfg.max_body_bytes),
+                )
+            } else {
+                LlmError::bad_request(format!("reading the request body: {e}"))
+            };
+            return refuse(&ctx, &conn, &identity, api, call, e, start);
+        }
+    };
+    let parsed = match format::parse(api, &bytes) {
+        Ok(p) => p,
+        Err(e) => return refuse(&ctx, &conn, &identity, api, call, e, start),
+    };
+    call.requested_model = Some(parsed.model.clone());
+    call.stream = parsed.stream;
+
+    let candidates = llm.candidates(&parsed.model, &via);
+    if candidates.is_empty() {
+        let e = LlmError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!("The model `{}` does not exist or is not routed by this gateway", parsed.model),
+        );
+        return refuse(&ctx, &conn, &identity, api, call, e, start);
+    }
+    if let Err(d) = llm.policy.check(&identity, &parsed.model) {
+        let mut e = LlmError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            format!("workload `{}` may not use model `{}` ({})", identity.workload, parsed.model, d.rule),
+        );
+        e.rule = Some(d.rule);
+        return refuse(&ctx, &conn, &identity, api, call, e, start);
+    }
+
+    // Admission: reserve the worst case, prompt estimate plus the output cap.
+    let prompt_text = format::prompt_text(api, &parsed.body);
+    let messages = parsed.body.get("messages").and_then(|m| m.as_array()).map_or(1, Vec::len);
+    let prompt_estimate = tokens::estimate_prompt(&candidates[0].model, &prompt_text, messages);
+    let output_cap =
+        if api == Api::Embeddings { 0 } else { parsed.max_tokens.unwrap_or(llm.cfg.default_max_tokens) };
+    let reservation = if api.charged() {
+        let charge = Charge {
+            requests: 1,
+            tokens: prompt_estimate + output_cap,
+            micro_usd: llm.micro_usd(&candidates[0].model, prompt_estimate, 0, output_cap),
+        };
+        match llm.budgets.reserve(&identity, charge).await {
+            Ok(r) => Some(r),
+            Err(refusal) => {
+                ctx.metrics
+                    .llm
+                    .budget_refusals
+                    .get_or_create(&BudgetLabels {
+                        budget: refusal.budget.clone(),
+                        identity: identity.workload.clone(),
+                    })
+                    .inc();
+                let mut e = LlmError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_exceeded",
+                    format!(
+                        "budget `{}` exhausted ({}) for workload `{}`; retry after {}s",
+                        refusal.budget,
+                        refusal.limit,
+                        identity.workload,
+                        refusal.retry_after.as_secs()
+                    ),
+                );
+                e.retry_after = Some(refusal.retry_after);
+                e.rule = Some(format!("llm.budgets.{}", refusal.budget));
+                return refuse(&ctx, &conn, &identity, api, call, e, start);
+            }
+        }
+    } else {
+        None
+    };
+    // A stream may not produce more output than was reserved for it.
+    let allowance = (llm.cfg.cut_off_streams && reservation.as_ref().is_some_and(|r| !r.is_empty()))
+        .then_some(output_cap);
+
+    // Upstream, failing over before any byte reached the client.
+    let hide_usage_chunk = format::adds_usage_option(api, &parsed);
+    let last = candidates.len() - 1;
+    let mut failovers = 0;
+    let mut last_error = String::new();
+    for (i, cand) in candidates.iter().enumerate() {
+        let body = format::upstream_body(api, &parsed, &cand.model);
+        let uri = match cand.provider.url(&path) {
+            Ok(u) => u,
+            Err(e) => {
+                last_error = format!("provider {}: bad URL: {e}", cand.provider.name);
+                continue;
+            }
+        };
+        let built = Request::builder()
+            .method(http::Method::POST)
+            .uri(uri)
+            .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+        let Ok(mut up_req) = built else { continue };
+        for (name, value) in &parts.headers {
+            if !is_hop_header(name) {
+                up_req.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        up_req.headers_mut().remove(header::CONTENT_LENGTH);
+        cand.provider.inject(up_req.headers_mut());
+        let result = ctx.upstream.llm.request(up_req).await;
+        let retryable = match &result {
+            Err(e) => {
+                last_error = format!("provider {}: {e}", cand.provider.name);
+                true
+            }
+            Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() => {
+                last_error = format!("provider {} answered {}", cand.provider.name, r.status());
+                true
+            }
+            Ok(_) => false,
+        };
+        if retryable && i < last {
+            cand.provider.cool_down(llm.cfg.cooldown);
+            ctx.metrics
+                .llm
+                .failovers
+                .get_or_create(&ProviderLabels { gen_ai_provider_name: cand.provider.name.clone() })
+                .inc();
+            tracing::info!(provider = %cand.provider.name, error = %last_error, "failing over to the next provider");
+            failovers += 1;
+            continue;
+        }
+        let resp = match result {
+            Ok(r) => r,
+            Err(_) => {
+                cand.provider.cool_down(llm.cfg.cooldown);
+                break;
+            }
+        };
+        if !retryable {
+            cand.provider.recovered();
+        }
+        call.model = Some(cand.model.clone());
+        call.status = resp.status().as_u16();
+        call.failovers = failovers;
+        let (mut rparts, rbody) = resp.into_parts();
+        let sse = rparts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        // Our rewriting changes the length; hyper re-frames the body.
+        if sse || hide_usage_chunk {
+            rparts.headers.remove(header::CONTENT_LENGTH);
+        }
+        for h in ["connection", "keep-alive", "transfer-encoding"] {
+            rparts.headers.remove(h);
+        }
+        let settle = Settle {
+            ctx: ctx.clone(),
+            llm: llm.clone(),
+            conn: conn.clone(),
+            identity: identity.clone(),
+            api,
+            provider: cand.provider.name.clone(),
+            call,
+            reservation,
+            prompt_estimate,
+            start,
+            first_token: None,
+            usage: None,
+            estimated_output: 0,
+            decision: "allow",
+            rule: None,
+        };
+        let body = Accounted::new(rbody, sse, hide_usage_chunk, allowance, settle);
+        return Response::from_parts(rparts, body.boxed());
+    }
+    // Every candidate failed before answering.
+    if let Some(r) = reservation {
+        let budgets = llm.budgets.clone();
+        tokio::spawn(async move { budgets.settle(r, Charge { requests: 1, tokens: 0, micro_usd: 0 }).await });
+    }
+    call.failovers = failovers;
+    let e = LlmError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        format!("no provider answered: {last_error}"),
+    );
+    refuse(&ctx, &conn, &identity, api, call, e, start)
+}
+
+fn is_hop_header(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}

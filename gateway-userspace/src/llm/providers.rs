@@ -1,0 +1,161 @@
+//! Configured providers at run time: base URL, the key (read from env or file when the config
+//! is applied, never from the agent), credential injection, and cooldown after failures.
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use http::{HeaderMap, HeaderValue, Uri, header};
+
+use crate::config::{Provider, ProviderKind};
+
+pub struct ProviderState {
+    pub name: std::sync::Arc<str>,
+    pub kind: ProviderKind,
+    /// Scheme and authority, e.g. `https://api.openai.com`.
+    pub base: Uri,
+    /// Path prefix of the endpoint (`/openai` in `https://host/openai`), without trailing `/`.
+    pub prefix: String,
+    key: Option<HeaderValue>,
+    cooldown_until: Mutex<Option<Instant>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider {0}: endpoint {1:?} is not a valid URL")]
+    Endpoint(String, String),
+    #[error("provider {0}: environment variable {1} is not set")]
+    Env(String, String),
+    #[error("provider {0}: cannot read key file {1}: {2}")]
+    File(String, String, std::io::Error),
+    #[error("provider {0}: the key is not a valid header value")]
+    Key(String),
+}
+
+impl ProviderState {
+    pub fn new(p: &Provider) -> Result<Self, ProviderError> {
+        let uri: Uri =
+            p.endpoint.parse().map_err(|_| ProviderError::Endpoint(p.name.clone(), p.endpoint.clone()))?;
+        let (Some(scheme), Some(auth)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(ProviderError::Endpoint(p.name.clone(), p.endpoint.clone()));
+        };
+        let base: Uri = format!("{scheme}://{auth}")
+            .parse()
+            .map_err(|_| ProviderError::Endpoint(p.name.clone(), p.endpoint.clone()))?;
+        let mut prefix = uri.path().trim_end_matches('/').to_string();
+        // `https://api.openai.com/v1` and `https://api.openai.com` both mean the same API root.
+        if prefix.ends_with("/v1") {
+            prefix.truncate(prefix.len() - 3);
+        }
+        let key = match p.credentials.as_ref().map(|c| (&c.env, &c.file)) {
+            None | Some((None, None)) => None,
+            Some((Some(var), _)) => {
+                Some(std::env::var(var).map_err(|_| ProviderError::Env(p.name.clone(), var.clone()))?)
+            }
+            Some((None, Some(path))) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| ProviderError::File(p.name.clone(), path.display().to_string(), e))?
+                    .trim()
+                    .to_string(),
+            ),
+        };
+        let key = match key {
+            None => None,
+            Some(k) => {
+                let v = match p.kind {
+                    ProviderKind::Anthropic => HeaderValue::from_str(&k),
+                    _ => HeaderValue::from_str(&format!("Bearer {k}")),
+                };
+                let mut v = v.map_err(|_| ProviderError::Key(p.name.clone()))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(Self {
+            name: p.name.as_str().into(),
+            kind: p.kind,
+            base,
+            prefix,
+            key,
+            cooldown_until: Mutex::new(None),
+        })
+    }
+
+    /// The URL of `path_and_query` (`/v1/chat/completions`) at this provider.
+    pub fn url(&self, path_and_query: &str) -> Result<Uri, http::uri::InvalidUri> {
+        format!("{}{}{}", self.base.to_string().trim_end_matches('/'), self.prefix, path_and_query).parse()
+    }
+
+    /// Removes whatever credentials the agent sent and adds the provider's.
+    pub fn inject(&self, h: &mut HeaderMap) {
+        h.remove(header::AUTHORIZATION);
+        h.remove("x-api-key");
+        h.remove("api-key");
+        h.remove(header::PROXY_AUTHORIZATION);
+        if let Some(k) = &self.key {
+            match self.kind {
+                ProviderKind::Anthropic => {
+                    h.insert("x-api-key", k.clone());
+                    if !h.contains_key("anthropic-version") {
+                        h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+                    }
+                }
+                _ => {
+                    h.insert(header::AUTHORIZATION, k.clone());
+                }
+            }
+        }
+        if let Some(host) = self.base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            h.insert(header::HOST, host);
+        }
+    }
+
+    pub fn cooling(&self, now: Instant) -> bool {
+        self.cooldown_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t > now)
+    }
+
+    pub fn cool_down(&self, d: Duration) {
+        *self.cooldown_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + d);
+    }
+
+    pub fn recovered(&self) {
+        *self.cooldown_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Credentials;
+
+    #[test]
+    fn injects_the_providers_key_and_drops_the_agents() {
+        // SAFETY: test-only variable, unique name.
+        unsafe { std::env::set_var("NG_TEST_PROVIDER_KEY", "sk-provider") };
+        let p = Provider {
+            name: "oa".into(),
+            kind: ProviderKind::Openai,
+            endpoint: "http://127.0.0.1:9/v1".into(),
+            credentials: Some(Credentials { env: Some("NG_TEST_PROVIDER_KEY".into()), file: None }),
+        };
+        let s = ProviderState::new(&p).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer agent-key"));
+        h.insert("x-api-key", HeaderValue::from_static("agent-key"));
+        s.inject(&mut h);
+        assert_eq!(h[header::AUTHORIZATION], "Bearer sk-provider");
+        assert!(!h.contains_key("x-api-key"));
+        assert_eq!(
+            s.url("/v1/chat/completions").unwrap().to_string(),
+            "http://127.0.0.1:9/v1/chat/completions"
+        );
+        let a = Provider { kind: ProviderKind::Anthropic, ..p };
+        let s = ProviderState::new(&a).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer agent-key"));
+        s.inject(&mut h);
+        assert_eq!(h["x-api-key"], "sk-provider");
+        assert!(!h.contains_key(header::AUTHORIZATION));
+        assert_eq!(h["anthropic-version"], "2023-06-01");
+    }
+}

@@ -1,0 +1,108 @@
+//! Which provider (and provider model) a request goes to: a configured model route (aliases,
+//! ordered or weighted failover), else the provider that was addressed (transparent mode), else
+//! the intercepted destination itself as an OpenAI-compatible server.
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use super::{Llm, providers::ProviderState};
+use crate::config::{Provider, ProviderKind, Strategy};
+
+#[derive(Clone)]
+pub struct Candidate {
+    pub provider: Arc<ProviderState>,
+    /// Model name sent to the provider.
+    pub model: String,
+}
+
+/// How the request reached us.
+#[derive(Debug, Clone)]
+pub enum Via {
+    Explicit,
+    /// Intercepted on its way to `dst`, with the Host it named.
+    Transparent {
+        dst: SocketAddr,
+        host: Option<String>,
+    },
+}
+
+impl Llm {
+    /// Candidates in the order to try them; empty when the model is unknown.
+    pub fn candidates(&self, model: &str, via: &Via) -> Vec<Candidate> {
+        if let Some(route) = self.routes.get(model) {
+            let now = Instant::now();
+            let mut all: Vec<(Candidate, u32)> = route
+                .targets
+                .iter()
+                .filter_map(|t| {
+                    let p = self.providers.get(*self.by_name.get(&t.provider)?)?;
+                    Some((
+                        Candidate {
+                            provider: p.clone(),
+                            model: t.model.clone().unwrap_or_else(|| model.to_string()),
+                        },
+                        t.weight,
+                    ))
+                })
+                .collect();
+            if route.strategy == Strategy::Weighted && all.len() > 1 {
+                let total: u32 = all.iter().map(|(_, w)| w).sum();
+                let mut pick = fastrand::u32(0..total.max(1));
+                let first = all.iter().position(|(_, w)| {
+                    if pick < *w {
+                        true
+                    } else {
+                        pick -= w;
+                        false
+                    }
+                });
+                if let Some(i) = first {
+                    let c = all.remove(i);
+                    all.insert(0, c);
+                }
+            }
+            // Healthy providers first, cooling ones last (still tried if nothing else is left).
+            all.sort_by_key(|(c, _)| c.provider.cooling(now));
+            return all.into_iter().map(|(c, _)| c).collect();
+        }
+        match via {
+            Via::Explicit => Vec::new(),
+            Via::Transparent { dst, .. } => {
+                let provider = match self.addressed_provider(via) {
+                    Some(p) => p,
+                    None => match ad_hoc(*dst) {
+                        Some(p) => p,
+                        None => return Vec::new(),
+                    },
+                };
+                vec![Candidate { provider, model: model.to_string() }]
+            }
+        }
+    }
+
+    /// The configured provider an intercepted request was addressed to: by Host name, or by
+    /// the original destination when the endpoint is an address.
+    pub fn addressed_provider(&self, via: &Via) -> Option<Arc<ProviderState>> {
+        let Via::Transparent { dst, host } = via else { return None };
+        let host_name =
+            host.as_deref().map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n).to_ascii_lowercase());
+        self.providers
+            .iter()
+            .find(|p| {
+                let auth = p.base.authority();
+                auth.is_some_and(|a| Some(a.host().to_ascii_lowercase()) == host_name)
+                    || auth.and_then(|a| a.as_str().parse::<SocketAddr>().ok()) == Some(*dst)
+            })
+            .cloned()
+    }
+}
+
+/// An intercepted OpenAI-compatible server nobody configured: counted and governed all the same,
+/// with no credentials injected.
+fn ad_hoc(dst: SocketAddr) -> Option<Arc<ProviderState>> {
+    let p = Provider {
+        name: format!("intercepted:{dst}"),
+        kind: ProviderKind::OpenaiCompatible,
+        endpoint: format!("http://{dst}"),
+        credentials: None,
+    };
+    ProviderState::new(&p).ok().map(Arc::new)
+}

@@ -1,0 +1,61 @@
+//! Token estimation with the models' own tokenizers (tiktoken): for admission (prompt tokens,
+//! before a provider has counted anything) and for streams that end without a usage report.
+//!
+//! Encoding per model family: `o200k_base` for gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1, o3, o4 and
+//! chatgpt-4o; `cl100k_base` for gpt-4, gpt-3.5 and text-embedding-3/ada-002. Every other model
+//! (Claude, Llama, Qwen, Mistral, ...) uses `cl100k_base` as a documented approximation: those
+//! tokenizers are not public in this form, and cl100k is within about 10-20% on English text.
+use tiktoken_rs::CoreBPE;
+
+fn encoding(model: &str) -> &'static CoreBPE {
+    let m = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    let o200k = ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o"];
+    if o200k.iter().any(|p| m.starts_with(p)) {
+        tiktoken_rs::o200k_base_singleton()
+    } else {
+        tiktoken_rs::cl100k_base_singleton()
+    }
+}
+
+/// Loads both encodings (a few hundred milliseconds) so the first request does not pay for it.
+pub fn warm() {
+    let _ = tiktoken_rs::o200k_base_singleton();
+    let _ = tiktoken_rs::cl100k_base_singleton();
+}
+
+/// Tokens in `text` for `model`.
+pub fn count(model: &str, text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    encoding(model).encode_ordinary(text).len() as u64
+}
+
+/// Prompt tokens of a request: the text plus a few tokens of framing per message.
+pub fn estimate_prompt(model: &str, text: &str, messages: usize) -> u64 {
+    count(model, text) + 3 * messages as u64 + 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_with_the_family_encoding() {
+        // "hello world" is two tokens in both encodings; the families differ on longer text.
+        assert_eq!(count("gpt-4o-mini", "hello world"), 2);
+        assert_eq!(count("gpt-3.5-turbo", "hello world"), 2);
+        let text = "Tokenization differs: 東京 and São Paulo.";
+        assert_ne!(
+            count("gpt-4o", text),
+            count("gpt-4", text),
+            "o200k and cl100k should disagree on this text"
+        );
+        assert_eq!(
+            count("claude-3-5-sonnet", text),
+            count("gpt-4", text),
+            "unknown models fall back to cl100k"
+        );
+        assert_eq!(count("any", ""), 0);
+    }
+}

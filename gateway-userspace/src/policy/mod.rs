@@ -1,0 +1,131 @@
+//! Policy: the one identity selector every rule uses (budgets and model allow lists today; MCP
+//! tool lists and A2A rules later), compiled from config once per config version. CEL
+//! conditions over request fields will extend this module rather than fork it.
+use crate::{config, identity::Identity};
+
+/// A name pattern: exact, `*`, or a `prefix*`.
+#[derive(Debug, Clone)]
+enum Pattern {
+    Any,
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    fn new(p: &str) -> Self {
+        if p == "*" {
+            Self::Any
+        } else if let Some(prefix) = p.strip_suffix('*') {
+            Self::Prefix(prefix.to_string())
+        } else {
+            Self::Exact(p.to_string())
+        }
+    }
+
+    fn matches(&self, s: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(e) => e == s,
+            Self::Prefix(p) => s.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// Matches identities: every non-empty field must match (workload name patterns, cgroup path
+/// prefixes on segment boundaries).
+#[derive(Debug, Clone)]
+pub struct Selector {
+    workloads: Vec<Pattern>,
+    cgroups: Vec<String>,
+}
+
+impl Selector {
+    pub fn new(s: &config::Selector) -> Self {
+        Self {
+            workloads: s.workloads.iter().map(|w| Pattern::new(w)).collect(),
+            cgroups: s.cgroups.iter().map(|c| c.trim_end_matches('/').to_string()).collect(),
+        }
+    }
+
+    pub fn matches(&self, id: &Identity) -> bool {
+        let workload_ok = self.workloads.is_empty() || self.workloads.iter().any(|p| p.matches(&id.workload));
+        let cgroup_ok = self.cgroups.is_empty()
+            || id.cgroup_path.as_deref().is_some_and(|path| {
+                self.cgroups.iter().any(|c| {
+                    c.is_empty()
+                        || path == c
+                        || (path.starts_with(c.as_str()) && path.as_bytes().get(c.len()) == Some(&b'/'))
+                })
+            });
+        workload_ok && cgroup_ok
+    }
+}
+
+/// Model allow lists: the first rule whose selector matches decides; no rule matches: allowed.
+pub struct ModelPolicy {
+    rules: Vec<(Selector, Vec<Pattern>, usize)>,
+}
+
+/// A refusal names the rule (its index in `llm.allow`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub rule: String,
+}
+
+impl ModelPolicy {
+    pub fn new(rules: &[config::AllowRule]) -> Self {
+        Self {
+            rules: rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    (Selector::new(&r.selector), r.models.iter().map(|m| Pattern::new(m)).collect(), i)
+                })
+                .collect(),
+        }
+    }
+
+    pub fn check(&self, id: &Identity, model: &str) -> Result<(), Denied> {
+        match self.rules.iter().find(|(sel, _, _)| sel.matches(id)) {
+            None => Ok(()),
+            Some((_, models, _)) if models.iter().any(|m| m.matches(model)) => Ok(()),
+            Some((_, _, i)) => Err(Denied { rule: format!("llm.allow[{i}]") }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn id(name: &str, cg: Option<&str>) -> Identity {
+        Identity { cgroup_path: cg.map(Arc::from), ..Identity::named(name) }
+    }
+
+    #[test]
+    fn selectors_match_names_and_cgroup_prefixes() {
+        let s = Selector::new(&config::Selector {
+            workloads: vec!["agent-*".into()],
+            cgroups: vec!["/pods".into()],
+        });
+        assert!(s.matches(&id("agent-a", Some("/pods/a"))));
+        assert!(!s.matches(&id("agent-a", Some("/podsx/a"))), "prefix on a path segment boundary only");
+        assert!(!s.matches(&id("other", Some("/pods/a"))));
+        assert!(Selector::new(&config::Selector::default()).matches(&id("anyone", None)));
+    }
+
+    #[test]
+    fn first_matching_allow_rule_decides() {
+        let p = ModelPolicy::new(&[
+            config::AllowRule {
+                selector: config::Selector { workloads: vec!["cheap".into()], cgroups: vec![] },
+                models: vec!["gpt-4o-mini".into()],
+            },
+            config::AllowRule { selector: config::Selector::default(), models: vec!["*".into()] },
+        ]);
+        assert!(p.check(&id("cheap", None), "gpt-4o-mini").is_ok());
+        assert_eq!(p.check(&id("cheap", None), "gpt-4o").unwrap_err().rule, "llm.allow[0]");
+        assert!(p.check(&id("rich", None), "gpt-4o").is_ok());
+    }
+}

@@ -1,0 +1,131 @@
+//! LLM metrics, registered in the one registry. Token, latency and duration histograms use the
+//! OpenTelemetry gen_ai semantic-convention names (`gen_ai_client_token_usage`,
+//! `gen_ai_server_time_to_first_token`, `gen_ai_server_time_per_output_token`,
+//! `gen_ai_client_operation_duration`) with nodegate's identity label added.
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub identity: Arc<str>,
+    pub gen_ai_provider_name: Arc<str>,
+    pub gen_ai_request_model: Arc<str>,
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub identity: Arc<str>,
+    pub gen_ai_provider_name: Arc<str>,
+    pub gen_ai_request_model: Arc<str>,
+    /// `input`, `output`, `cached_input`, `cache_creation`, `reasoning`.
+    pub gen_ai_token_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub gen_ai_provider_name: Arc<str>,
+    pub gen_ai_request_model: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub identity: Arc<str>,
+    pub gen_ai_provider_name: Arc<str>,
+    pub gen_ai_request_model: Arc<str>,
+    pub gen_ai_operation_name: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    pub budget: Arc<str>,
+    pub identity: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub gen_ai_provider_name: Arc<str>,
+}
+
+pub struct LlmMetrics {
+    pub calls: Family<CallLabels, Counter>,
+    pub tokens: Family<TokenLabels, Counter>,
+    pub token_usage: Family<TokenLabels, Histogram>,
+    pub ttft: Family<ModelLabels, Histogram>,
+    pub tpot: Family<ModelLabels, Histogram>,
+    pub duration: Family<OpLabels, Histogram>,
+    pub budget_refusals: Family<BudgetLabels, Counter>,
+    pub budget_fallbacks: Counter,
+    pub failovers: Family<ProviderLabels, Counter>,
+}
+
+fn seconds() -> Histogram {
+    Histogram::new([0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92])
+}
+
+impl LlmMetrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let calls = Family::default();
+        r.register("nodegate_llm_calls", "LLM calls by identity, provider, model and status", calls.clone());
+        let tokens = Family::default();
+        r.register("nodegate_llm_tokens", "Tokens by identity, provider, model and type", tokens.clone());
+        let token_usage = Family::<TokenLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+            ])
+        });
+        r.register(
+            "gen_ai_client_token_usage",
+            "Tokens used per call (OpenTelemetry gen_ai)",
+            token_usage.clone(),
+        );
+        let ttft = Family::<ModelLabels, Histogram>::new_with_constructor(seconds);
+        r.register("gen_ai_server_time_to_first_token", "Seconds to the first streamed token", ttft.clone());
+        let tpot = Family::<ModelLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 1.0, 2.5,
+            ])
+        });
+        r.register(
+            "gen_ai_server_time_per_output_token",
+            "Seconds per output token after the first",
+            tpot.clone(),
+        );
+        let duration = Family::<OpLabels, Histogram>::new_with_constructor(seconds);
+        r.register(
+            "gen_ai_client_operation_duration",
+            "Seconds from request to the end of the response",
+            duration.clone(),
+        );
+        let budget_refusals = Family::default();
+        r.register("nodegate_llm_budget_refusals", "Requests refused by a budget", budget_refusals.clone());
+        let budget_fallbacks = Counter::default();
+        r.register(
+            "nodegate_llm_budget_backend_fallbacks",
+            "Budget operations done with local counters because Redis was unreachable",
+            budget_fallbacks.clone(),
+        );
+        let failovers = Family::default();
+        r.register(
+            "nodegate_llm_failovers",
+            "Attempts abandoned for the next provider, by the provider that failed",
+            failovers.clone(),
+        );
+        Self {
+            calls,
+            tokens,
+            token_usage,
+            ttft,
+            tpot,
+            duration,
+            budget_refusals,
+            budget_fallbacks,
+            failovers,
+        }
+    }
+}
