@@ -94,7 +94,7 @@ def expect_error(fn):
     return run
 
 
-def concurrent(base, key, model="fast", n=200):
+def concurrent_calls(base, key, model="fast", n=200):
     """n concurrent chat calls; counts outcomes by status."""
     def one(_):
         try:
@@ -116,7 +116,7 @@ SCENARIOS = {
     "chat": chat, "chat_stream": chat_stream, "chat_stream_usage": chat_stream_usage, "tools": tools,
     "responses": responses, "embeddings": embeddings, "messages": messages, "messages_stream": messages_stream,
     "chat_error": expect_error(chat), "chat_stream_error": expect_error(chat_stream), "messages_error": expect_error(messages),
-    "concurrent": concurrent,
+    "concurrent": concurrent_calls,
 }
 
 if __name__ == "__main__":

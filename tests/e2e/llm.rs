@@ -1,0 +1,276 @@
+//! The LLM gateway end to end: the official OpenAI and Anthropic Python SDKs against nodegate,
+//! in front of the provider simulator (and, in llama.rs, a real llama.cpp server).
+use std::{process::Stdio, time::Duration};
+
+use nodegate_tests::*;
+
+const GW: &str = "http://127.0.0.1:15080";
+const AGENT_KEY: &str = "agent-a-key-0001";
+
+fn gateway(topo: &Topology, tag: &str, llm: &str) -> Gateway {
+    let (dir, pin) = Gateway::prepare(tag);
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: agent-a, api_keys: ["{AGENT_KEY}"] }}
+llm:
+{llm}
+"#
+    );
+    // SAFETY: set before the gateway process is spawned; read only by it.
+    unsafe { std::env::set_var("NG_TEST_SIM_KEY", "sk-provider-secret") };
+    Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None)
+}
+
+fn last_request(topo: &Topology, sim: &str) -> Value {
+    get(sim, "/sim/last", Some(&topo.node), None)["body"].clone()
+}
+
+fn sim_count(topo: &Topology, sim: &str) -> u64 {
+    get(sim, "/sim/count", Some(&topo.node), None)["body"]["count"].as_u64().unwrap_or(u64::MAX)
+}
+
+#[test]
+fn official_sdks_through_the_gateway_with_injected_credentials_and_usage() {
+    require_root();
+    let topo = Topology::new();
+    let _sim = llm_sim(&topo.node, "127.0.0.1:18101", "primary", &["--tokens", "6"]);
+    let gw = gateway(
+        &topo,
+        "llm-sdk",
+        r#"
+  providers:
+    - { name: primary, kind: openai, endpoint: "http://127.0.0.1:18101/v1", credentials: { env: NG_TEST_SIM_KEY } }
+  models:
+    - { name: fast, targets: [ { provider: primary, model: gpt-4o-mini } ] }
+  prices:
+    gpt-4o-mini: { input: 0.15, output: 0.6 }
+"#,
+    );
+    let node = Some(&topo.node);
+
+    let v = sdk("chat", GW, AGENT_KEY, "fast", node, None);
+    assert_eq!(v["text"], "w0 w1 w2 w3 w4 w5 ", "{v}");
+    assert_eq!(v["model"], "gpt-4o-mini", "the alias must be rewritten to the provider model");
+    let up = last_request(&topo, "127.0.0.1:18101");
+    assert_eq!(up["headers"]["authorization"], "Bearer sk-provider-secret", "provider key not injected: {up}");
+    assert!(!up.to_string().contains(AGENT_KEY), "the agent's key leaked upstream: {up}");
+    let rec = gw.wait_audit("llm record of the chat call", |r| r["kind"] == "llm" && r["stream"] == false && r["api"] == "chat");
+    assert_eq!(rec["identity"], "agent-a", "the API key names the workload: {rec}");
+    assert_eq!(rec["output_tokens"], 6);
+    assert_eq!(rec["estimated"], false);
+    assert!(rec["cost_usd"].as_f64().unwrap_or(0.0) > 0.0, "{rec}");
+
+    // Streaming without asking for usage: the client gets exactly what it asked for, the
+    // gateway still counts the tokens from the usage chunk it requested.
+    let v = sdk("chat_stream", GW, AGENT_KEY, "fast", node, None);
+    assert_eq!(v["text"], "w0 w1 w2 w3 w4 ", "{v}");
+    assert_eq!(v["usage_seen_by_client"], Value::Null, "the added usage chunk must be hidden: {v}");
+    assert_eq!(last_request(&topo, "127.0.0.1:18101")["body"]["stream_options"]["include_usage"], true);
+    let rec = gw.wait_audit("llm record of the stream", |r| r["kind"] == "llm" && r["stream"] == true && r["api"] == "chat");
+    assert_eq!(rec["output_tokens"], 5, "{rec}");
+    assert_eq!(rec["estimated"], false, "usage must come from the provider's chunk: {rec}");
+    assert!(rec["ttft_ms"].as_f64().is_some(), "{rec}");
+
+    let v = sdk("chat_stream_usage", GW, AGENT_KEY, "fast", node, None);
+    assert_eq!(v["usage_seen_by_client"]["completion_tokens"], 5, "asked for usage, must get it: {v}");
+
+    let v = sdk("tools", GW, AGENT_KEY, "fast", node, None);
+    assert_eq!(v["tool"], "get_weather", "{v}");
+    assert_eq!(v["arguments"]["city"], "Paris");
+
+    let v = sdk("responses", GW, AGENT_KEY, "fast", node, None);
+    assert_eq!(v["usage"]["output_tokens"], 4, "{v}");
+    let v = sdk("embeddings", GW, AGENT_KEY, "fast", node, None);
+    assert_eq!(v["dims"], 3, "{v}");
+
+    let v = sdk("messages", GW, AGENT_KEY, "fast", node, None);
+    assert_eq!(v["text"], "w0 w1 w2 w3 w4 ", "{v}");
+    let up = last_request(&topo, "127.0.0.1:18101");
+    assert_eq!(up["path"], "/v1/messages");
+    let v = sdk("messages_stream", GW, AGENT_KEY, "fast", node, None);
+    assert_eq!(v["usage"]["output_tokens"], 6, "{v}");
+    let rec = gw.wait_audit("anthropic stream record", |r| r["kind"] == "llm" && r["path"] == "/v1/messages" && r["stream"] == true);
+    assert_eq!((rec["input_tokens"].as_u64(), rec["output_tokens"].as_u64()), (Some(2), Some(6)), "{rec}");
+
+    // Unknown model and a policy-free unknown key: provider-shaped errors the SDKs raise.
+    let v = sdk("chat_error", GW, AGENT_KEY, "no-such-model", node, None);
+    assert_eq!(v["raised"], "NotFoundError", "{v}");
+    let v = sdk("messages_error", GW, AGENT_KEY, "no-such-model", node, None);
+    assert_eq!(v["raised"], "NotFoundError", "{v}");
+
+    let m = get("127.0.0.1:15000", "/metrics", node, None);
+    let text = m["body"].as_str().unwrap_or_default();
+    for want in [
+        "gen_ai_client_token_usage_count{identity=\"agent-a\",gen_ai_provider_name=\"primary\",gen_ai_request_model=\"fast\",gen_ai_token_type=\"output\"}",
+        "gen_ai_server_time_to_first_token_count{gen_ai_provider_name=\"primary\",gen_ai_request_model=\"fast\"}",
+        "nodegate_llm_tokens_total{identity=\"agent-a\",gen_ai_provider_name=\"primary\",gen_ai_request_model=\"fast\",gen_ai_token_type=\"output\"}",
+    ] {
+        assert!(text.contains(want), "metrics lack {want}:\n{text}");
+    }
+}
+
+#[test]
+fn bad_input_gets_provider_shaped_errors_and_nothing_is_forwarded() {
+    require_root();
+    let topo = Topology::new();
+    let _sim = llm_sim(&topo.node, "127.0.0.1:18111", "primary", &[]);
+    let gw = gateway(
+        &topo,
+        "llm-bad",
+        r#"
+  max_body_bytes: 2000
+  providers:
+    - { name: primary, kind: openai, endpoint: "http://127.0.0.1:18111" }
+  models:
+    - { name: fast, targets: [ { provider: primary } ] }
+"#,
+    );
+    let curl = |path: &str, ctype: &str, body: &str| -> (String, Value) {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &topo.node.name, "curl", "-s", "-w", "\n%{http_code}", "-H", &format!("content-type: {ctype}"), "--data-binary", body])
+            .arg(format!("{GW}{path}"))
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("curl: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), serde_json::from_str(body).unwrap_or(Value::Null))
+    };
+    let big = format!(r#"{{"model":"fast","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(5000));
+    let cases = [
+        ("/v1/chat/completions", "application/json", "{not json", "400", "not valid JSON"),
+        ("/v1/chat/completions", "text/plain", "{}", "415", "Content-Type"),
+        ("/v1/chat/completions", "application/json", big.as_str(), "413", "exceeds 2000 bytes"),
+        ("/v1/chat/completions", "application/json", r#"{"model":"gpt-unknown","messages":[]}"#, "404", "does not exist"),
+        ("/v1/chat/completions", "application/json", r#"{"messages":[]}"#, "400", "`model`"),
+        ("/v1/chat/completions", "application/json", r#"{"model":"fast"}"#, "400", "`messages`"),
+    ];
+    for (path, ctype, body, code, msg) in cases {
+        let (got, v) = curl(path, ctype, body);
+        assert_eq!(got, code, "{path} {ctype}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap_or("").contains(msg), "{v}");
+        assert!(v["error"]["type"].is_string(), "OpenAI error shape: {v}");
+    }
+    let (got, v) = curl("/v1/messages", "application/json", r#"{"model":"fast","messages":[]}"#);
+    assert_eq!(got, "400");
+    assert_eq!(v["type"], "error", "Anthropic error shape: {v}");
+    assert!(v["error"]["message"].as_str().unwrap_or("").contains("max_tokens"));
+    assert_eq!(sim_count(&topo, "127.0.0.1:18111"), 0, "nothing may reach the provider");
+    gw.wait_audit("audit of the 413", |r| r["kind"] == "llm" && r["status"] == 413);
+}
+
+#[test]
+fn failover_before_the_first_byte_and_clean_errors_after_it() {
+    require_root();
+    let topo = Topology::new();
+    let _down = llm_sim(&topo.node, "127.0.0.1:18121", "down", &["--fail-first", "1000", "--fail-status", "503"]);
+    let _backup = llm_sim(&topo.node, "127.0.0.1:18122", "backup", &[]);
+    let _flaky = llm_sim(&topo.node, "127.0.0.1:18123", "flaky", &["--fail-mid-stream", "3", "--tokens", "20"]);
+    let gw = gateway(
+        &topo,
+        "llm-failover",
+        r#"
+  cooldown: 1s
+  providers:
+    - { name: down, kind: openai, endpoint: "http://127.0.0.1:18121" }
+    - { name: refused, kind: openai, endpoint: "http://127.0.0.1:18129" }
+    - { name: backup, kind: openai, endpoint: "http://127.0.0.1:18122" }
+    - { name: flaky, kind: openai, endpoint: "http://127.0.0.1:18123" }
+  models:
+    - { name: fast, targets: [ { provider: down }, { provider: refused }, { provider: backup } ] }
+    - { name: flaky, targets: [ { provider: flaky }, { provider: backup } ] }
+"#,
+    );
+    let node = Some(&topo.node);
+    // 503 from the first, connection refused from the second: the third answers.
+    let v = sdk("chat", GW, AGENT_KEY, "fast", node, None);
+    assert_eq!(v["text"], "w0 w1 w2 w3 w4 w5 ", "{v}");
+    let rec = gw.wait_audit("failover record", |r| r["kind"] == "llm" && r["provider"] == "backup");
+    assert_eq!(rec["failovers"], 2, "{rec}");
+    assert_eq!(sim_count(&topo, "127.0.0.1:18121"), 1);
+
+    // Mid-stream failure: bytes already reached the client, so no failover, a clean error.
+    let before = sim_count(&topo, "127.0.0.1:18122");
+    let v = sdk("chat_stream_error", GW, AGENT_KEY, "flaky", node, None);
+    assert_eq!(v["raised"], "APIError", "the SDK must raise on the gateway's error event: {v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("broke off"), "{v}");
+    assert_eq!(sim_count(&topo, "127.0.0.1:18122"), before, "a half-sent stream must never be retried on another provider");
+    let rec = gw.wait_audit("mid-stream failure record", |r| r["kind"] == "llm" && r["provider"] == "flaky");
+    assert!(rec["error"].as_str().unwrap_or("").contains("mid-response"), "{rec}");
+
+    // Every provider down: a 502 in the provider's shape.
+    let gw_text = gw.log_text();
+    assert!(gw_text.contains("failing over to the next provider"), "{gw_text}");
+}
+
+fn budget_config(redis: Option<&str>) -> String {
+    let redis = redis.map(|r| format!("  redis_url: \"{r}\"\n")).unwrap_or_default();
+    format!(
+        r#"{redis}  providers:
+    - {{ name: primary, kind: openai, endpoint: "http://127.0.0.1:18131" }}
+  models:
+    - {{ name: fast, targets: [ {{ provider: primary }} ] }}
+  budgets:
+    - {{ name: team, selector: {{ workloads: [agent-a] }}, tokens_per_minute: 600 }}
+"#
+    )
+}
+
+/// 200 concurrent calls against a budget of 600 tokens per minute: the tokens actually used
+/// never exceed it, and the refused calls are 429s the SDK raises as RateLimitError.
+fn budget_holds(topo: &Topology, gw: &Gateway) {
+    let v = sdk("concurrent", GW, AGENT_KEY, "fast", Some(&topo.node), None);
+    let ok = v["outcomes"]["ok"].as_u64().unwrap_or(0);
+    let refused = v["outcomes"]["429"].as_u64().unwrap_or(0);
+    assert_eq!(ok + refused, 200, "every call is either served or refused with 429: {v}");
+    assert!(ok > 0 && refused > 0, "{v}");
+    let used = v["tokens_reported_to_clients"].as_u64().unwrap_or(u64::MAX);
+    assert!(used <= 600, "budget overshot: {used} tokens used against 600: {v}");
+    let rec = gw.wait_audit("a budget refusal", |r| r["kind"] == "llm" && r["status"] == 429);
+    assert_eq!(rec["decision"], "deny");
+    assert_eq!(rec["rule"], "llm.budgets.team", "{rec}");
+}
+
+#[test]
+fn budget_never_overshoots_under_concurrency_in_memory() {
+    require_root();
+    let topo = Topology::new();
+    let _sim = llm_sim(&topo.node, "127.0.0.1:18131", "primary", &["--tokens", "10"]);
+    let gw = gateway(&topo, "llm-budget", &budget_config(None));
+    budget_holds(&topo, &gw);
+}
+
+#[test]
+fn budget_never_overshoots_under_concurrency_with_redis_and_falls_back_when_it_dies() {
+    require_root();
+    let redis_bin = std::path::Path::new("/usr/bin/redis-server");
+    assert!(redis_bin.exists(), "redis-server is not installed (apt-get install redis-server; .ci/run does)");
+    let topo = Topology::new();
+    let mut redis = spawn(redis_bin, &["--port", "16379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], Some(&topo.node), None, Stdio::null(), Stdio::null());
+    wait_until(Duration::from_secs(5), "redis to answer PING", || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &topo.node.name, "redis-cli", "-p", "16379", "ping"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+    });
+    let _sim = llm_sim(&topo.node, "127.0.0.1:18131", "primary", &["--tokens", "10"]);
+    let gw = gateway(&topo, "llm-redis", &budget_config(Some("redis://127.0.0.1:16379/0")));
+    budget_holds(&topo, &gw);
+    // The counters are in Redis, not in the gateway.
+    let keys = std::process::Command::new("ip")
+        .args(["netns", "exec", &topo.node.name, "redis-cli", "-p", "16379", "--scan", "--pattern", "nodegate:budget:*"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    assert!(keys.contains("nodegate:budget:team:agent-a:tok:minute"), "no budget counter in redis: {keys:?}");
+    // Redis gone: local counters take over, said in logs and metrics.
+    redis.kill9();
+    let v = sdk("chat", GW, AGENT_KEY, "fast", Some(&topo.node), None);
+    assert!(v["text"].is_string() || v["crashed"]["raised"] == "RateLimitError", "{v}");
+    wait_until(Duration::from_secs(5), "the fallback warning", || gw.log_text().contains("enforcing budgets with this node's local counters"));
+    let m = get("127.0.0.1:15000", "/metrics", Some(&topo.node), None);
+    assert!(!m["body"].as_str().unwrap_or("").contains("nodegate_llm_budget_backend_fallbacks_total 0"), "fallback not counted");
+}
