@@ -55,9 +55,14 @@ fn official_sdks_through_the_gateway_with_injected_credentials_and_usage() {
     assert_eq!(v["text"], "w0 w1 w2 w3 w4 w5 ", "{v}");
     assert_eq!(v["model"], "gpt-4o-mini", "the alias must be rewritten to the provider model");
     let up = last_request(&topo, "127.0.0.1:18101");
-    assert_eq!(up["headers"]["authorization"], "Bearer sk-provider-secret", "provider key not injected: {up}");
+    assert_eq!(
+        up["headers"]["authorization"], "Bearer sk-provider-secret",
+        "provider key not injected: {up}"
+    );
     assert!(!up.to_string().contains(AGENT_KEY), "the agent's key leaked upstream: {up}");
-    let rec = gw.wait_audit("llm record of the chat call", |r| r["kind"] == "llm" && r["stream"] == false && r["api"] == "chat");
+    let rec = gw.wait_audit("llm record of the chat call", |r| {
+        r["kind"] == "llm" && r["stream"] == false && r["api"] == "chat"
+    });
     assert_eq!(rec["identity"], "agent-a", "the API key names the workload: {rec}");
     assert_eq!(rec["output_tokens"], 6);
     assert_eq!(rec["estimated"], false);
@@ -69,7 +74,9 @@ fn official_sdks_through_the_gateway_with_injected_credentials_and_usage() {
     assert_eq!(v["text"], "w0 w1 w2 w3 w4 ", "{v}");
     assert_eq!(v["usage_seen_by_client"], Value::Null, "the added usage chunk must be hidden: {v}");
     assert_eq!(last_request(&topo, "127.0.0.1:18101")["body"]["stream_options"]["include_usage"], true);
-    let rec = gw.wait_audit("llm record of the stream", |r| r["kind"] == "llm" && r["stream"] == true && r["api"] == "chat");
+    let rec = gw.wait_audit("llm record of the stream", |r| {
+        r["kind"] == "llm" && r["stream"] == true && r["api"] == "chat"
+    });
     assert_eq!(rec["output_tokens"], 5, "{rec}");
     assert_eq!(rec["estimated"], false, "usage must come from the provider's chunk: {rec}");
     assert!(rec["ttft_ms"].as_f64().is_some(), "{rec}");
@@ -92,7 +99,9 @@ fn official_sdks_through_the_gateway_with_injected_credentials_and_usage() {
     assert_eq!(up["path"], "/v1/messages");
     let v = sdk("messages_stream", GW, AGENT_KEY, "fast", node, None);
     assert_eq!(v["usage"]["output_tokens"], 6, "{v}");
-    let rec = gw.wait_audit("anthropic stream record", |r| r["kind"] == "llm" && r["path"] == "/v1/messages" && r["stream"] == true);
+    let rec = gw.wait_audit("anthropic stream record", |r| {
+        r["kind"] == "llm" && r["path"] == "/v1/messages" && r["stream"] == true
+    });
     assert_eq!((rec["input_tokens"].as_u64(), rec["output_tokens"].as_u64()), (Some(2), Some(6)), "{rec}");
 
     // Unknown model and a policy-free unknown key: provider-shaped errors the SDKs raise.
@@ -130,7 +139,19 @@ fn bad_input_gets_provider_shaped_errors_and_nothing_is_forwarded() {
     );
     let curl = |path: &str, ctype: &str, body: &str| -> (String, Value) {
         let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &topo.node.name, "curl", "-s", "-w", "\n%{http_code}", "-H", &format!("content-type: {ctype}"), "--data-binary", body])
+            .args([
+                "netns",
+                "exec",
+                &topo.node.name,
+                "curl",
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                &format!("content-type: {ctype}"),
+                "--data-binary",
+                body,
+            ])
             .arg(format!("{GW}{path}"))
             .stderr(Stdio::inherit())
             .output()
@@ -139,12 +160,19 @@ fn bad_input_gets_provider_shaped_errors_and_nothing_is_forwarded() {
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
         (code.to_string(), serde_json::from_str(body).unwrap_or(Value::Null))
     };
-    let big = format!(r#"{{"model":"fast","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(5000));
+    let big =
+        format!(r#"{{"model":"fast","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(5000));
     let cases = [
         ("/v1/chat/completions", "application/json", "{not json", "400", "not valid JSON"),
         ("/v1/chat/completions", "text/plain", "{}", "415", "Content-Type"),
         ("/v1/chat/completions", "application/json", big.as_str(), "413", "exceeds 2000 bytes"),
-        ("/v1/chat/completions", "application/json", r#"{"model":"gpt-unknown","messages":[]}"#, "404", "does not exist"),
+        (
+            "/v1/chat/completions",
+            "application/json",
+            r#"{"model":"gpt-unknown","messages":[]}"#,
+            "404",
+            "does not exist",
+        ),
         ("/v1/chat/completions", "application/json", r#"{"messages":[]}"#, "400", "`model`"),
         ("/v1/chat/completions", "application/json", r#"{"model":"fast"}"#, "400", "`messages`"),
     ];
@@ -166,9 +194,11 @@ fn bad_input_gets_provider_shaped_errors_and_nothing_is_forwarded() {
 fn failover_before_the_first_byte_and_clean_errors_after_it() {
     require_root();
     let topo = Topology::new();
-    let _down = llm_sim(&topo.node, "127.0.0.1:18121", "down", &["--fail-first", "1000", "--fail-status", "503"]);
+    let _down =
+        llm_sim(&topo.node, "127.0.0.1:18121", "down", &["--fail-first", "1000", "--fail-status", "503"]);
     let _backup = llm_sim(&topo.node, "127.0.0.1:18122", "backup", &[]);
-    let _flaky = llm_sim(&topo.node, "127.0.0.1:18123", "flaky", &["--fail-mid-stream", "3", "--tokens", "20"]);
+    let _flaky =
+        llm_sim(&topo.node, "127.0.0.1:18123", "flaky", &["--fail-mid-stream", "3", "--tokens", "20"]);
     let gw = gateway(
         &topo,
         "llm-failover",
@@ -197,7 +227,11 @@ fn failover_before_the_first_byte_and_clean_errors_after_it() {
     let v = sdk("chat_stream_error", GW, AGENT_KEY, "flaky", node, None);
     assert_eq!(v["raised"], "APIError", "the SDK must raise on the gateway's error event: {v}");
     assert!(v["message"].as_str().unwrap_or("").contains("broke off"), "{v}");
-    assert_eq!(sim_count(&topo, "127.0.0.1:18122"), before, "a half-sent stream must never be retried on another provider");
+    assert_eq!(
+        sim_count(&topo, "127.0.0.1:18122"),
+        before,
+        "a half-sent stream must never be retried on another provider"
+    );
     let rec = gw.wait_audit("mid-stream failure record", |r| r["kind"] == "llm" && r["provider"] == "flaky");
     assert!(rec["error"].as_str().unwrap_or("").contains("mid-response"), "{rec}");
 
@@ -249,7 +283,14 @@ fn budget_never_overshoots_under_concurrency_with_redis_and_falls_back_when_it_d
     let redis_bin = std::path::Path::new("/usr/bin/redis-server");
     assert!(redis_bin.exists(), "redis-server is not installed (apt-get install redis-server; .ci/run does)");
     let topo = Topology::new();
-    let mut redis = spawn(redis_bin, &["--port", "16379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], Some(&topo.node), None, Stdio::null(), Stdio::null());
+    let mut redis = spawn(
+        redis_bin,
+        &["--port", "16379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        Some(&topo.node),
+        None,
+        Stdio::null(),
+        Stdio::null(),
+    );
     wait_until(Duration::from_secs(5), "redis to answer PING", || {
         std::process::Command::new("ip")
             .args(["netns", "exec", &topo.node.name, "redis-cli", "-p", "16379", "ping"])
@@ -261,7 +302,17 @@ fn budget_never_overshoots_under_concurrency_with_redis_and_falls_back_when_it_d
     budget_holds(&topo, &gw);
     // The counters are in Redis, not in the gateway.
     let keys = std::process::Command::new("ip")
-        .args(["netns", "exec", &topo.node.name, "redis-cli", "-p", "16379", "--scan", "--pattern", "nodegate:budget:*"])
+        .args([
+            "netns",
+            "exec",
+            &topo.node.name,
+            "redis-cli",
+            "-p",
+            "16379",
+            "--scan",
+            "--pattern",
+            "nodegate:budget:*",
+        ])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
         .unwrap_or_default();
@@ -270,7 +321,110 @@ fn budget_never_overshoots_under_concurrency_with_redis_and_falls_back_when_it_d
     redis.kill9();
     let v = sdk("chat", GW, AGENT_KEY, "fast", Some(&topo.node), None);
     assert!(v["text"].is_string() || v["crashed"]["raised"] == "RateLimitError", "{v}");
-    wait_until(Duration::from_secs(5), "the fallback warning", || gw.log_text().contains("enforcing budgets with this node's local counters"));
+    wait_until(Duration::from_secs(5), "the fallback warning", || {
+        gw.log_text().contains("enforcing budgets with this node's local counters")
+    });
     let m = get("127.0.0.1:15000", "/metrics", Some(&topo.node), None);
-    assert!(!m["body"].as_str().unwrap_or("").contains("nodegate_llm_budget_backend_fallbacks_total 0"), "fallback not counted");
+    assert!(
+        !m["body"].as_str().unwrap_or("").contains("nodegate_llm_budget_backend_fallbacks_total 0"),
+        "fallback not counted"
+    );
+}
+
+#[test]
+fn a_stream_that_outruns_its_budget_is_cut_off_cleanly() {
+    require_root();
+    let topo = Topology::new();
+    // A server that ignores max_tokens and keeps talking.
+    let _sim = llm_sim(&topo.node, "127.0.0.1:18141", "chatty", &["--tokens", "60", "--ignore-max-tokens"]);
+    let gw = gateway(
+        &topo,
+        "llm-cut",
+        r#"
+  providers:
+    - { name: chatty, kind: openai, endpoint: "http://127.0.0.1:18141" }
+  models:
+    - { name: fast, targets: [ { provider: chatty } ] }
+  budgets:
+    - { name: team, selector: { workloads: [agent-a] }, tokens_per_day: 100000 }
+"#,
+    );
+    let v = sdk("chat_stream_error", GW, AGENT_KEY, "fast", Some(&topo.node), None);
+    assert_eq!(v["raised"], "APIError", "the SDK must see the gateway's final error event: {v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("token budget"), "{v}");
+    let rec = gw.wait_audit("cut-off record", |r| r["kind"] == "llm" && r["stream"] == true);
+    assert_eq!(rec["decision"], "deny", "{rec}");
+    assert!(rec["error"].as_str().unwrap_or("").contains("cut off"), "{rec}");
+    let out = rec["output_tokens"].as_u64().unwrap_or(0);
+    assert!(out <= 10, "the stream was not stopped near its 5-token allowance: {out} tokens: {rec}");
+}
+
+#[test]
+fn transparent_sdk_call_to_a_provider_host_name_gets_the_configured_key() {
+    require_root();
+    let topo = Topology::new();
+    let cg = format!("/{}", unique("ngtest"));
+    let _parent = Cgroup::new(&cg);
+    let enrolled = Cgroup::new(&format!("{cg}/enrolled"));
+    let _sim = llm_sim(&topo.node, &format!("0.0.0.0:{UPSTREAM_PORT}"), "openai-sim", &["--tokens", "4"]);
+    let (dir, pin) = Gateway::prepare("llm-transparent");
+    let cfg = format!(
+        r#"
+listeners: {{ transparent: 0.0.0.0:{TRANSPARENT_PORT}, explicit: null }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: research-agent, cgroup: "{cg}/enrolled" }}
+intercept:
+  enabled: true
+  cgroups: ["{cg}/enrolled"]
+  redirect_to: {NODE_IP}:{TRANSPARENT_PORT}
+  pin_path: "{{PIN}}"
+  destinations:
+    - {{ address: {SVC_IP}, ports: [{UPSTREAM_PORT}], class: llm }}
+llm:
+  providers:
+    - {{ name: openai, kind: openai, endpoint: "http://{SVC_IP}:{UPSTREAM_PORT}", credentials: {{ env: NG_TEST_SIM_KEY }} }}
+"#
+    );
+    // SAFETY: set before the gateway process is spawned; read only by it.
+    unsafe { std::env::set_var("NG_TEST_SIM_KEY", "sk-provider-secret") };
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+
+    // The agent resolves the provider's host name to the intercepted address in its own view
+    // of /etc/hosts (a private mount namespace), and holds no key at all.
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1 localhost\n{SVC_IP} api.openai.test\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let script = repo_root().join("tests/python/llm_clients.py");
+    let inner = format!(
+        "mount --bind {} /etc/hosts && exec python3 {} chat http://api.openai.test:{UPSTREAM_PORT} '' gpt-4o-mini",
+        hosts.display(),
+        script.display()
+    );
+    let child = spawn_child(
+        std::path::Path::new("unshare"),
+        &["--mount", "sh", "-c", &inner],
+        Some(&topo.pod),
+        Some(&enrolled),
+        Stdio::piped(),
+        Stdio::piped(),
+    );
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["text"], "w0 w1 w2 w3 ", "{v}");
+
+    let up = get(&format!("{SVC_IP}:{UPSTREAM_PORT}"), "/sim/last", Some(&topo.node), None)["body"].clone();
+    assert_eq!(
+        up["headers"]["authorization"], "Bearer sk-provider-secret",
+        "the configured key must be injected: {up}"
+    );
+    assert!(!up.to_string().contains("no-key-needed"), "the agent's placeholder key leaked upstream: {up}");
+    assert_eq!(up["headers"]["host"], format!("{SVC_IP}:{UPSTREAM_PORT}"));
+    let rec = gw.wait_audit("transparent llm record", |r| r["kind"] == "llm");
+    assert_eq!(rec["identity"], "research-agent", "{rec}");
+    assert_eq!(rec["mode"], "transparent");
+    assert_eq!(rec["target"], format!("{SVC_IP}:{UPSTREAM_PORT}"));
+    assert_eq!(rec["provider"], "openai");
+    assert_eq!(rec["output_tokens"], 4);
 }

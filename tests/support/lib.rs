@@ -485,15 +485,31 @@ pub fn llm_sim(netns: &Netns, addr: &str, name: &str, opts: &[&str]) -> Proc {
     let mut args = vec![addr, name];
     args.extend_from_slice(opts);
     let p = spawn(&bin, &args, Some(netns), None, Stdio::null(), Stdio::inherit());
-    wait_until(Duration::from_secs(5), "llm-sim listening", || get(addr, "/sim/count", Some(netns), None)["ok"] == true);
+    wait_until(Duration::from_secs(5), "llm-sim listening", || {
+        get(addr, "/sim/count", Some(netns), None)["ok"] == true
+    });
     p
 }
 
 /// Runs a scenario of tests/python/llm_clients.py (the official OpenAI and Anthropic SDKs).
-pub fn sdk(scenario: &str, base: &str, key: &str, model: &str, netns: Option<&Netns>, cgroup: Option<&Cgroup>) -> Value {
+pub fn sdk(
+    scenario: &str,
+    base: &str,
+    key: &str,
+    model: &str,
+    netns: Option<&Netns>,
+    cgroup: Option<&Cgroup>,
+) -> Value {
     let script = repo_root().join("tests/python/llm_clients.py");
     let script = script.display().to_string();
-    let child = spawn_child(Path::new("python3"), &[&script, scenario, base, key, model], netns, cgroup, Stdio::piped(), Stdio::piped());
+    let child = spawn_child(
+        Path::new("python3"),
+        &[&script, scenario, base, key, model],
+        netns,
+        cgroup,
+        Stdio::piped(),
+        Stdio::piped(),
+    );
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("python3: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -501,5 +517,6 @@ pub fn sdk(scenario: &str, base: &str, key: &str, model: &str, netns: Option<&Ne
         !stderr.contains("ModuleNotFoundError"),
         "the openai/anthropic SDKs are not installed (pip install openai anthropic; .ci/run does): {stderr}"
     );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{scenario} printed {stdout:?} ({e}); stderr: {stderr}"))
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{scenario} printed {stdout:?} ({e}); stderr: {stderr}"))
 }
