@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask test` (build every binary, then run every test) and
 //! `cargo xtask bench redirect` (the interception benchmark).
+mod bench_llm;
 mod bench_redirect;
 
 use std::process::Command;
@@ -33,6 +34,8 @@ enum Cmd {
 enum Bench {
     /// Direct vs eBPF redirect vs iptables REDIRECT through the same nodegate (needs root).
     Redirect(bench_redirect::Args),
+    /// Chat completions direct vs through nodegate vs through LiteLLM's proxy.
+    Llm(bench_llm::Args),
 }
 
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
@@ -94,5 +97,6 @@ fn main() -> anyhow::Result<()> {
             test(&args)
         }
         Cmd::Bench { which: Bench::Redirect(a) } => bench_redirect::run(a),
+        Cmd::Bench { which: Bench::Llm(a) } => bench_llm::run(a),
     }
 }
