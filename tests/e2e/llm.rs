@@ -45,11 +45,21 @@ fn official_sdks_through_the_gateway_with_injected_credentials_and_usage() {
     - { name: primary, kind: openai, endpoint: "http://127.0.0.1:18101/v1", credentials: { env: NG_TEST_SIM_KEY } }
   models:
     - { name: fast, targets: [ { provider: primary, model: gpt-4o-mini } ] }
+    - { name: premium, targets: [ { provider: primary, model: gpt-4o } ] }
+  allow:
+    - { selector: { workloads: [agent-a] }, models: [fast] }
   prices:
     gpt-4o-mini: { input: 0.15, output: 0.6 }
 "#,
     );
     let node = Some(&topo.node);
+    // Model allow list: agent-a may use `fast`, not `premium`; others (no rule) may use both.
+    let v = sdk("chat_error", GW, AGENT_KEY, "premium", node, None);
+    assert_eq!(v["raised"], "PermissionDeniedError", "{v}");
+    let rec = gw.wait_audit("allow-list refusal", |r| r["kind"] == "llm" && r["status"] == 403);
+    assert_eq!((rec["decision"].as_str(), rec["rule"].as_str()), (Some("deny"), Some("llm.allow[0]")), "{rec}");
+    let v = sdk("chat", GW, "", "premium", node, None);
+    assert_eq!(v["model"], "gpt-4o", "an unmatched workload is not limited: {v}");
 
     let v = sdk("chat", GW, AGENT_KEY, "fast", node, None);
     assert_eq!(v["text"], "w0 w1 w2 w3 w4 w5 ", "{v}");

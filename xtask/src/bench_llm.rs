@@ -42,7 +42,11 @@ impl Drop for Killed {
 fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -50,7 +54,10 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Ful
 
 async fn one(client: &HttpClient, url: &str, body: &Bytes) -> anyhow::Result<(Duration, usize)> {
     let start = Instant::now();
-    let req = hyper::Request::post(url).header("content-type", "application/json").header("authorization", "Bearer sk-bench-agent").body(Full::new(body.clone()))?;
+    let req = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-bench-agent-0123456789abcdef0123456789abcdef")
+        .body(Full::new(body.clone()))?;
     let resp = client.request(req).await?;
     if !resp.status().is_success() {
         bail!("status {}", resp.status());
@@ -84,14 +91,17 @@ async fn load(url: &str, body: Bytes, conns: usize, secs: u64, rate: Option<f64>
             let mut lat = Vec::new();
             let mut errors = 0;
             let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
-            let mut next = Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(w as f64 / conns as f64));
+            let mut next =
+                Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(w as f64 / conns as f64));
             while Instant::now() < deadline {
                 if interval.is_some() {
                     tokio::time::sleep_until(next.into()).await;
                 }
                 let scheduled = next;
                 match one(&client, &url, &body).await {
-                    Ok((d, _)) => lat.push(if interval.is_some() { scheduled.elapsed().max(d) } else { d }.as_secs_f64() * 1e3),
+                    Ok((d, _)) => lat.push(
+                        if interval.is_some() { scheduled.elapsed().max(d) } else { d }.as_secs_f64() * 1e3,
+                    ),
                     Err(_) => errors += 1,
                 }
                 if let Some(i) = interval {
@@ -133,15 +143,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let bins = root.join("target/release");
     let dir = std::env::temp_dir().join(format!("nodegate-bench-llm-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let sim = Killed(Command::new(bins.join("llm-sim")).args(["127.0.0.1:18301", "sim", "--tokens", "100"]).stdout(Stdio::null()).spawn().context("llm-sim")?);
+    let sim = Killed(
+        Command::new(bins.join("llm-sim"))
+            .args(["127.0.0.1:18301", "sim", "--tokens", "100"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("llm-sim")?,
+    );
     let cfg = dir.join("nodegate.yaml");
-    std::fs::write(&cfg, format!(r#"
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
 listeners: {{ explicit: 127.0.0.1:18380, transparent: null }}
 admin: {{ address: 127.0.0.1:18390 }}
 log: {{ level: warn }}
 audit: {{ path: "{}/audit.log" }}
 identities:
-  - {{ name: bench-agent, api_keys: ["sk-bench-agent"] }}
+  - {{ name: bench-agent, api_keys: ["sk-bench-agent-0123456789abcdef0123456789abcdef"] }}
 llm:
   providers:
     - {{ name: sim, kind: openai, endpoint: "http://127.0.0.1:18301", credentials: {{ env: BENCH_KEY }} }}
@@ -151,20 +170,53 @@ llm:
     gpt-4o-mini: {{ input: 0.15, output: 0.6 }}
   budgets:
     - {{ name: bench, selector: {{ workloads: [bench-agent] }}, tokens_per_minute: 1000000000000, requests_per_minute: 1000000000 }}
-"#, dir.display()))?;
-    let ng = Killed(Command::new(bins.join("nodegate")).args(["run", "--config"]).arg(&cfg).env("BENCH_KEY", "sk-sim").stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("nodegate")?);
+"#,
+            dir.display()
+        ),
+    )?;
+    let ng = Killed(
+        Command::new(bins.join("nodegate"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("BENCH_KEY", "sk-sim")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("nodegate")?,
+    );
     let litellm = if a.litellm.exists() {
         let lcfg = dir.join("litellm.yaml");
-        std::fs::write(&lcfg, "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: http://127.0.0.1:18301/v1\n      api_key: sk-sim\n")?;
-        Some(Killed(Command::new(&a.litellm).args(["--config"]).arg(&lcfg).args(["--port", "18400", "--num_workers", "1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("litellm")?))
+        std::fs::write(
+            &lcfg,
+            "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: http://127.0.0.1:18301/v1\n      api_key: sk-sim\n",
+        )?;
+        Some(Killed(
+            Command::new(&a.litellm)
+                .args(["--config"])
+                .arg(&lcfg)
+                .args(["--port", "18400", "--num_workers", "1"])
+                .env("LITELLM_MASTER_KEY", "sk-bench-agent-0123456789abcdef0123456789abcdef")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("litellm")?,
+        ))
     } else {
-        eprintln!("LiteLLM not found at {} (python3 -m venv ... && pip install 'litellm[proxy]'): its column is skipped", a.litellm.display());
+        eprintln!(
+            "LiteLLM not found at {} (python3 -m venv ... && pip install 'litellm[proxy]'): its column is skipped",
+            a.litellm.display()
+        );
         None
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let prompt = "lorem ipsum dolor sit amet ".repeat(38); // ~1 KB of prompt
-    let body = |stream: bool| Bytes::from(json!({"model": "bench", "stream": stream, "max_tokens": 100, "messages": [{"role": "user", "content": prompt}]}).to_string());
-    let mut targets = vec![("direct", "http://127.0.0.1:18301/v1/chat/completions"), ("nodegate", "http://127.0.0.1:18380/v1/chat/completions")];
+    let body = |stream: bool| {
+        Bytes::from(json!({"model": "bench", "stream": stream, "max_tokens": 100, "messages": [{"role": "user", "content": prompt}]}).to_string())
+    };
+    let mut targets = vec![
+        ("direct", "http://127.0.0.1:18301/v1/chat/completions"),
+        ("nodegate", "http://127.0.0.1:18380/v1/chat/completions"),
+    ];
     if litellm.is_some() {
         targets.push(("litellm", "http://127.0.0.1:18400/v1/chat/completions"));
     }
@@ -178,59 +230,104 @@ llm:
         for stream in [false, true] {
             for (name, url) in &targets {
                 // Direct calls use the provider model name; the proxies map `bench` themselves.
-                let b = if *name == "direct" { Bytes::from(String::from_utf8_lossy(&body(stream)).replace("\"bench\"", "\"gpt-4o-mini\"")) } else { body(stream) };
+                let b = if *name == "direct" {
+                    Bytes::from(
+                        String::from_utf8_lossy(&body(stream)).replace("\"bench\"", "\"gpt-4o-mini\""),
+                    )
+                } else {
+                    body(stream)
+                };
                 let _ = load(url, b.clone(), a.connections, 1, None).await; // warm-up
                 let r = load(url, b, a.connections, a.seconds, None).await;
-                eprintln!("{:<9} {:<8} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}", if stream { "stream" } else { "json" }, name, r.rps, r.p50_ms, r.p99_ms, r.errors);
+                eprintln!(
+                    "{:<9} {:<8} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
+                    if stream { "stream" } else { "json" },
+                    name,
+                    r.rps,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.errors
+                );
                 out.push((stream, name.to_string(), r));
             }
         }
         let mut fixed = Vec::new();
         for (name, url) in targets.iter().take(2) {
-            let b = if *name == "direct" { Bytes::from(String::from_utf8_lossy(&body(false)).replace("\"bench\"", "\"gpt-4o-mini\"")) } else { body(false) };
+            let b = if *name == "direct" {
+                Bytes::from(String::from_utf8_lossy(&body(false)).replace("\"bench\"", "\"gpt-4o-mini\""))
+            } else {
+                body(false)
+            };
             let r = load(url, b, a.connections, a.seconds, Some(1000.0)).await;
-            eprintln!("1000/s    {:<8} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}", name, r.rps, r.p50_ms, r.p99_ms, r.errors);
+            eprintln!(
+                "1000/s    {:<8} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
+                name, r.rps, r.p50_ms, r.p99_ms, r.errors
+            );
             fixed.push((name.to_string(), r));
         }
         anyhow::Ok((out, fixed))
     })?;
     let (runs, fixed) = results;
-    let get = |stream: bool, name: &str| runs.iter().find(|(s, n, _)| *s == stream && n == name).map(|(_, _, r)| r);
+    let get =
+        |stream: bool, name: &str| runs.iter().find(|(s, n, _)| *s == stream && n == name).map(|(_, _, r)| r);
     let ng_rss = rss_mb(ng.0.id());
     let lite_rss = litellm.as_ref().map(|l| {
         // LiteLLM runs its server in child processes; count the whole tree.
         let mut total = rss_mb(l.0.id());
         if let Ok(out) = Command::new("pgrep").args(["-P", &l.0.id().to_string()]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()) {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok())
+            {
                 total += rss_mb(pid);
             }
         }
         total
     });
-    println!("\nLLM benchmark: {} connections, {} s per run, 100-token completions of a 1 KB prompt", a.connections, a.seconds);
+    println!(
+        "\nLLM benchmark: {} connections, {} s per run, 100-token completions of a 1 KB prompt",
+        a.connections, a.seconds
+    );
     println!("{:<8} {:<9} {:>10} {:>10} {:>10} {:>7}", "body", "path", "req/s", "p50 ms", "p99 ms", "errors");
     for (s, n, r) in &runs {
-        println!("{:<8} {:<9} {:>10.0} {:>10.2} {:>10.2} {:>7}", if *s { "stream" } else { "json" }, n, r.rps, r.p50_ms, r.p99_ms, r.errors);
+        println!(
+            "{:<8} {:<9} {:>10.0} {:>10.2} {:>10.2} {:>7}",
+            if *s { "stream" } else { "json" },
+            n,
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            r.errors
+        );
     }
     let mut summary = json!({"connections": a.connections, "seconds": a.seconds, "nodegate_rss_mb": ng_rss, "litellm_rss_mb": lite_rss});
     if let (Some(d), Some(n)) = (get(true, "direct"), get(true, "nodegate")) {
         let per_chunk_us = (n.p99_ms - d.p99_ms) * 1000.0 / 100.0;
-        println!("added latency per streamed chunk (p99 stream time over direct / 100 chunks): {per_chunk_us:.1} us (target <= 100 us)");
+        println!(
+            "added latency per streamed chunk (p99 stream time over direct / 100 chunks): {per_chunk_us:.1} us (target <= 100 us)"
+        );
         summary["added_per_chunk_p99_us"] = json!(per_chunk_us);
     }
     if let [(_, d), (_, n)] = &fixed[..] {
         let added = n.p99_ms - d.p99_ms;
-        println!("at 1,000 req/s: direct p99 {:.2} ms, nodegate p99 {:.2} ms: added {:.2} ms (target <= 1 ms)", d.p99_ms, n.p99_ms, added);
+        println!(
+            "at 1,000 req/s: direct p99 {:.2} ms, nodegate p99 {:.2} ms: added {:.2} ms (target <= 1 ms)",
+            d.p99_ms, n.p99_ms, added
+        );
         summary["fixed_rate_1000"] = json!({"direct_p99_ms": d.p99_ms, "nodegate_p99_ms": n.p99_ms, "added_p99_ms": added, "direct_rps": d.rps, "nodegate_rps": n.rps});
     }
     for stream in [false, true] {
         if let (Some(n), Some(l)) = (get(stream, "nodegate"), get(stream, "litellm")) {
             let ratio = n.rps / l.rps.max(0.001);
-            println!("{} throughput nodegate / LiteLLM: {ratio:.1}x (target >= 10x)", if stream { "stream" } else { "json" });
+            println!(
+                "{} throughput nodegate / LiteLLM: {ratio:.1}x (target >= 10x)",
+                if stream { "stream" } else { "json" }
+            );
             summary[if stream { "ratio_stream" } else { "ratio_json" }] = json!(ratio);
         }
     }
-    println!("resident memory: nodegate {ng_rss:.0} MB{}", lite_rss.map(|r| format!(", LiteLLM {r:.0} MB")).unwrap_or_default());
+    println!(
+        "resident memory: nodegate {ng_rss:.0} MB{}",
+        lite_rss.map(|r| format!(", LiteLLM {r:.0} MB")).unwrap_or_default()
+    );
     summary["runs"] = json!(runs.iter().map(|(s, n, r)| json!({"stream": s, "path": n, "rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "errors": r.errors})).collect::<Vec<_>>());
     let out = if a.out.is_absolute() { a.out.clone() } else { root.join(&a.out) };
     if let Some(d) = out.parent() {
