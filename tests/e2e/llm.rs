@@ -71,7 +71,7 @@ fn official_sdks_through_the_gateway_with_injected_credentials_and_usage() {
     );
     assert!(!up.to_string().contains(AGENT_KEY), "the agent's key leaked upstream: {up}");
     let rec = gw.wait_audit("llm record of the chat call", |r| {
-        r["kind"] == "llm" && r["stream"] == false && r["api"] == "chat"
+        r["kind"] == "llm" && r["stream"] == false && r["requested_model"] == "fast" && r["status"] == 200
     });
     assert_eq!(rec["identity"], "agent-a", "the API key names the workload: {rec}");
     assert_eq!(rec["output_tokens"], 6);
