@@ -57,7 +57,11 @@ fn official_sdks_through_the_gateway_with_injected_credentials_and_usage() {
     let v = sdk("chat_error", GW, AGENT_KEY, "premium", node, None);
     assert_eq!(v["raised"], "PermissionDeniedError", "{v}");
     let rec = gw.wait_audit("allow-list refusal", |r| r["kind"] == "llm" && r["status"] == 403);
-    assert_eq!((rec["decision"].as_str(), rec["rule"].as_str()), (Some("deny"), Some("llm.allow[0]")), "{rec}");
+    assert_eq!(
+        (rec["decision"].as_str(), rec["rule"].as_str()),
+        (Some("deny"), Some("llm.allow[0]")),
+        "{rec}"
+    );
     let v = sdk("chat", GW, "", "premium", node, None);
     assert_eq!(v["model"], "gpt-4o", "an unmatched workload is not limited: {v}");
 
@@ -373,9 +377,8 @@ fn a_stream_that_outruns_its_budget_is_cut_off_cleanly() {
 fn transparent_sdk_call_to_a_provider_host_name_gets_the_configured_key() {
     require_root();
     let topo = Topology::new();
-    let cg = format!("/{}", unique("ngtest"));
-    let _parent = Cgroup::new(&cg);
-    let enrolled = Cgroup::new(&format!("{cg}/enrolled"));
+    let cgroups = TestCgroups::new();
+    let (cg, enrolled) = (cgroups.base().to_string(), &cgroups.enrolled);
     let _sim = llm_sim(&topo.node, &format!("0.0.0.0:{UPSTREAM_PORT}"), "openai-sim", &["--tokens", "4"]);
     let (dir, pin) = Gateway::prepare("llm-transparent");
     let cfg = format!(
@@ -415,7 +418,7 @@ llm:
         std::path::Path::new("unshare"),
         &["--mount", "sh", "-c", &inner],
         Some(&topo.pod),
-        Some(&enrolled),
+        Some(enrolled),
         Stdio::piped(),
         Stdio::piped(),
     );

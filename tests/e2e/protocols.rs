@@ -46,9 +46,8 @@ fn run_in(topo: &Topology, cg: &Cgroup, cmd: &str, args: &[&str]) -> (bool, Stri
 fn h2c_is_proxied_as_http2_on_both_sides() {
     require_root();
     let topo = Topology::new();
-    let cg = format!("/{}", unique("ngtest"));
-    let _parent = Cgroup::new(&cg);
-    let enrolled = Cgroup::new(&format!("{cg}/enrolled"));
+    let cgroups = TestCgroups::new();
+    let (cg, enrolled) = (cgroups.base().to_string(), &cgroups.enrolled);
     let _h2 = spawn(
         &probe_bin(),
         &["h2serve", "0.0.0.0:8082", "h2-upstream"],
@@ -62,7 +61,7 @@ fn h2c_is_proxied_as_http2_on_both_sides() {
     let url = format!("http://{SVC_IP}:8082/h2-path");
     let mut last = (false, String::new(), String::new());
     wait_until(Duration::from_secs(5), "curl --http2-prior-knowledge through the proxy", || {
-        last = run_in(&topo, &enrolled, "curl", &["-sS", "--http2-prior-knowledge", "-m", "5", &url]);
+        last = run_in(&topo, enrolled, "curl", &["-sS", "--http2-prior-knowledge", "-m", "5", &url]);
         last.0
     });
     let body: Value = serde_json::from_str(&last.1).unwrap_or_else(|e| panic!("{e}: {last:?}"));
@@ -78,9 +77,8 @@ fn h2c_is_proxied_as_http2_on_both_sides() {
 fn tls_is_passed_through_with_its_sni_audited() {
     require_root();
     let topo = Topology::new();
-    let cg = format!("/{}", unique("ngtest"));
-    let _parent = Cgroup::new(&cg);
-    let enrolled = Cgroup::new(&format!("{cg}/enrolled"));
+    let cgroups = TestCgroups::new();
+    let (cg, enrolled) = (cgroups.base().to_string(), &cgroups.enrolled);
     let (dir, pin) = Gateway::prepare("tls");
     let key = dir.join("key.pem");
     let cert = dir.join("cert.pem");
@@ -133,7 +131,7 @@ fn tls_is_passed_through_with_its_sni_audited() {
     wait_until(Duration::from_secs(5), "curl over TLS through the proxy", || {
         last = run_in(
             &topo,
-            &enrolled,
+            enrolled,
             "curl",
             &[
                 "-sS",

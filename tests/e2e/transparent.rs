@@ -350,9 +350,8 @@ fn hot_reload_updates_the_table_in_place_and_rejects_bad_configs() {
 fn host_name_destinations_are_resolved_into_the_table() {
     require_root();
     let topo = Topology::new();
-    let cg = format!("/{}", unique("ngtest"));
-    let _parent = Cgroup::new(&cg);
-    let enrolled = Cgroup::new(&format!("{cg}/enrolled"));
+    let cgroups = TestCgroups::new();
+    let (cg, enrolled) = (cgroups.base().to_string(), &cgroups.enrolled);
     let _up = upstream(&topo.node, "upstream");
     let (dir, pin) = Gateway::prepare("dns");
     // `localhost` comes from /etc/hosts through the system resolver config.
@@ -368,7 +367,7 @@ fn host_name_destinations_are_resolved_into_the_table() {
             .is_some_and(|r| r.iter().any(|e| e["network"] == "127.0.0.1/32" && e["port"] == "8080"))
     });
     // A client on the node, enrolled, connecting to 127.0.0.1:8080 is redirected.
-    let v = get(&format!("127.0.0.1:{UPSTREAM_PORT}"), "/by-name", Some(&topo.node), Some(&enrolled));
+    let v = get(&format!("127.0.0.1:{UPSTREAM_PORT}"), "/by-name", Some(&topo.node), Some(enrolled));
     assert_eq!(v["ok"], true, "{v}");
     let rec = gw.wait_audit("record of the request to the named destination", |r| r["path"] == "/by-name");
     assert_eq!(rec["target"], format!("127.0.0.1:{UPSTREAM_PORT}"));

@@ -221,6 +221,32 @@ impl Drop for Cgroup {
     }
 }
 
+/// A test's own cgroup `/ngtest…` with an `enrolled` child: the usual shape of a transparent
+/// test. Fields drop child first.
+pub struct TestCgroups {
+    pub enrolled: Cgroup,
+    pub parent: Cgroup,
+}
+
+impl TestCgroups {
+    pub fn new() -> Self {
+        let parent = Cgroup::new(&format!("/{}", unique("ngtest")));
+        let enrolled = Cgroup::new(&format!("{}/enrolled", parent.rel));
+        Self { enrolled, parent }
+    }
+
+    /// Path of the test's parent cgroup (`/ngtest…`), for configs.
+    pub fn base(&self) -> &str {
+        &self.parent.rel
+    }
+}
+
+impl Default for TestCgroups {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A child process killed (SIGKILL) and reaped on drop.
 pub struct Proc {
     pub child: Child,

@@ -187,12 +187,7 @@ pub async fn forward(
     }
     let start = Instant::now();
     let h2 = req.version() == http::Version::HTTP_2;
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let host = request_host(&req);
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let mut pending = Pending {
         ctx: ctx.clone(),
@@ -286,6 +281,15 @@ pub async fn forward(
     }
 }
 
+/// The authority a request names: its Host header, else the URI's (HTTP/2 `:authority`).
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+}
+
 /// An intercepted request is an LLM call when its path is an LLM API and its destination is
 /// classed `llm` or is a configured provider.
 fn llm_call(
@@ -295,12 +299,7 @@ fn llm_call(
 ) -> Option<(crate::llm::format::Api, crate::llm::route::Via)> {
     let dst = conn.target?;
     let api = crate::llm::format::Api::from_path(req.uri().path())?;
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let host = request_host(req);
     let via = crate::llm::route::Via::Transparent { dst, host };
     let llm = ctx.llm.load();
     let is_provider = llm.addressed_provider(&via).is_some();
