@@ -88,6 +88,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         interceptor: interceptor.clone(),
         upstream: upstream::Upstream::new(dialer),
         llm: ArcSwap::from_pointee(crate::llm::Llm::build(&cfg.llm, &metrics, None)),
+        pools: ArcSwap::from_pointee(crate::inference::Pools::build(&cfg.inference)),
         own,
     });
 
@@ -102,6 +103,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::info!(address = %l.local_addr()?, "explicit proxy listener");
         servers.push(tokio::spawn(proxy::explicit::run(ctx.clone(), l, tracker.clone(), stop_rx.clone())));
     }
+    let scrapers = Arc::new(std::sync::Mutex::new(start_scrapers(&ctx, stop_rx.clone())));
     let ready = Arc::new(AtomicBool::new(false));
     tracing::info!(address = %admin_listener.local_addr()?, "admin listener");
     let admin_task = tokio::spawn(admin::run(
@@ -131,6 +133,9 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let identities = identities.clone();
         let interceptor = interceptor.clone();
         let llm_ctx = ctx.clone();
+        let scrapers = scrapers.clone();
+        let stop_for_reload = stop_rx.clone();
+        let mut last_inference = cfg.inference.clone();
         let started_with = cfg.clone();
         tokio::spawn(async move {
             while changed_rx.changed().await.is_ok() {
@@ -138,6 +143,13 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                 identities.update(&new.identities, &new.intercept.cgroups);
                 let rebuilt = crate::llm::Llm::build(&new.llm, &llm_ctx.metrics, Some(&llm_ctx.llm.load()));
                 llm_ctx.llm.store(Arc::new(rebuilt));
+                if new.inference != last_inference {
+                    last_inference = new.inference.clone();
+                    llm_ctx.pools.store(Arc::new(crate::inference::Pools::build(&new.inference)));
+                    let mut s = scrapers.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = s.send(true);
+                    *s = start_scrapers(&llm_ctx, stop_for_reload.clone());
+                }
                 if new.listeners != started_with.listeners
                     || new.admin != started_with.admin
                     || new.intercept.enabled != started_with.intercept.enabled
@@ -180,6 +192,26 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     tracing::info!("nodegate stopped");
     Ok(())
+}
+
+/// Starts one metrics scraper per pool; they end when the returned sender fires (a reload) or
+/// when `stop` does (shutdown).
+fn start_scrapers(ctx: &Arc<Ctx>, stop: watch::Receiver<bool>) -> watch::Sender<bool> {
+    let (tx, rx) = watch::channel(false);
+    for pool in ctx.pools.load().pools.iter() {
+        let (pool, dialer, mut own, mut global) =
+            (pool.clone(), ctx.upstream.dialer, rx.clone(), stop.clone());
+        let (relay_tx, relay_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = own.changed() => {}
+                _ = global.changed() => {}
+            }
+            let _ = relay_tx.send(true);
+        });
+        tokio::spawn(crate::inference::scrape::run(pool, dialer, relay_rx));
+    }
+    tx
 }
 
 async fn heartbeat(i: Arc<Interceptor>, live: config::Shared, mut stop: watch::Receiver<bool>) {

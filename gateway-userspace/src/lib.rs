@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod inference;
 pub mod intercept;
 pub mod llm;
 pub mod policy;

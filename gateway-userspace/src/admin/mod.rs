@@ -99,8 +99,31 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
     })
 }
 
-/// Copies the kernel's counters and heartbeat age into the registry before a scrape.
+/// Copies state kept elsewhere (the kernel's counters, the heartbeat age, the inference
+/// endpoints' load) into the registry before a scrape.
 fn refresh_intercept_metrics(ctx: &Ctx) {
+    for pool in ctx.pools.load().pools.iter() {
+        let now = pool.now_ms();
+        let stale = pool.cfg.stale_after.as_millis() as u64;
+        for ep in &pool.endpoints {
+            let l = ep.load(now, stale);
+            let ejected = if ep.ejected.load(std::sync::atomic::Ordering::Relaxed) { 1.0 } else { 0.0 };
+            for (signal, v) in [
+                ("waiting", l.waiting),
+                ("running", l.running),
+                ("kv_cache", l.kv_cache),
+                ("in_flight", l.in_flight),
+                ("ejected", ejected),
+            ] {
+                let labels = crate::telemetry::llm_metrics::EndpointSignal {
+                    pool: pool.name.clone(),
+                    endpoint: ep.address.clone(),
+                    signal,
+                };
+                ctx.metrics.llm.endpoint_load.get_or_create(&labels).set(v);
+            }
+        }
+    }
     let Some(i) = &ctx.interceptor else { return };
     if let Ok(counters) = crate::intercept::status::read_counters(i.pin_dir()) {
         for (i, (_, v)) in counters.iter().enumerate() {

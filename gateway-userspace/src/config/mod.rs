@@ -1,6 +1,7 @@
 //! Configuration: types, the embedded default, loading (env substitution, YAML, validation) and
 //! hot reload. Loading returns every problem found, each with its path in the file.
 mod env;
+mod inference;
 mod llm;
 pub mod reload;
 mod types;
@@ -8,6 +9,7 @@ mod validate;
 
 use std::{fmt, path::Path, sync::Arc};
 
+pub use inference::{Endpoint, Engine, Inference, Pool, Saturation, Strategy as PickStrategy, Weights};
 pub use llm::*;
 pub use types::*;
 pub use validate::{Problem, Target, parse_target};

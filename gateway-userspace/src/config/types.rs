@@ -18,6 +18,7 @@ pub struct Config {
     pub identities: Vec<IdentityMapping>,
     pub intercept: Intercept,
     pub llm: super::llm::Llm,
+    pub inference: super::inference::Inference,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

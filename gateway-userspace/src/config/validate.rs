@@ -160,6 +160,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         check_destination(i, d, &mut push);
     }
     check_llm(&cfg.llm, &mut push);
+    check_inference(&cfg.inference, &mut push);
     p
 }
 
@@ -246,6 +247,43 @@ fn check_destination(i: usize, d: &Destination, push: &mut impl FnMut(String, St
             format!("intercept.destinations[{i}].ports"),
             "0 (all ports) cannot be combined with other ports".into(),
         );
+    }
+}
+
+fn check_inference(inf: &super::inference::Inference, push: &mut impl FnMut(String, String)) {
+    let mut names = std::collections::BTreeSet::new();
+    for (i, p) in inf.pools.iter().enumerate() {
+        if !names.insert(p.name.as_str()) {
+            push(format!("inference.pools[{i}].name"), format!("duplicate pool {:?}", p.name));
+        }
+        if p.endpoints.is_empty() {
+            push(format!("inference.pools[{i}].endpoints"), "list at least one endpoint".into());
+        }
+        if p.endpoints.len() > 1024 {
+            push(format!("inference.pools[{i}].endpoints"), "at most 1024 endpoints per pool".into());
+        }
+        for (e, ep) in p.endpoints.iter().enumerate() {
+            if ep.address.parse::<std::net::SocketAddr>().is_err() && !ep.address.contains(':') {
+                push(
+                    format!("inference.pools[{i}].endpoints[{e}].address"),
+                    format!("{:?} must be host:port", ep.address),
+                );
+            }
+        }
+        if let Some(s) = &p.service
+            && s.parse::<std::net::SocketAddr>().is_err()
+        {
+            push(format!("inference.pools[{i}].service"), format!("{s:?} must be ip:port"));
+        }
+        if p.scrape_interval.is_zero() {
+            push(format!("inference.pools[{i}].scrape_interval"), "must be greater than zero".into());
+        }
+        if p.block_bytes == 0 {
+            push(format!("inference.pools[{i}].block_bytes"), "must be greater than zero".into());
+        }
+        if !(0.0..=1.0).contains(&p.saturation.kv_cache) {
+            push(format!("inference.pools[{i}].saturation.kv_cache"), "must be between 0 and 1".into());
+        }
     }
 }
 

@@ -13,16 +13,17 @@ use super::{
     budget::Charge,
     error::LlmError,
     format::{self, Api},
-    route::Via,
+    route::{Candidate, Via},
     stream::{Accounted, Settle},
     tokens,
 };
 use crate::{
     identity::Identity,
+    inference::endpoint::InFlight,
     proxy::{Conn, Ctx, upstream::Body},
     telemetry::{
         audit::{Body as AuditBody, LlmCall, Record},
-        llm_metrics::{BudgetLabels, CallLabels, ProviderLabels},
+        llm_metrics::{BudgetLabels, CallLabels, PickLabels, PoolLabels, ProviderLabels},
     },
 };
 
@@ -155,8 +156,15 @@ pub async fn handle(
     call.requested_model = Some(parsed.model.clone());
     call.stream = parsed.stream;
 
-    let candidates = llm.candidates(&parsed.model, &via);
-    if candidates.is_empty() {
+    // A local inference pool (by intercepted Service or model name) or the configured routes.
+    let prompt_text = format::prompt_text(api, &parsed.body);
+    let dst = match &via {
+        Via::Transparent { dst, .. } => Some(*dst),
+        Via::Explicit => None,
+    };
+    let pool = ctx.pools.load().for_request(&parsed.model, dst).cloned();
+    let mut candidates = if pool.is_some() { Vec::new() } else { llm.candidates(&parsed.model, &via) };
+    if pool.is_none() && candidates.is_empty() {
         let e = LlmError::new(
             StatusCode::NOT_FOUND,
             "model_not_found",
@@ -175,16 +183,16 @@ pub async fn handle(
     }
 
     // Admission: reserve the worst case, prompt estimate plus the output cap.
-    let prompt_text = format::prompt_text(api, &parsed.body);
+    let upstream_model = candidates.first().map_or_else(|| parsed.model.clone(), |c| c.model.clone());
     let messages = parsed.body.get("messages").and_then(|m| m.as_array()).map_or(1, Vec::len);
-    let prompt_estimate = tokens::estimate_prompt(&candidates[0].model, &prompt_text, messages);
+    let prompt_estimate = tokens::estimate_prompt(&upstream_model, &prompt_text, messages);
     let output_cap =
         if api == Api::Embeddings { 0 } else { parsed.max_tokens.unwrap_or(llm.cfg.default_max_tokens) };
     let reservation = if api.charged() {
         let charge = Charge {
             requests: 1,
             tokens: prompt_estimate + output_cap,
-            micro_usd: llm.micro_usd(&candidates[0].model, prompt_estimate, 0, output_cap),
+            micro_usd: llm.micro_usd(&upstream_model, prompt_estimate, 0, output_cap),
         };
         match llm.budgets.reserve(&identity, charge).await {
             Ok(r) => Some(r),
@@ -220,6 +228,35 @@ pub async fn handle(
     let allowance = (llm.cfg.cut_off_streams && reservation.as_ref().is_some_and(|r| !r.is_empty()))
         .then_some(output_cap);
 
+    if let Some(p) = &pool {
+        let t0 = Instant::now();
+        let hashes = p.block_hashes(&parsed.model, &prompt_text);
+        let pick = p.pick(&hashes);
+        let m = &ctx.metrics.llm;
+        m.pick_duration
+            .get_or_create(&PoolLabels { pool: p.name.clone() })
+            .observe(t0.elapsed().as_secs_f64());
+        if let Some(first) = pick.order.first() {
+            m.picks
+                .get_or_create(&PickLabels {
+                    pool: p.name.clone(),
+                    endpoint: first.address.clone(),
+                    strategy: strategy_label(p.cfg.strategy),
+                })
+                .inc();
+        }
+        call.pick_reason = Some(pick.reason);
+        candidates = pick
+            .order
+            .into_iter()
+            .map(|ep| Candidate {
+                provider: ep.provider.clone(),
+                model: parsed.model.clone(),
+                endpoint: Some(ep),
+            })
+            .collect();
+    }
+
     // Upstream, failing over before any byte reached the client.
     let hide_usage_chunk = format::adds_usage_option(api, &parsed);
     let last = candidates.len() - 1;
@@ -246,7 +283,12 @@ pub async fn handle(
         }
         up_req.headers_mut().remove(header::CONTENT_LENGTH);
         cand.provider.inject(up_req.headers_mut());
+        let in_flight =
+            cand.endpoint.as_ref().map(|ep| InFlight::new(ep.clone(), prompt_estimate + output_cap));
         let result = ctx.upstream.llm.request(up_req).await;
+        if let (Err(_), Some(ep), Some(p)) = (&result, &cand.endpoint, &pool) {
+            ep.failed(p.cfg.eject_after);
+        }
         let retryable = match &result {
             Err(e) => {
                 last_error = format!("provider {}: {e}", cand.provider.name);
@@ -280,6 +322,7 @@ pub async fn handle(
             cand.provider.recovered();
         }
         call.model = Some(cand.model.clone());
+        call.endpoint = cand.endpoint.as_ref().map(|ep| ep.address.clone());
         call.status = resp.status().as_u16();
         call.failovers = failovers;
         let (mut rparts, rbody) = resp.into_parts();
@@ -311,6 +354,7 @@ pub async fn handle(
             estimated_output: 0,
             decision: "allow",
             rule: None,
+            in_flight,
         };
         let body = Accounted::new(rbody, sse, hide_usage_chunk, allowance, settle);
         return Response::from_parts(rparts, body.boxed());
@@ -327,6 +371,17 @@ pub async fn handle(
         format!("no provider answered: {last_error}"),
     );
     refuse(&ctx, &conn, &identity, api, call, e, start)
+}
+
+fn strategy_label(s: crate::config::PickStrategy) -> &'static str {
+    use crate::config::PickStrategy::*;
+    match s {
+        Scorer => "scorer",
+        RoundRobin => "round-robin",
+        Random => "random",
+        LeastRequest => "least-request",
+        PowerOfTwo => "power-of-two",
+    }
 }
 
 fn is_hop_header(name: &header::HeaderName) -> bool {

@@ -11,6 +11,8 @@ pub struct Candidate {
     pub provider: Arc<ProviderState>,
     /// Model name sent to the provider.
     pub model: String,
+    /// The inference-pool endpoint this candidate is, if it is one.
+    pub endpoint: Option<Arc<crate::inference::endpoint::EndpointState>>,
 }
 
 /// How the request reached us.
@@ -38,6 +40,7 @@ impl Llm {
                         Candidate {
                             provider: p.clone(),
                             model: t.model.clone().unwrap_or_else(|| model.to_string()),
+                            endpoint: None,
                         },
                         t.weight,
                     ))
@@ -73,7 +76,7 @@ impl Llm {
                         None => return Vec::new(),
                     },
                 };
-                vec![Candidate { provider, model: model.to_string() }]
+                vec![Candidate { provider, model: model.to_string(), endpoint: None }]
             }
         }
     }

@@ -53,6 +53,8 @@ pub struct Settle {
     pub estimated_output: u64,
     pub decision: &'static str,
     pub rule: Option<String>,
+    /// Keeps the pool endpoint's in-flight count until the response ends.
+    pub in_flight: Option<crate::inference::endpoint::InFlight>,
 }
 
 impl Drop for Settle {

@@ -33,6 +33,8 @@ pub struct Ctx {
     pub upstream: upstream::Upstream,
     /// The LLM gateway's compiled config, swapped on reload.
     pub llm: arc_swap::ArcSwap<crate::llm::Llm>,
+    /// Local inference pools, swapped on reload.
+    pub pools: arc_swap::ArcSwap<crate::inference::Pools>,
     /// Addresses nodegate listens on; a request for one of them would loop.
     pub own: Vec<SocketAddr>,
 }

@@ -91,8 +91,13 @@ pub struct LlmCall {
     pub cost_usd: f64,
     pub ttft_ms: Option<f64>,
     pub duration_ms: f64,
-    /// Providers tried before this one answered.
+    /// Providers (or pool endpoints) tried before this one answered.
     pub failovers: u32,
+    /// Inference pool endpoint chosen, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pick_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -52,7 +52,31 @@ pub struct ProviderLabels {
     pub gen_ai_provider_name: Arc<str>,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PickLabels {
+    pub pool: Arc<str>,
+    pub endpoint: Arc<str>,
+    pub strategy: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointSignal {
+    pub pool: Arc<str>,
+    pub endpoint: Arc<str>,
+    /// `waiting`, `running`, `kv_cache`, `in_flight`, `ejected`.
+    pub signal: &'static str,
+}
+
 pub struct LlmMetrics {
+    pub picks: Family<PickLabels, Counter>,
+    pub pick_duration: Family<PoolLabels, Histogram>,
+    pub endpoint_load:
+        Family<EndpointSignal, prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub calls: Family<CallLabels, Counter>,
     pub tokens: Family<TokenLabels, Counter>,
     pub token_usage: Family<TokenLabels, Histogram>,
@@ -116,7 +140,30 @@ impl LlmMetrics {
             "Attempts abandoned for the next provider, by the provider that failed",
             failovers.clone(),
         );
+        let picks = Family::default();
+        r.register(
+            "nodegate_inference_picks",
+            "Endpoint choices by pool, endpoint and strategy",
+            picks.clone(),
+        );
+        let pick_duration = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3])
+        });
+        r.register(
+            "nodegate_inference_pick_duration_seconds",
+            "Time to choose an endpoint",
+            pick_duration.clone(),
+        );
+        let endpoint_load = Family::default();
+        r.register(
+            "nodegate_inference_endpoint_load",
+            "Load of each endpoint as the picker sees it",
+            endpoint_load.clone(),
+        );
         Self {
+            picks,
+            pick_duration,
+            endpoint_load,
             calls,
             tokens,
             token_usage,
