@@ -14,7 +14,9 @@ fn vllm_sim(topo: &Topology, addr: &str, opts: &[&str]) -> Proc {
     let mut args = vec![addr];
     args.extend_from_slice(opts);
     let p = spawn(&bin, &args, Some(&topo.node), None, Stdio::null(), Stdio::inherit());
-    wait_until(Duration::from_secs(5), "vllm-sim up", || get(addr, "/sim/stats", Some(&topo.node), None)["ok"] == true);
+    wait_until(Duration::from_secs(5), "vllm-sim up", || {
+        get(addr, "/sim/stats", Some(&topo.node), None)["ok"] == true
+    });
     p
 }
 
@@ -22,7 +24,19 @@ fn vllm_sim(topo: &Topology, addr: &str, opts: &[&str]) -> Proc {
 fn chat(topo: &Topology, url: &str, model: &str, prompt: &str, max_tokens: u32) -> Value {
     let body = serde_json::json!({"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": prompt}]}).to_string();
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &topo.node.name, "curl", "-s", "-m", "30", "-H", "content-type: application/json", "--data-binary", &body])
+        .args([
+            "netns",
+            "exec",
+            &topo.node.name,
+            "curl",
+            "-s",
+            "-m",
+            "30",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+        ])
         .arg(format!("{url}/v1/chat/completions"))
         .output()
         .unwrap_or_else(|e| panic!("curl: {e}"));
@@ -64,7 +78,8 @@ fn tenant_prompt(tenant: usize, question: usize) -> String {
 fn prefix_affinity_load_steering_and_ejection() {
     require_root();
     let topo = Topology::new();
-    let mut sims: Vec<Proc> = SIMS.iter().map(|s| vllm_sim(&topo, s, &["--decode-base-us", "2000"])).collect();
+    let mut sims: Vec<Proc> =
+        SIMS.iter().map(|s| vllm_sim(&topo, s, &["--decode-base-us", "2000"])).collect();
     let gw = gateway(&topo, "inference");
 
     // Affinity: one tenant's requests, sharing a long system prompt, land on one server, which
@@ -102,12 +117,21 @@ fn prefix_affinity_load_steering_and_ejection() {
     });
     std::thread::sleep(Duration::from_millis(200)); // a scrape or two
     let before = stats(&topo, busy)["served"].as_u64().unwrap_or(0);
-    let running_before = stats(&topo, busy)["running"].as_u64().unwrap_or(0) + stats(&topo, busy)["waiting"].as_u64().unwrap_or(0);
+    let running_before = stats(&topo, busy)["running"].as_u64().unwrap_or(0)
+        + stats(&topo, busy)["waiting"].as_u64().unwrap_or(0);
     for q in 0..8 {
-        let v = chat(&topo, GW, "local-model", &format!("independent question number {q} with no shared prefix"), 2);
+        let v = chat(
+            &topo,
+            GW,
+            "local-model",
+            &format!("independent question number {q} with no shared prefix"),
+            2,
+        );
         assert_eq!(v["usage"]["completion_tokens"], 2, "{v}");
     }
-    let to_busy = stats(&topo, busy)["served"].as_u64().unwrap_or(0) + stats(&topo, busy)["running"].as_u64().unwrap_or(0) + stats(&topo, busy)["waiting"].as_u64().unwrap_or(0)
+    let to_busy = stats(&topo, busy)["served"].as_u64().unwrap_or(0)
+        + stats(&topo, busy)["running"].as_u64().unwrap_or(0)
+        + stats(&topo, busy)["waiting"].as_u64().unwrap_or(0)
         - before
         - running_before;
     assert_eq!(to_busy, 0, "the saturated server should get none of the new requests");
@@ -121,7 +145,10 @@ fn prefix_affinity_load_steering_and_ejection() {
     }
     let m = get("127.0.0.1:15000", "/metrics", Some(&topo.node), None);
     let text = m["body"].as_str().unwrap_or_default().to_string();
-    let want = format!("nodegate_inference_endpoint_load{{pool=\"local\",endpoint=\"{}\",signal=\"ejected\"}} 1", SIMS[1]);
+    let want = format!(
+        "nodegate_inference_endpoint_load{{pool=\"local\",endpoint=\"{}\",signal=\"ejected\"}} 1",
+        SIMS[1]
+    );
     assert!(text.contains(&want), "the dead endpoint should be ejected:\n{text}");
     assert!(text.contains("nodegate_inference_pick_duration_seconds_count{pool=\"local\"}"), "{text}");
 }

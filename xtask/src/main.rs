@@ -1,6 +1,8 @@
 //! Developer tasks: `cargo xtask test` (build every binary, then run every test) and
 //! `cargo xtask bench redirect` (the interception benchmark).
+mod bench_inference;
 mod bench_llm;
+mod bench_pick;
 mod bench_redirect;
 
 use std::process::Command;
@@ -36,6 +38,10 @@ enum Bench {
     Redirect(bench_redirect::Args),
     /// Chat completions direct vs through nodegate vs through LiteLLM's proxy.
     Llm(bench_llm::Args),
+    /// Cost of one endpoint pick (prefix hashing included) at 64 endpoints.
+    Pick,
+    /// Routing strategies side by side against simulated servers of unequal speed.
+    Inference(bench_inference::Args),
 }
 
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
@@ -98,5 +104,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench { which: Bench::Redirect(a) } => bench_redirect::run(a),
         Cmd::Bench { which: Bench::Llm(a) } => bench_llm::run(a),
+        Cmd::Bench { which: Bench::Pick } => bench_pick::run(),
+        Cmd::Bench { which: Bench::Inference(a) } => bench_inference::run(a),
     }
 }
