@@ -101,3 +101,142 @@ llm:
     let rec = gw.wait_audit("llama messages record", |r| r["kind"] == "llm" && r["path"] == "/v1/messages");
     assert!(rec["output_tokens"].as_u64().unwrap_or(0) > 0, "{rec}");
 }
+
+/// Two real llama.cpp servers in one pool: a burst is spread by load, and a server made busy
+/// (by requests that bypass the gateway) receives fewer new requests.
+#[test]
+fn two_llama_servers_load_spread_and_busy_avoidance() {
+    require_root();
+    let bin = llama_server();
+    assert!(std::path::Path::new(MODEL).exists(), "{MODEL} is missing");
+    let topo = Topology::new();
+    let servers = ["127.0.0.1:18211", "127.0.0.1:18212"];
+    let _procs: Vec<Proc> = servers
+        .iter()
+        .map(|addr| {
+            let port = addr.rsplit(':').next().unwrap_or("0");
+            spawn(
+                &bin,
+                &[
+                    "--model",
+                    MODEL,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    port,
+                    "-c",
+                    "1024",
+                    "--metrics",
+                    "--no-webui",
+                    "-t",
+                    "1",
+                    "--parallel",
+                    "1",
+                ],
+                Some(&topo.node),
+                None,
+                Stdio::null(),
+                Stdio::null(),
+            )
+        })
+        .collect();
+    for addr in servers {
+        wait_until(Duration::from_secs(120), "llama-server /health", || {
+            get(addr, "/health", Some(&topo.node), None)["status"] == 200
+        });
+    }
+    let (dir, pin) = Gateway::prepare("llama-pool");
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+inference:
+  pools:
+    - name: llamas
+      models: [smol]
+      scrape_interval: 50ms
+      endpoints:
+        - {{ address: "{}", engine: llamacpp }}
+        - {{ address: "{}", engine: llamacpp }}
+"#,
+        servers[0], servers[1]
+    );
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    let curl = |url: String, body: String| {
+        spawn(
+            std::path::Path::new("ip"),
+            &[
+                "netns",
+                "exec",
+                &topo.node.name,
+                "curl",
+                "-s",
+                "-m",
+                "120",
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                &body,
+                &url,
+            ],
+            None,
+            None,
+            Stdio::null(),
+            Stdio::null(),
+        )
+    };
+    let body = |i: usize, max: u32| {
+        format!(
+            r#"{{"model":"smol","max_tokens":{max},"messages":[{{"role":"user","content":"Count to ten, attempt {i}."}}]}}"#
+        )
+    };
+
+    // A burst of 6 concurrent requests through the gateway lands on both servers.
+    let mut burst: Vec<Proc> =
+        (0..6).map(|i| curl("http://127.0.0.1:15080/v1/chat/completions".into(), body(i, 8))).collect();
+    for p in &mut burst {
+        let _ = p.child.wait();
+    }
+    let mut per_server = [0usize; 2];
+    wait_until(Duration::from_secs(10), "6 audit records", || {
+        let recs: Vec<Value> =
+            gw.audit_lines().into_iter().filter(|r| r["kind"] == "llm" && r["status"] == 200).collect();
+        per_server = [0, 0];
+        for r in &recs {
+            for (k, s) in servers.iter().enumerate() {
+                if r["endpoint"] == *s {
+                    per_server[k] += 1;
+                }
+            }
+        }
+        recs.len() >= 6
+    });
+    assert!(per_server[0] >= 1 && per_server[1] >= 1, "the burst was not spread: {per_server:?}");
+
+    // Make the first server busy directly; the next requests go to the other one.
+    let _flood: Vec<Proc> = (0..3)
+        .map(|i| curl(format!("http://{}/v1/chat/completions", servers[0]), body(100 + i, 200)))
+        .collect();
+    wait_until(Duration::from_secs(20), "the busy server to report deferred requests", || {
+        let m = get(servers[0], "/metrics", Some(&topo.node), None);
+        m["body"]
+            .as_str()
+            .unwrap_or("")
+            .lines()
+            .any(|l| l.starts_with("llamacpp:requests_deferred") && !l.ends_with(" 0"))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let before = gw.audit_lines().len();
+    for i in 0..4 {
+        let mut p = curl("http://127.0.0.1:15080/v1/chat/completions".into(), body(200 + i, 4));
+        let _ = p.child.wait();
+    }
+    let mut to_busy = usize::MAX;
+    wait_until(Duration::from_secs(10), "4 more audit records", || {
+        let recs: Vec<Value> =
+            gw.audit_lines().into_iter().skip(before).filter(|r| r["kind"] == "llm").collect();
+        to_busy = recs.iter().filter(|r| r["endpoint"] == servers[0]).count();
+        recs.len() >= 4
+    });
+    assert!(to_busy <= 1, "the busy server received {to_busy} of 4 new requests");
+}
