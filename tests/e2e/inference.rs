@@ -152,3 +152,68 @@ fn prefix_affinity_load_steering_and_ejection() {
     assert!(text.contains(&want), "the dead endpoint should be ejected:\n{text}");
     assert!(text.contains("nodegate_inference_pick_duration_seconds_count{pool=\"local\"}"), "{text}");
 }
+
+/// A pool behind an intercepted Service address: an agent in an enrolled cgroup calls the
+/// Service, and the gateway sends each request to a pool endpoint instead.
+#[test]
+fn intercepted_service_traffic_is_routed_across_the_pool() {
+    require_root();
+    let topo = Topology::new();
+    let cgroups = TestCgroups::new();
+    let _sims: Vec<Proc> = SIMS.iter().map(|s| vllm_sim(&topo, s, &[])).collect();
+    let (dir, pin) = Gateway::prepare("inference-svc");
+    let endpoints: Vec<String> = SIMS.iter().map(|s| format!("        - {{ address: \"{s}\" }}")).collect();
+    let cfg = format!(
+        r#"
+listeners: {{ transparent: 0.0.0.0:{TRANSPARENT_PORT}, explicit: null }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+intercept:
+  enabled: true
+  cgroups: ["{}"]
+  redirect_to: {NODE_IP}:{TRANSPARENT_PORT}
+  pin_path: "{{PIN}}"
+  destinations:
+    - {{ address: {SVC_IP}, ports: [8000], class: llm }}
+inference:
+  pools:
+    - name: svc-pool
+      models: []
+      service: "{SVC_IP}:8000"
+      strategy: round-robin
+      endpoints:
+{}
+"#,
+        cgroups.enrolled.rel,
+        endpoints.join("\n")
+    );
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    for q in 0..6 {
+        let body = serde_json::json!({"model": "whatever", "max_tokens": 2, "messages": [{"role": "user", "content": format!("q {q}")}]}).to_string();
+        let out = spawn_child(
+            std::path::Path::new("curl"),
+            &[
+                "-s",
+                "-m",
+                "20",
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                &body,
+                &format!("http://{SVC_IP}:8000/v1/chat/completions"),
+            ],
+            Some(&topo.pod),
+            Some(&cgroups.enrolled),
+            Stdio::piped(),
+            Stdio::null(),
+        )
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{e}"));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert_eq!(v["usage"]["completion_tokens"], 2, "{v}");
+    }
+    let served: Vec<u64> = SIMS.iter().map(|s| stats(&topo, s)["served"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(served, vec![2, 2, 2], "round-robin over the pool behind the Service");
+    let rec = gw.wait_audit("pool record", |r| r["kind"] == "llm" && r["endpoint"].is_string());
+    assert_eq!(rec["mode"], "transparent");
+    assert_eq!(rec["target"], format!("{SVC_IP}:8000"));
+}
