@@ -15,8 +15,10 @@ pub mod maps {
     pub const PENDING: &str = "NG_PENDING";
     pub const ORIG_DST: &str = "NG_ORIG_DST";
     pub const STATS: &str = "NG_STATS";
+    pub const PEER: &str = "NG_PEER";
     /// Every map nodegate pins; used to clean up a pin directory.
-    pub const ALL: [&str; 7] = [INTERCEPT_V4, INTERCEPT_V6, CONFIG, HEARTBEAT, PENDING, ORIG_DST, STATS];
+    pub const ALL: [&str; 8] =
+        [INTERCEPT_V4, INTERCEPT_V6, CONFIG, HEARTBEAT, PENDING, ORIG_DST, STATS, PEER];
 }
 
 /// Program names (function names in the eBPF object).
@@ -24,6 +26,8 @@ pub mod programs {
     pub const CONNECT4: &str = "ng_connect4";
     pub const CONNECT6: &str = "ng_connect6";
     pub const SOCK_OPS: &str = "ng_sock_ops";
+    pub const GETPEERNAME4: &str = "ng_getpeername4";
+    pub const GETPEERNAME6: &str = "ng_getpeername6";
 }
 
 /// Capacity of the intercept tables (entries per address family).
@@ -34,6 +38,9 @@ pub const PENDING_MAX_ENTRIES: u32 = 65_536;
 /// Capacity of the client address -> original destination map (connections the proxy has not
 /// accepted yet). LRU, so a proxy that never accepts cannot wedge it.
 pub const ORIG_DST_MAX_ENTRIES: u32 = 65_536;
+/// Capacity of the cookie -> original destination map read by getpeername (redirected sockets
+/// alive now; LRU, so closed ones age out).
+pub const PEER_MAX_ENTRIES: u32 = 65_536;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

@@ -6,6 +6,9 @@
 //! - `ng_sock_ops` (sock_ops, ACTIVE_ESTABLISHED): move that record from the cookie to the
 //!   client's (local address, local port), which is the peer address the proxy sees on accept.
 //!
+//! - `ng_getpeername4` / `ng_getpeername6`: a redirected socket's getpeername() answers with the
+//!   original destination, so the application never sees the proxy's address.
+//!
 //! The proxy's own sockets carry `proxy_mark` and are never redirected. When the heartbeat the
 //! proxy writes is stale, intercepted connections go direct (fail-open) or are refused
 //! (fail-closed). These programs do not decide policy: they only move connections and record who
@@ -23,7 +26,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use gateway_common::{
     AF_INET, AF_INET6, INTERCEPT_MAX_ENTRIES, InterceptValue, ORIG_DST_MAX_ENTRIES, OrigDst,
-    PENDING_MAX_ENTRIES, PORT_BITS, ProxyConfig, SockKey, V4Key, V6Key, stats,
+    PEER_MAX_ENTRIES, PENDING_MAX_ENTRIES, PORT_BITS, ProxyConfig, SockKey, V4Key, V6Key, stats,
 };
 
 const ALLOW: i32 = 1;
@@ -42,6 +45,8 @@ static HEARTBEAT: Array<u64> = Array::pinned(1, 0);
 static PENDING: LruHashMap<u64, OrigDst> = LruHashMap::pinned(PENDING_MAX_ENTRIES, 0);
 #[map(name = "NG_ORIG_DST")]
 static ORIG_DST: LruHashMap<SockKey, OrigDst> = LruHashMap::pinned(ORIG_DST_MAX_ENTRIES, 0);
+#[map(name = "NG_PEER")]
+static PEER: LruHashMap<u64, OrigDst> = LruHashMap::pinned(PEER_MAX_ENTRIES, 0);
 #[map(name = "NG_STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stats::COUNT, 0);
 
@@ -97,6 +102,8 @@ fn remember(ctx: &SockAddrContext, dst: OrigDst) -> bool {
         count(stats::MAP_ERRORS);
         return false;
     }
+    // Best effort: without it getpeername() shows the proxy, the connection still works.
+    let _ = PEER.insert(&cookie, &dst, 0);
     true
 }
 
@@ -200,6 +207,42 @@ pub fn ng_connect6(ctx: SockAddrContext) -> i32 {
     }
     count(stats::REDIRECTED);
     debug!(&ctx, "connect6 redirected port {} rule {}", u16::from_be(port as u16), hit.rule);
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn ng_getpeername4(ctx: SockAddrContext) -> i32 {
+    // SAFETY: helper valid in getpeername programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // SAFETY: the value is copied out at once.
+    if let Some(dst) = unsafe { PEER.get(&cookie) }.copied()
+        && dst.family == AF_INET
+    {
+        // SAFETY: full 4-byte stores to writable ctx fields.
+        unsafe {
+            (*ctx.sock_addr).user_ip4 = dst.addr[0];
+            (*ctx.sock_addr).user_port = u32::from(dst.port);
+        }
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn ng_getpeername6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: helper valid in getpeername programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // SAFETY: the value is copied out at once.
+    if let Some(dst) = unsafe { PEER.get(&cookie) }.copied() {
+        let ip = if dst.family == AF_INET { [0, 0, 0xffff_u32.to_be(), dst.addr[0]] } else { dst.addr };
+        // SAFETY: full 4-byte stores to writable ctx fields.
+        unsafe {
+            (*ctx.sock_addr).user_ip6[0] = ip[0];
+            (*ctx.sock_addr).user_ip6[1] = ip[1];
+            (*ctx.sock_addr).user_ip6[2] = ip[2];
+            (*ctx.sock_addr).user_ip6[3] = ip[3];
+            (*ctx.sock_addr).user_port = u32::from(dst.port);
+        }
+    }
     ALLOW
 }
 

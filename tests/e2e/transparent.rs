@@ -85,6 +85,8 @@ fn enrolled_client_is_redirected_others_go_direct() {
         POD_IP,
         "upstream saw the pod directly; the request did not go through the proxy: {v}"
     );
+    // The application itself still believes it talks to the original destination.
+    assert_eq!(v["peer"], svc(), "getpeername() must show the original destination: {v}");
 
     let rec =
         s.gw.wait_audit("http audit record for /hello", |r| r["kind"] == "http" && r["path"] == "/hello");
@@ -128,8 +130,8 @@ fn enrolled_client_is_redirected_others_go_direct() {
     let st = s.gw.status();
     assert_eq!(
         st["links"].as_array().map(Vec::len),
-        Some(3),
-        "connect4, connect6 and sock_ops on one cgroup: {st}"
+        Some(5),
+        "connect4, connect6, getpeername4, getpeername6 and sock_ops on one cgroup: {st}"
     );
 
     // The eBPF side's own log line reaches the proxy's log at debug level (aya-log).
@@ -194,7 +196,7 @@ fn fail_open_when_the_proxy_dies_and_a_restart_takes_over_the_pinned_maps() {
     assert!(
         links
             .as_array()
-            .is_some_and(|l| l.len() == 3 && l.iter().all(|n| n.as_str().unwrap_or("").ends_with(&mine))),
+            .is_some_and(|l| l.len() == 5 && l.iter().all(|n| n.as_str().unwrap_or("").ends_with(&mine))),
         "old links not replaced: {links}"
     );
     let v = get(&svc(), "/restarted", Some(&s.topo.pod), Some(&s.enrolled));

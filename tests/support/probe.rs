@@ -144,18 +144,20 @@ fn get(at: &str, path: &str, host: Option<&str>) -> i32 {
         let s = TcpStream::connect_timeout(&a, Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         let local = s.local_addr()?;
+        // What the application believes it is connected to (getpeername).
+        let peer = s.peer_addr()?;
         let mut w = s.try_clone()?;
         write!(w, "GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n", host.unwrap_or(at))?;
         let (status, body) = read_response(&mut BufReader::new(s))?;
-        Ok::<_, std::io::Error>((local, status, body))
+        Ok::<_, std::io::Error>((local, peer, status, body))
     })();
     match result {
-        Ok((local, status, body)) => {
+        Ok((local, peer, status, body)) => {
             let body: serde_json::Value =
                 serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
             println!(
                 "{}",
-                serde_json::json!({"ok": true, "status": status, "body": body, "local": local.to_string()})
+                serde_json::json!({"ok": true, "status": status, "body": body, "local": local.to_string(), "peer": peer.to_string()})
             );
         }
         Err(e) => {

@@ -108,7 +108,7 @@ impl Interceptor {
             .load(EBPF_OBJECT)?;
         let log_task = spawn_logger(&mut ebpf);
 
-        for name in [programs::CONNECT4, programs::CONNECT6] {
+        for name in [programs::CONNECT4, programs::CONNECT6, programs::GETPEERNAME4, programs::GETPEERNAME6] {
             let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             p.load().map_err(|source| InterceptError::Program { name, source })?;
         }
@@ -259,7 +259,7 @@ impl Interceptor {
                 continue;
             }
             let attached = self.attach(path)?;
-            tracing::info!(cgroup = %path, "cgroup enrolled; connect4, connect6 and sock_ops attached");
+            tracing::info!(cgroup = %path, "cgroup enrolled; connect4/6, getpeername4/6 and sock_ops attached");
             links.insert(path.clone(), attached);
         }
         Ok(())
@@ -273,7 +273,13 @@ impl Interceptor {
         let ino = file.metadata().map_err(|e| cg_err(e.to_string()))?.ino();
         let mut ebpf = lock(&self.ebpf);
         let mut out = Vec::new();
-        for name in [programs::CONNECT4, programs::CONNECT6, programs::SOCK_OPS] {
+        for name in [
+            programs::CONNECT4,
+            programs::CONNECT6,
+            programs::GETPEERNAME4,
+            programs::GETPEERNAME6,
+            programs::SOCK_OPS,
+        ] {
             let link: FdLink = if name == programs::SOCK_OPS {
                 let p: &mut SockOps = program(&mut ebpf, name)?;
                 let id = p
