@@ -216,14 +216,16 @@ impl Accounted {
     }
 
     /// Tokenizes only the text that arrived since the last event.
+    /// Keeps a cheap running estimate of the output (one token per content chunk, or a token
+    /// per four bytes if that is more): the tokenizer costs a regex pass per call, so it runs
+    /// once at the end, and only when the provider reported no usage.
     fn count_new_text(&mut self) {
         let text = &self.stream.output_text;
         if text.len() > self.counted_chars {
-            let new = &text[self.counted_chars..];
-            let n = tokens::count(&self.model, new);
             self.counted_chars = text.len();
+            let estimate = self.stream.chunks.max(text.len().div_ceil(4) as u64);
             if let Some(s) = self.settle.as_mut() {
-                s.estimated_output += n;
+                s.estimated_output = estimate;
                 if s.first_token.is_none() {
                     s.first_token = Some(Instant::now());
                 }
@@ -263,6 +265,9 @@ impl Accounted {
                 Some(buf) => super::usage::from_json(self.api, buf),
                 None => self.stream.reported,
             };
+            if s.usage.is_none() && !self.stream.output_text.is_empty() {
+                s.estimated_output = tokens::count(&self.model, &self.stream.output_text);
+            }
         }
         self.ended = true;
     }
