@@ -332,7 +332,9 @@ llm:
     }
     if let (Some(d), Some(n)) = (get(true, "direct"), get(true, "nodegate")) {
         let saturated = (n.p99_ms - d.p99_ms) * 1000.0 / 100.0;
-        println!("(closed loop at saturation the same difference is {saturated:.1} us per chunk: CPU queueing on shared cores)");
+        println!(
+            "(closed loop at saturation the same difference is {saturated:.1} us per chunk: CPU queueing on shared cores)"
+        );
         summary["added_per_chunk_p99_us_saturated"] = json!(saturated);
     }
     if let [(_, d), (_, n)] = &fixed[..] {

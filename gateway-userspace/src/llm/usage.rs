@@ -110,10 +110,13 @@ impl StreamUsage {
         if data.is_empty() || data == "[DONE]" {
             return Keep::Yes;
         }
+        if !matches!(api, Api::Messages | Api::Responses) {
+            return self.openai_chunk(data, hide_usage_chunk);
+        }
         let Ok(v) = serde_json::from_str::<Value>(data) else { return Keep::Yes };
         match api {
             Api::Messages => self.anthropic_event(&v),
-            Api::Responses => {
+            _ => {
                 let ty = v.get("type").and_then(Value::as_str).or(name).unwrap_or("");
                 if ty == "response.output_text.delta" || ty == "response.function_call_arguments.delta" {
                     self.text(v.get("delta").and_then(Value::as_str));
@@ -123,30 +126,29 @@ impl StreamUsage {
                     self.reported = Some(openai_responses(us));
                 }
             }
-            _ => {
-                if let Some(choices) = v.get("choices").and_then(Value::as_array) {
-                    for c in choices {
-                        self.text(c.get("text").and_then(Value::as_str));
-                        if let Some(d) = c.get("delta") {
-                            self.text(d.get("content").and_then(Value::as_str));
-                            self.text(d.get("reasoning_content").and_then(Value::as_str));
-                            for tc in d.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                                self.text(
-                                    tc.get("function")
-                                        .and_then(|f| f.get("arguments"))
-                                        .and_then(Value::as_str),
-                                );
-                            }
-                        }
-                    }
+        }
+        Keep::Yes
+    }
+
+    /// An OpenAI chat/completions chunk, read into borrowed typed fields (no map is built for
+    /// the hundreds of chunks of a stream; only a usage object is parsed as a value).
+    fn openai_chunk(&mut self, data: &str, hide_usage_chunk: bool) -> Keep {
+        let Ok(c) = serde_json::from_str::<chunk::Chunk<'_>>(data) else { return Keep::Yes };
+        let choices = c.choices.unwrap_or_default();
+        for ch in &choices {
+            self.text(ch.text.as_deref());
+            if let Some(d) = &ch.delta {
+                self.text(d.content.as_deref());
+                self.text(d.reasoning_content.as_deref());
+                for tc in d.tool_calls.iter().flatten() {
+                    self.text(tc.function.as_ref().and_then(|f| f.arguments.as_deref()));
                 }
-                if let Some(us) = v.get("usage").filter(|u| u.is_object()) {
-                    self.reported = Some(openai_chat(us));
-                    let usage_only = v.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
-                    if hide_usage_chunk && usage_only {
-                        return Keep::No;
-                    }
-                }
+            }
+        }
+        if let Some(us) = c.usage.filter(|u| u.is_object()) {
+            self.reported = Some(openai_chat(&us));
+            if hide_usage_chunk && choices.is_empty() {
+                return Keep::No;
             }
         }
         Keep::Yes
@@ -188,6 +190,52 @@ impl StreamUsage {
             self.output_text.push_str(t);
             self.chunks += 1;
         }
+    }
+}
+
+/// Borrowed views of an OpenAI streaming chunk: only the fields accounting reads.
+mod chunk {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    #[derive(Deserialize)]
+    pub struct Chunk<'a> {
+        #[serde(borrow, default)]
+        pub choices: Option<Vec<Choice<'a>>>,
+        #[serde(default)]
+        pub usage: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Choice<'a> {
+        #[serde(borrow, default)]
+        pub text: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub delta: Option<Delta<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Delta<'a> {
+        #[serde(borrow, default)]
+        pub content: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub reasoning_content: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub tool_calls: Option<Vec<ToolCall<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ToolCall<'a> {
+        #[serde(borrow, default)]
+        pub function: Option<Function<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Function<'a> {
+        #[serde(borrow, default)]
+        pub arguments: Option<Cow<'a, str>>,
     }
 }
 
