@@ -236,7 +236,9 @@ impl Accounted {
     fn over_allowance(&self) -> bool {
         let (Some(limit), Some(s)) = (self.allowance, self.settle.as_ref()) else { return false };
         let reported = self.stream.reported.map_or(0, |u| u.output);
-        s.estimated_output.max(reported) > limit
+        // The running estimate is approximate: give it a quarter of slack so a stream that stays
+        // within its max_tokens is never cut; a reported count is exact.
+        reported > limit || s.estimated_output > limit + limit / 4 + 1
     }
 
     fn cut_off(&mut self) {
