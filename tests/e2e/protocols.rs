@@ -153,3 +153,21 @@ fn tls_is_passed_through_with_its_sni_audited() {
     assert_eq!(rec["target"], format!("{SVC_IP}:8443"));
     assert!(rec["bytes_received"].as_u64().unwrap_or(0) > 500, "{rec}");
 }
+
+#[test]
+fn http_upgrade_is_relayed_through_the_proxy() {
+    require_root();
+    let topo = Topology::new();
+    let cgroups = TestCgroups::new();
+    let _up = upstream(&topo.node, "upstream");
+    let (dir, pin) = Gateway::prepare("upgrade");
+    let cfg = config(cgroups.base())
+        .replace("ports: [8443, 8082]", &format!("ports: [8443, 8082, {UPSTREAM_PORT}]"));
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    let v =
+        probe(&["upgrade", &format!("{SVC_IP}:{UPSTREAM_PORT}")], Some(&topo.pod), Some(&cgroups.enrolled));
+    assert_eq!(v["status"], "HTTP/1.1 101 Switching Protocols", "{v}");
+    assert_eq!(v["echoed"], "hello through the upgrade", "bytes after the upgrade must be relayed: {v}");
+    let rec = gw.wait_audit("upgrade record", |r| r["kind"] == "http" && r["status"] == 101);
+    assert_eq!(rec["path"], "/ws");
+}

@@ -5,6 +5,7 @@
 //! ng-probe get ADDR [PATH] [HOST]       one GET; prints JSON {ok,status,body,local} or {ok:false,error,errno}
 //! ng-probe tunnel PROXY TARGET PATH   CONNECT TARGET through PROXY, then GET PATH in the tunnel
 //! ng-probe h2serve ADDR NAME           HTTP/2 prior-knowledge (h2c) server (hyper); answers like serve
+//! ng-probe upgrade ADDR                HTTP/1.1 Upgrade to the `echo` toy protocol, then one echoed line
 //! ng-probe hold ADDR MODE SECS          silent | garbage | early-close, then keeps the socket SECS
 //! ng-probe bench ADDR MODE N THREADS    MODE conn (new connection per request) | keepalive; prints JSON stats
 use std::{
@@ -21,6 +22,7 @@ fn main() {
         "get" => get(&arg(2), args.get(3).map_or("/", |s| s), args.get(4).map(String::as_str)),
         "tunnel" => tunnel(&arg(2), &arg(3), args.get(4).map_or("/", |s| s)),
         "h2serve" => h2serve(&arg(2), &arg(3)),
+        "upgrade" => upgrade(&arg(2)),
         "hold" => hold(&arg(2), &arg(3), arg(4).parse().unwrap_or(5)),
         "bench" => bench(&arg(2), &arg(3), arg(4).parse().unwrap_or(1000), arg(5).parse().unwrap_or(1)),
         _ => {
@@ -69,6 +71,7 @@ fn serve(at: &str, name: &str) -> i32 {
                 let path = path.to_string();
                 let mut host = String::new();
                 let mut len = 0usize;
+                let mut upgrade = false;
                 loop {
                     let mut h = String::new();
                     if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -82,12 +85,31 @@ fn serve(at: &str, name: &str) -> i32 {
                         match k.trim().to_ascii_lowercase().as_str() {
                             "host" => host = v.trim().to_string(),
                             "content-length" => len = v.trim().parse().unwrap_or(0),
+                            "upgrade" => upgrade = v.trim().eq_ignore_ascii_case("echo"),
                             _ => {}
                         }
                     }
                 }
                 let mut body = vec![0; len];
                 if r.read_exact(&mut body).is_err() {
+                    return;
+                }
+                if upgrade {
+                    // A toy protocol for upgrade tests: after 101, echo every line back.
+                    if w.write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+                    )
+                    .is_err()
+                    {
+                        return;
+                    }
+                    let mut line = String::new();
+                    while r.read_line(&mut line).unwrap_or(0) > 0 {
+                        if w.write_all(line.as_bytes()).is_err() {
+                            return;
+                        }
+                        line.clear();
+                    }
                     return;
                 }
                 let out =
@@ -194,6 +216,35 @@ fn tunnel(proxy: &str, target: &str, path: &str) -> i32 {
         Err(e) => {
             println!("{}", serde_json::json!({"ok": false, "error": e.to_string(), "errno": errno_of(&e)}))
         }
+    }
+    0
+}
+
+fn upgrade(at: &str) -> i32 {
+    let result = (|| {
+        let s = TcpStream::connect_timeout(&addr(at), Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut w = s.try_clone()?;
+        let mut r = BufReader::new(s);
+        write!(w, "GET /ws HTTP/1.1\r\nhost: {at}\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")?;
+        let mut status = String::new();
+        r.read_line(&mut status)?;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h)? == 0 || h.trim().is_empty() {
+                break;
+            }
+        }
+        write!(w, "hello through the upgrade\n")?;
+        let mut echoed = String::new();
+        r.read_line(&mut echoed)?;
+        Ok::<_, std::io::Error>((status.trim().to_string(), echoed.trim().to_string()))
+    })();
+    match result {
+        Ok((status, echoed)) => {
+            println!("{}", serde_json::json!({"ok": true, "status": status, "echoed": echoed}))
+        }
+        Err(e) => println!("{}", serde_json::json!({"ok": false, "error": e.to_string()})),
     }
     0
 }

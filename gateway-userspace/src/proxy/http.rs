@@ -48,6 +48,7 @@ where
             .timer(TokioTimer::new())
             .header_read_timeout(header_read)
             .serve_connection(io, svc)
+            .with_upgrades()
             .await
     }
 }
@@ -180,7 +181,7 @@ impl hyper::body::Body for Tracked {
 pub async fn forward(
     ctx: Arc<Ctx>,
     conn: Arc<Conn>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     if let Some((api, via)) = llm_call(&ctx, &conn, &req) {
         return Ok(crate::llm::handler::handle(ctx, conn, req, api, via).await);
@@ -238,8 +239,17 @@ pub async fn forward(
         Err(e) => return Ok(refuse(pending, StatusCode::BAD_REQUEST, &format!("bad request target: {e}"))),
     };
 
+    // HTTP/1.1 Upgrade (WebSocket and the like): keep the handshake headers, and once the
+    // upstream switches protocols relay the bytes both ways.
+    let upgrade = if h2 { None } else { req.headers().get(header::UPGRADE).cloned() };
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = &upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, u.clone());
+    }
     if !parts.headers.contains_key(header::HOST)
         && let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
     {
@@ -263,6 +273,18 @@ pub async fn forward(
         .get_or_create(&ModeLabels { mode: conn.mode })
         .observe(start.elapsed().as_secs_f64());
     match result {
+        Ok(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some() => {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let (parts, _) = resp.into_parts();
+            pending.status = parts.status.as_u16();
+            if let Some(client_upgrade) = client_upgrade {
+                tokio::spawn(relay_upgraded(client_upgrade, upstream_upgrade, pending));
+            }
+            Ok(Response::from_parts(
+                parts,
+                http_body_util::Empty::new().map_err(|never| match never {}).boxed(),
+            ))
+        }
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -278,6 +300,24 @@ pub async fn forward(
             tracing::debug!(identity = %conn.identity.workload, %msg, "upstream request failed");
             Ok(refuse(pending, StatusCode::BAD_GATEWAY, &msg))
         }
+    }
+}
+
+/// Relays an upgraded connection until either side closes; the request's audit record is
+/// written when it ends (its duration is the session's). Bytes show in the connection record.
+async fn relay_upgraded(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    mut pending: Pending,
+) {
+    match (client.await, upstream.await) {
+        (Ok(c), Ok(u)) => {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                pending.error = Some(format!("upgraded connection: {e}"));
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => pending.error = Some(format!("upgrade: {e}")),
     }
 }
 
