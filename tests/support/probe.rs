@@ -235,7 +235,7 @@ fn upgrade(at: &str) -> i32 {
                 break;
             }
         }
-        write!(w, "hello through the upgrade\n")?;
+        writeln!(w, "hello through the upgrade")?;
         let mut echoed = String::new();
         r.read_line(&mut echoed)?;
         Ok::<_, std::io::Error>((status.trim().to_string(), echoed.trim().to_string()))
