@@ -262,12 +262,13 @@ fn budget_config(redis: Option<&str>) -> String {
   models:
     - {{ name: fast, targets: [ {{ provider: primary }} ] }}
   budgets:
-    - {{ name: team, selector: {{ workloads: [agent-a] }}, tokens_per_minute: 600 }}
+    - {{ name: team, selector: {{ workloads: [agent-a] }}, tokens_per_day: 600 }}
 "#
     )
 }
 
-/// 200 concurrent calls against a budget of 600 tokens per minute: the tokens actually used
+/// 200 concurrent calls against a budget of 600 tokens per day (a per-minute window could roll
+/// over mid-test and legitimately admit twice as much): the tokens actually used
 /// never exceed it, and the refused calls are 429s the SDK raises as RateLimitError.
 fn budget_holds(topo: &Topology, gw: &Gateway) {
     let v = sdk("concurrent", GW, AGENT_KEY, "fast", Some(&topo.node), None);
@@ -330,7 +331,13 @@ fn budget_never_overshoots_under_concurrency_with_redis_and_falls_back_when_it_d
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
         .unwrap_or_default();
-    assert!(keys.contains("nodegate:budget:team:agent-a:tok:minute"), "no budget counter in redis: {keys:?}");
+    assert!(keys.contains("nodegate:budget:team:agent-a:tok:day"), "no budget counter in redis: {keys:?}");
+    // Every reservation above went through Redis (a fallback would split the budget in two).
+    let m = get("127.0.0.1:15000", "/metrics", Some(&topo.node), None);
+    assert!(
+        m["body"].as_str().unwrap_or("").contains("nodegate_llm_budget_backend_fallbacks_total 0"),
+        "budget operations fell back to local counters while Redis was up"
+    );
     // Redis gone: local counters take over, said in logs and metrics.
     redis.kill9();
     let v = sdk("chat", GW, AGENT_KEY, "fast", Some(&topo.node), None);

@@ -287,7 +287,17 @@ impl hyper::body::Body for Accounted {
         let this = self.get_mut();
         loop {
             if let Some(b) = this.out.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(b))));
+                // Events completed by one upstream read go out as one frame (one write).
+                if this.out.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                let mut all =
+                    bytes::BytesMut::with_capacity(b.len() + this.out.iter().map(Bytes::len).sum::<usize>());
+                all.extend_from_slice(&b);
+                while let Some(more) = this.out.pop_front() {
+                    all.extend_from_slice(&more);
+                }
+                return Poll::Ready(Some(Ok(Frame::data(all.freeze()))));
             }
             if this.ended {
                 // Dropping Settle (in Drop of self or here) writes the record.

@@ -27,7 +27,7 @@ return 0
 "#;
 
 /// Time allowed for one Redis round trip before falling back to local counters.
-const OP_TIMEOUT: Duration = Duration::from_millis(250);
+const OP_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Redis {
     client: redis::Client,
