@@ -45,3 +45,34 @@ audit: { path: "{AUDIT}", flush_interval: 50ms }
     let v = get("127.0.0.1:15080", "http://127.0.0.1:15080/loop", Some(node), None);
     assert_eq!(v["status"], 508, "a request to the proxy itself must be refused: {v}");
 }
+
+#[test]
+fn same_host_callers_are_named_by_their_cgroup() {
+    require_root();
+    let topo = Topology::new();
+    let node = &topo.node;
+    let cgroups = TestCgroups::new();
+    let _up = upstream(node, "upstream");
+    let (dir, pin) = Gateway::prepare("explicit-cgroup");
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: local-agent, cgroup: "{}" }}
+"#,
+        cgroups.enrolled.rel
+    );
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(node), None);
+    let svc = format!("{SVC_IP}:{UPSTREAM_PORT}");
+    let v = get("127.0.0.1:15080", &format!("http://{svc}/who"), Some(node), Some(&cgroups.enrolled));
+    assert_eq!(v["status"], 200, "{v}");
+    let rec = gw.wait_audit("http record", |r| r["kind"] == "http" && r["path"] == "/who");
+    assert_eq!(rec["identity"], "local-agent", "the caller's cgroup must name it: {rec}");
+    assert_eq!(rec["cgroup"], cgroups.enrolled.rel);
+    // A caller in another cgroup is not given that name.
+    let v = get("127.0.0.1:15080", &format!("http://{svc}/other"), Some(node), None);
+    assert_eq!(v["status"], 200, "{v}");
+    let rec = gw.wait_audit("http record", |r| r["kind"] == "http" && r["path"] == "/other");
+    assert_ne!(rec["identity"], "local-agent", "{rec}");
+}

@@ -13,6 +13,8 @@ use std::{
 
 use crate::config::IdentityMapping;
 
+pub mod peer;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
@@ -102,6 +104,16 @@ impl Resolver {
         }
         cache.insert(id, ident.clone());
         ident
+    }
+
+    /// The identity of the cgroup at `path` (below the cgroup2 mount), e.g. a same-host caller's.
+    pub fn resolve_path(&self, path: &str) -> Arc<Identity> {
+        let id = self
+            .root
+            .as_ref()
+            .and_then(|r| std::fs::metadata(r.join(path.trim_start_matches('/'))).ok())
+            .map_or(0, |m| m.ino());
+        Arc::new(self.name(id, Some(path.to_string())))
     }
 
     /// The identity an explicit-mode caller proves with an API key, if the key is known.

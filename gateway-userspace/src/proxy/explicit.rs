@@ -30,13 +30,14 @@ pub async fn run(
 
 async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     let start = Instant::now();
-    let local = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local_addr = stream.local_addr().ok();
+    let local = local_addr.map(|a| a.to_string()).unwrap_or_default();
     let _active = ActiveGuard::new(&ctx.metrics, "explicit");
-    // Identity of explicit callers (API keys, same-host cgroup lookup) is a later feature.
+    let identity = same_host_identity(&ctx, peer, local_addr).await;
     let conn = Arc::new(Conn {
         mode: "explicit",
         peer,
-        identity: Arc::new(Identity::unknown()),
+        identity,
         target: None,
         protocol: "http1",
         class: TrafficClass::Auto,
@@ -64,6 +65,19 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     let error = r.err().map(|e| e.to_string());
     // The connection's target is the proxy itself; each request's record names its own target.
     super::audit_connection(&ctx, &conn, local, None, &counters, start, error);
+}
+
+/// A caller on this host is named by its cgroup, like an intercepted one; anyone else is
+/// `unknown` until an API key (LLM requests) says more.
+async fn same_host_identity(ctx: &Ctx, peer: SocketAddr, local: Option<SocketAddr>) -> Arc<Identity> {
+    let Some(local) = local else { return Arc::new(Identity::unknown()) };
+    let found =
+        tokio::task::spawn_blocking(move || crate::identity::peer::cgroup_path_of_local_peer(peer, local))
+            .await;
+    match found {
+        Ok(Some(path)) if path != "/" => ctx.identities.resolve_path(&path),
+        _ => Arc::new(Identity::unknown()),
+    }
 }
 
 async fn route(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
