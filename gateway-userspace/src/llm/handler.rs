@@ -185,7 +185,15 @@ pub async fn handle(
     // Admission: reserve the worst case, prompt estimate plus the output cap.
     let upstream_model = candidates.first().map_or_else(|| parsed.model.clone(), |c| c.model.clone());
     let messages = parsed.body.get("messages").and_then(|m| m.as_array()).map_or(1, Vec::len);
-    let prompt_estimate = tokens::estimate_prompt(&upstream_model, &prompt_text, messages);
+    // The tokenizer costs a regex pass over the prompt: run it now only when a budget needs the
+    // number at admission; otherwise keep the text and count it at the end if the provider
+    // reports no usage.
+    let budgeted = api.charged() && llm.budgets.applies(&identity);
+    let prompt_estimate = if budgeted {
+        tokens::estimate_prompt(&upstream_model, &prompt_text, messages)
+    } else {
+        (prompt_text.len() as u64).div_ceil(4)
+    };
     let output_cap =
         if api == Api::Embeddings { 0 } else { parsed.max_tokens.unwrap_or(llm.cfg.default_max_tokens) };
     let reservation = if api.charged() {
@@ -256,6 +264,9 @@ pub async fn handle(
             })
             .collect();
     }
+
+    // Kept for an exact count at the end when only a rough estimate was made above.
+    let mut prompt_kept = (!budgeted).then_some((prompt_text, messages));
 
     // Upstream, failing over before any byte reached the client.
     let hide_usage_chunk = format::adds_usage_option(api, &parsed);
@@ -348,6 +359,7 @@ pub async fn handle(
             call,
             reservation,
             prompt_estimate,
+            prompt_text: prompt_kept.take(),
             start,
             first_token: None,
             usage: None,

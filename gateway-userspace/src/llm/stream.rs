@@ -47,6 +47,8 @@ pub struct Settle {
     pub provider: Arc<str>,
     pub reservation: Option<Reservation>,
     pub prompt_estimate: u64,
+    /// The prompt and its message count, when the estimate above is only a rough one.
+    pub prompt_text: Option<(String, usize)>,
     pub start: Instant,
     pub first_token: Option<Instant>,
     pub usage: Option<Usage>,
@@ -62,10 +64,13 @@ impl Drop for Settle {
         let model = self.call.model.clone().unwrap_or_default();
         let (usage, estimated) = match self.usage {
             Some(u) => (u, false),
-            None if self.call.status / 100 == 2 && self.api.charged() => (
-                Usage { input: self.prompt_estimate, output: self.estimated_output, ..Usage::default() },
-                true,
-            ),
+            None if self.call.status / 100 == 2 && self.api.charged() => {
+                let input = match &self.prompt_text {
+                    Some((text, messages)) => tokens::estimate_prompt(&model, text, *messages),
+                    None => self.prompt_estimate,
+                };
+                (Usage { input, output: self.estimated_output, ..Usage::default() }, true)
+            }
             None => (Usage::default(), false),
         };
         let micro = self.llm.micro_usd(&model, usage.input, usage.cached_input, usage.output);

@@ -201,6 +201,11 @@ impl Budgets {
         }
     }
 
+    /// Whether any budget applies to `id`.
+    pub fn applies(&self, id: &Identity) -> bool {
+        self.rules.iter().any(|r| r.selector.matches(id))
+    }
+
     /// Reserves `charge` against every budget that applies to `id`.
     pub async fn reserve(&self, id: &Identity, charge: Charge) -> Result<Reservation, Refusal> {
         let now = now_secs();
