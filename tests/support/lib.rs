@@ -420,7 +420,13 @@ impl Gateway {
                 break;
             }
             if !proc.is_running() || start.elapsed() > Duration::from_secs(20) {
-                panic!("nodegate did not become ready (running: {}); its log:\n{text}", proc.is_running());
+                let running = proc.is_running();
+                // No Gateway exists yet to clean up on drop: do it here.
+                proc.kill9();
+                let _ = Command::new(nodegate_bin())
+                    .args(["intercept", "cleanup", "--pin-path", &pin.display().to_string()])
+                    .output();
+                panic!("nodegate did not become ready (running: {running}); its log:\n{text}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
