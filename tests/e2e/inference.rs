@@ -23,24 +23,7 @@ fn vllm_sim(topo: &Topology, addr: &str, opts: &[&str]) -> Proc {
 /// One chat completion through `url` with `prompt`, by curl inside the node namespace.
 fn chat(topo: &Topology, url: &str, model: &str, prompt: &str, max_tokens: u32) -> Value {
     let body = serde_json::json!({"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": prompt}]}).to_string();
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.node.name,
-            "curl",
-            "-s",
-            "-m",
-            "30",
-            "-H",
-            "content-type: application/json",
-            "--data-binary",
-            &body,
-        ])
-        .arg(format!("{url}/v1/chat/completions"))
-        .output()
-        .unwrap_or_else(|e| panic!("curl: {e}"));
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    post_json(&topo.node, &format!("{url}/v1/chat/completions"), &body)
 }
 
 fn stats(topo: &Topology, sim: &str) -> Value {
@@ -100,14 +83,7 @@ fn prefix_affinity_load_steering_and_ejection() {
     let flood: Vec<_> = (0..12)
         .map(|i| {
             let body = serde_json::json!({"model": "m", "max_tokens": 400, "messages": [{"role": "user", "content": format!("flood {i}")}]}).to_string();
-            spawn(
-                std::path::Path::new("ip"),
-                &["netns", "exec", &topo.node.name, "curl", "-s", "-m", "60", "-H", "content-type: application/json", "--data-binary", &body, &format!("http://{busy}/v1/chat/completions")],
-                None,
-                None,
-                Stdio::null(),
-                Stdio::null(),
-            )
+            post_json_spawn(&topo.node, &format!("http://{busy}/v1/chat/completions"), &body, 60)
         })
         .collect();
     // Every flood request has arrived (so later arrivals there can only be the gateway's).

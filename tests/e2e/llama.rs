@@ -168,29 +168,7 @@ inference:
         servers[0], servers[1]
     );
     let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
-    let curl = |url: String, body: String| {
-        spawn(
-            std::path::Path::new("ip"),
-            &[
-                "netns",
-                "exec",
-                &topo.node.name,
-                "curl",
-                "-s",
-                "-m",
-                "120",
-                "-H",
-                "content-type: application/json",
-                "--data-binary",
-                &body,
-                &url,
-            ],
-            None,
-            None,
-            Stdio::null(),
-            Stdio::null(),
-        )
-    };
+    let curl = |url: String, body: String| post_json_spawn(&topo.node, &url, &body, 120);
     let body = |i: usize, max: u32| {
         format!(
             r#"{{"model":"smol","max_tokens":{max},"messages":[{{"role":"user","content":"Count to ten, attempt {i}."}}]}}"#

@@ -552,3 +552,18 @@ pub fn sdk(
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("{scenario} printed {stdout:?} ({e}); stderr: {stderr}"))
 }
+
+/// `curl` POSTing JSON `body` to `url` from inside `ns`, in the background (killed on drop).
+pub fn post_json_spawn(ns: &Netns, url: &str, body: &str, timeout_secs: u32) -> Proc {
+    let t = timeout_secs.to_string();
+    let args = ["-s", "-m", &t, "-H", "content-type: application/json", "--data-binary", body, url];
+    spawn(Path::new("curl"), &args, Some(ns), None, Stdio::null(), Stdio::null())
+}
+
+/// `curl` POSTing JSON `body` to `url` from inside `ns`: the response parsed as JSON (Null if not).
+pub fn post_json(ns: &Netns, url: &str, body: &str) -> Value {
+    let args = ["-s", "-m", "30", "-H", "content-type: application/json", "--data-binary", body, url];
+    let child = spawn_child(Path::new("curl"), &args, Some(ns), None, Stdio::piped(), Stdio::null());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("curl: {e}"));
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}

@@ -114,7 +114,7 @@ impl Drop for Pending {
             .requests
             .get_or_create(&RequestLabels {
                 identity: c.identity.workload.clone(),
-                method: Arc::from(self.method.as_str()),
+                method: crate::telemetry::metrics::method_label(&self.method),
                 status,
             })
             .inc();

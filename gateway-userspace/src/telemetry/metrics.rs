@@ -23,7 +23,8 @@ pub struct ConnLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub identity: Arc<str>,
-    pub method: Arc<str>,
+    /// The standard method names; anything else is `OTHER` (bounded cardinality, no allocation).
+    pub method: &'static str,
     /// Status code class: `2xx`, `4xx`, `5xx`, ... or `error` when no response came.
     pub status: &'static str,
 }
@@ -165,6 +166,22 @@ impl Metrics {
     /// Sets a counter to an absolute value read from elsewhere (the kernel's counters).
     pub fn set_redirect_counter(&self, outcome: &'static str, value: u64) {
         self.redirects.get_or_create(&OutcomeLabels { outcome }).inner().store(value, Ordering::Relaxed);
+    }
+}
+
+/// A method as a metrics label.
+pub fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "OTHER",
     }
 }
 
