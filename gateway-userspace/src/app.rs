@@ -80,13 +80,16 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         timeout: cfg.timeouts.connect,
     };
     let live: config::Shared = Arc::new(ArcSwap::from_pointee(cfg.clone()));
+    let up = upstream::Upstream::new(dialer);
+    let mcp = crate::mcp::Mcp::build(&cfg.mcp, &up, &metrics, None);
     let ctx = Arc::new(Ctx {
         config: live.clone(),
         metrics: metrics.clone(),
         audit,
         identities: identities.clone(),
         interceptor: interceptor.clone(),
-        upstream: upstream::Upstream::new(dialer),
+        upstream: up,
+        mcp: ArcSwap::new(mcp),
         llm: ArcSwap::from_pointee(crate::llm::Llm::build(&cfg.llm, &metrics, None)),
         pools: ArcSwap::from_pointee(crate::inference::Pools::build(&cfg.inference)),
         own,
@@ -143,6 +146,16 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                 identities.update(&new.identities, &new.intercept.cgroups);
                 let rebuilt = crate::llm::Llm::build(&new.llm, &llm_ctx.metrics, Some(&llm_ctx.llm.load()));
                 llm_ctx.llm.store(Arc::new(rebuilt));
+                if new.mcp != llm_ctx.mcp.load().cfg {
+                    let previous = llm_ctx.mcp.load_full();
+                    let mcp = crate::mcp::Mcp::build(
+                        &new.mcp,
+                        &llm_ctx.upstream,
+                        &llm_ctx.metrics,
+                        Some(&previous),
+                    );
+                    llm_ctx.mcp.store(mcp);
+                }
                 if new.inference != last_inference {
                     last_inference = new.inference.clone();
                     llm_ctx.pools.store(Arc::new(crate::inference::Pools::build(&new.inference)));

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod inference;
 pub mod intercept;
 pub mod llm;
+pub mod mcp;
 pub mod policy;
 pub mod proxy;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! The admin server (loopback): `/healthz` (the process serves), `/readyz` (listeners bound and,
 //! when interception is on, programs attached), `/metrics` (Prometheus text), `/config_dump`
-//! (the live config as JSON) and `/intercept/status` (what the kernel holds).
+//! (the live config as JSON), `/intercept/status` (what the kernel holds) and `/mcp/servers`
+//! (each federated MCP server's transport, era and health).
 use std::{
     convert::Infallible,
     sync::{
@@ -67,6 +68,7 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
         }
         "/metrics" => {
             refresh_intercept_metrics(ctx);
+            ctx.mcp.load().export_health();
             match ctx.metrics.encode() {
                 Ok(text) => {
                     reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
@@ -75,6 +77,10 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
                     reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("encoding metrics: {e}\n"))
                 }
             }
+        }
+        "/mcp/servers" => {
+            let body = serde_json::to_string_pretty(&ctx.mcp.load().status()).unwrap_or_default();
+            reply(StatusCode::OK, "application/json", body + "\n")
         }
         "/config_dump" => match serde_json::to_string_pretty(&**ctx.config.load()) {
             Ok(j) => reply(StatusCode::OK, "application/json", j),

@@ -3,6 +3,7 @@
 mod env;
 mod inference;
 mod llm;
+mod mcp;
 pub mod reload;
 mod types;
 mod validate;
@@ -11,6 +12,7 @@ use std::{fmt, path::Path, sync::Arc};
 
 pub use inference::{Endpoint, Engine, Inference, Pool, Saturation, Strategy as PickStrategy, Weights};
 pub use llm::*;
+pub use mcp::*;
 pub use types::*;
 pub use validate::{Problem, Target, parse_target};
 

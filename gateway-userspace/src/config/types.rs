@@ -19,6 +19,7 @@ pub struct Config {
     pub intercept: Intercept,
     pub llm: super::llm::Llm,
     pub inference: super::inference::Inference,
+    pub mcp: super::mcp::Mcp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -161,6 +161,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     }
     check_llm(&cfg.llm, &mut push);
     check_inference(&cfg.inference, &mut push);
+    super::mcp::check(&cfg.mcp, &mut push);
     p
 }
 

@@ -29,7 +29,7 @@ use crate::{
 
 /// The identity of an explicit-mode caller: the workload its API key names, else the
 /// connection's.
-fn caller(ctx: &Ctx, conn: &Conn, req: &Request<Incoming>) -> Arc<Identity> {
+pub(crate) fn caller(ctx: &Ctx, conn: &Conn, req: &Request<Incoming>) -> Arc<Identity> {
     let h = req.headers();
     let bearer = |name: header::HeaderName| {
         h.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)

@@ -1,18 +1,22 @@
 //! Policy: the one identity selector every rule uses (budgets and model allow lists today; MCP
-//! tool lists and A2A rules later), compiled from config once per config version. CEL
+//! tool lists; A2A rules later), compiled from config once per config version. CEL
 //! conditions over request fields will extend this module rather than fork it.
+mod mcp;
+
+pub use mcp::{CallDenied, McpPolicy, McpRule};
+
 use crate::{config, identity::Identity};
 
 /// A name pattern: exact, `*`, or a `prefix*`.
 #[derive(Debug, Clone)]
-enum Pattern {
+pub(crate) enum Pattern {
     Any,
     Exact(String),
     Prefix(String),
 }
 
 impl Pattern {
-    fn new(p: &str) -> Self {
+    pub(crate) fn new(p: &str) -> Self {
         if p == "*" {
             Self::Any
         } else if let Some(prefix) = p.strip_suffix('*') {
@@ -22,7 +26,7 @@ impl Pattern {
         }
     }
 
-    fn matches(&self, s: &str) -> bool {
+    pub(crate) fn matches(&self, s: &str) -> bool {
         match self {
             Self::Any => true,
             Self::Exact(e) => e == s,

@@ -90,6 +90,10 @@ async fn route(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result
     {
         return Ok(crate::llm::handler::handle(ctx, conn, req, api, crate::llm::route::Via::Explicit).await);
     }
+    // Origin-form `/mcp`: the federated MCP endpoint.
+    if req.uri().authority().is_none() && req.uri().path() == "/mcp" {
+        return Ok(crate::mcp::handler::handle(ctx, conn, req).await);
+    }
     super::http::forward(ctx, conn, req).await
 }
 

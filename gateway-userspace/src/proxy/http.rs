@@ -65,7 +65,7 @@ const HOP_BY_HOP: [header::HeaderName; 8] = [
     http::HeaderName::from_static("keep-alive"),
 ];
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<http::HeaderName> = h
         .get_all(header::CONNECTION)
@@ -185,6 +185,9 @@ pub async fn forward(
 ) -> Result<Response<Body>, Infallible> {
     if let Some((api, via)) = llm_call(&ctx, &conn, &req) {
         return Ok(crate::llm::handler::handle(ctx, conn, req, api, via).await);
+    }
+    if let Some(dst) = mcp_call(&ctx, &conn, &req) {
+        return Ok(crate::mcp::transparent::handle(ctx, conn, req, dst).await);
     }
     let start = Instant::now();
     let h2 = req.version() == http::Version::HTTP_2;
@@ -344,6 +347,17 @@ fn llm_call(
     let llm = ctx.llm.load();
     let is_provider = llm.addressed_provider(&via).is_some();
     (conn.class == gateway_common::TrafficClass::Llm || is_provider).then_some((api, via))
+}
+
+/// An intercepted POST is MCP when its destination is classed `mcp` or is a configured MCP
+/// server's address. Other methods (the GET stream, DELETE) pass through as plain HTTP.
+fn mcp_call(ctx: &Ctx, conn: &Conn, req: &Request<Incoming>) -> Option<std::net::SocketAddr> {
+    let dst = conn.target?;
+    if req.method() != http::Method::POST {
+        return None;
+    }
+    (conn.class == gateway_common::TrafficClass::Mcp || ctx.mcp.load().server_at(&dst.to_string()).is_some())
+        .then_some(dst)
 }
 
 fn refuse(mut pending: Pending, status: StatusCode, msg: &str) -> Response<Body> {

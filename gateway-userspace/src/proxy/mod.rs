@@ -35,6 +35,8 @@ pub struct Ctx {
     pub llm: arc_swap::ArcSwap<crate::llm::Llm>,
     /// Local inference pools, swapped on reload.
     pub pools: arc_swap::ArcSwap<crate::inference::Pools>,
+    /// The MCP gateway (federated servers, policy, sessions), swapped on reload.
+    pub mcp: arc_swap::ArcSwap<crate::mcp::Mcp>,
     /// Addresses nodegate listens on; a request for one of them would loop.
     pub own: Vec<SocketAddr>,
 }

@@ -44,6 +44,7 @@ pub struct Record {
 #[serde(untagged)]
 pub enum Body {
     Llm(Box<LlmCall>),
+    Mcp(Box<McpCall>),
     Connection {
         peer: String,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,6 +101,32 @@ pub struct LlmCall {
     pub pick_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// One MCP request: who called which tool (prompt, resource) at which server, with what
+/// arguments (redacted), and how it ended.
+#[derive(Debug, Default, Serialize)]
+pub struct McpCall {
+    /// `tools/call`, `resources/read`, `prompts/get`, or a list method.
+    pub method: String,
+    pub server: Option<Arc<str>>,
+    /// Tool or prompt name, or resource URI, as the server knows it.
+    pub name: Option<String>,
+    /// As the client named it (prefixed).
+    pub requested: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
+    /// The client's protocol era: `2025-11-25` or `2026-07-28`.
+    pub protocol_version: String,
+    /// `ok`, `error`, `denied`, `failed`.
+    pub outcome: &'static str,
+    /// The tool reported an error in its result (`isError`).
+    pub tool_error: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub duration_ms: f64,
 }
 
 impl Record {

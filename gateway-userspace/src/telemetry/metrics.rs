@@ -62,6 +62,7 @@ pub struct Metrics {
     pub audit_records: Counter,
     pub audit_dropped: Counter,
     pub llm: super::llm_metrics::LlmMetrics,
+    pub mcp: super::mcp_metrics::McpMetrics,
 }
 
 impl Metrics {
@@ -131,8 +132,10 @@ impl Metrics {
             audit_dropped.clone(),
         );
         let llm = super::llm_metrics::LlmMetrics::register(&mut registry);
+        let mcp = super::mcp_metrics::McpMetrics::register(&mut registry);
         Arc::new(Self {
             llm,
+            mcp,
             registry,
             connections,
             active_connections,

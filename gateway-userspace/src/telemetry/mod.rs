@@ -3,4 +3,5 @@
 pub mod audit;
 pub mod llm_metrics;
 pub mod logging;
+pub mod mcp_metrics;
 pub mod metrics;

@@ -1,0 +1,288 @@
+//! Federation: the tools, prompts, resources and resource templates of every server, fetched
+//! page by page, cached per server for `list_ttl` (dropped at once on the server's
+//! `list_changed`), merged under prefixed names, and mapped back when a client names one.
+//!
+//! Naming: a tool or prompt `read` of server `files` is exposed as `files_read` (`always`),
+//! only when another server also has a `read` (`conditional`), or never (`never`: the first
+//! server in config order wins a clash). Resource URIs follow the same rule with `+` as the
+//! joiner, which keeps them URIs: `files+file:///a` (a scheme may contain `+`).
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use super::upstream::{Server, UpstreamError};
+use crate::config::PrefixMode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Tools,
+    Prompts,
+    Resources,
+    Templates,
+}
+
+impl Kind {
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Prompts => "prompts/list",
+            Self::Resources => "resources/list",
+            Self::Templates => "resources/templates/list",
+        }
+    }
+
+    /// The array in the list result.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources => "resources",
+            Self::Templates => "resourceTemplates",
+        }
+    }
+
+    /// The item field that names it.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Tools | Self::Prompts => "name",
+            Self::Resources => "uri",
+            Self::Templates => "uriTemplate",
+        }
+    }
+
+    /// Which list a `notifications/*/list_changed` drops.
+    pub fn from_notification(method: &str) -> &'static [Kind] {
+        match method {
+            "notifications/tools/list_changed" => &[Kind::Tools],
+            "notifications/prompts/list_changed" => &[Kind::Prompts],
+            "notifications/resources/list_changed" => &[Kind::Resources, Kind::Templates],
+            _ => &[],
+        }
+    }
+}
+
+/// Most pages read from one server for one list (a server that pages forever is cut off).
+const MAX_PAGES: usize = 100;
+
+struct Cached {
+    items: Arc<Vec<Value>>,
+    at: Instant,
+}
+
+pub struct Catalog {
+    pub servers: Vec<Arc<Server>>,
+    prefix: PrefixMode,
+    separator: String,
+    ttl: Duration,
+    cache: Mutex<HashMap<(usize, Kind), Cached>>,
+}
+
+/// One server's share of a merged list: its items, or why it is missing.
+pub struct Part {
+    pub server: Arc<Server>,
+    pub items: Result<Arc<Vec<Value>>, UpstreamError>,
+}
+
+/// A federated name resolved back to its server and the server's own name.
+pub struct Resolved {
+    pub server: Arc<Server>,
+    pub original: String,
+}
+
+impl Catalog {
+    pub fn new(servers: Vec<Arc<Server>>, prefix: PrefixMode, separator: String, ttl: Duration) -> Self {
+        Self { servers, prefix, separator, ttl, cache: Mutex::new(HashMap::new()) }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, Kind), Cached>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn invalidate(&self, server: &str, kinds: &[Kind]) {
+        let Some(i) = self.servers.iter().position(|s| &*s.name == server) else { return };
+        let mut c = self.cache();
+        for k in kinds {
+            c.remove(&(i, *k));
+        }
+    }
+
+    /// One server's full list (cached). A server without the capability answers
+    /// method-not-found: that is an empty list, not a failure.
+    pub async fn list_one(&self, i: usize, kind: Kind) -> Result<Arc<Vec<Value>>, UpstreamError> {
+        if let Some(c) = self.cache().get(&(i, kind))
+            && c.at.elapsed() < self.ttl
+        {
+            return Ok(c.items.clone());
+        }
+        let server = &self.servers[i];
+        let mut items = Vec::new();
+        let mut cursor: Option<Value> = None;
+        for _ in 0..MAX_PAGES {
+            let params = match &cursor {
+                Some(c) => json!({ "cursor": c }),
+                None => Value::Null,
+            };
+            let resp = server.call(server.next_id(), kind.method(), params, None).await?;
+            if let Some(e) = resp.get("error") {
+                if e.get("code").and_then(Value::as_i64) == Some(super::jsonrpc::METHOD_NOT_FOUND) {
+                    break;
+                }
+                return Err(UpstreamError::Protocol(format!("{} failed: {e}", kind.method())));
+            }
+            let result = resp.get("result").cloned().unwrap_or(Value::Null);
+            match result.get(kind.field()) {
+                Some(Value::Array(a)) => items.extend(a.iter().cloned()),
+                _ => {
+                    return Err(UpstreamError::Protocol(format!(
+                        "{} result has no {} array",
+                        kind.method(),
+                        kind.field()
+                    )));
+                }
+            }
+            cursor = result.get("nextCursor").filter(|c| !c.is_null()).cloned();
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let items = Arc::new(items);
+        self.cache().insert((i, kind), Cached { items: items.clone(), at: Instant::now() });
+        Ok(items)
+    }
+
+    /// Every server's list, fetched concurrently, in config order.
+    pub async fn list_all(&self, kind: Kind, visible: impl Fn(&str) -> bool) -> Vec<Part> {
+        let idx: Vec<usize> = (0..self.servers.len()).filter(|&i| visible(&self.servers[i].name)).collect();
+        let parts = futures_util::future::join_all(idx.iter().map(|&i| self.list_one(i, kind))).await;
+        idx.into_iter().zip(parts).map(|(i, items)| Part { server: self.servers[i].clone(), items }).collect()
+    }
+
+    fn joiner(&self, kind: Kind) -> &str {
+        match kind {
+            Kind::Tools | Kind::Prompts => &self.separator,
+            Kind::Resources | Kind::Templates => "+",
+        }
+    }
+
+    /// Names that appear at more than one server (for `conditional`), from cached lists.
+    fn clashes(&self, kind: Kind, parts: &[Part]) -> std::collections::HashSet<String> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for p in parts {
+            if let Ok(items) = &p.items {
+                for it in items.iter() {
+                    if let Some(n) = it.get(kind.key()).and_then(Value::as_str) {
+                        *seen.entry(n).or_default() += 1;
+                    }
+                }
+            }
+        }
+        seen.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k.to_string()).collect()
+    }
+
+    /// The merged list with exposed names. `keep(server, item)` filters (policy).
+    pub fn merge(&self, kind: Kind, parts: &[Part], keep: impl Fn(&str, &Value) -> bool) -> Vec<Value> {
+        let clashes = if self.prefix == PrefixMode::Conditional {
+            self.clashes(kind, parts)
+        } else {
+            Default::default()
+        };
+        let mut taken = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for p in parts {
+            let Ok(items) = &p.items else { continue };
+            for it in items.iter() {
+                let Some(name) = it.get(kind.key()).and_then(Value::as_str) else { continue };
+                if !keep(&p.server.name, it) {
+                    continue;
+                }
+                let prefixed = match self.prefix {
+                    PrefixMode::Always => true,
+                    PrefixMode::Never => false,
+                    PrefixMode::Conditional => clashes.contains(name),
+                };
+                let exposed = if prefixed {
+                    format!("{}{}{name}", p.server.name, self.joiner(kind))
+                } else {
+                    name.to_string()
+                };
+                if !taken.insert(exposed.clone()) {
+                    tracing::debug!(server = %p.server.name, name, "name already taken by an earlier server; left out");
+                    continue;
+                }
+                let mut it = it.clone();
+                if prefixed && let Some(o) = it.as_object_mut() {
+                    o.insert(kind.key().into(), Value::from(exposed));
+                }
+                out.push(it);
+            }
+        }
+        out
+    }
+
+    /// Maps an exposed name back. Uses the same lists (and naming) the client was shown.
+    pub async fn resolve(
+        &self,
+        kind: Kind,
+        exposed: &str,
+        visible: impl Fn(&str) -> bool,
+    ) -> Option<Resolved> {
+        let parts = self.list_all(kind, &visible).await;
+        let clashes = if self.prefix == PrefixMode::Conditional {
+            self.clashes(kind, &parts)
+        } else {
+            Default::default()
+        };
+        let has = |p: &Part, name: &str| match &p.items {
+            Ok(items) => items.iter().any(|it| item_matches(kind, it, name)),
+            Err(_) => false,
+        };
+        // Prefixed form: the longest server name that fits and has the item.
+        let mut best: Option<(usize, &Part, String)> = None;
+        if self.prefix != PrefixMode::Never {
+            for p in &parts {
+                let prefix = format!("{}{}", p.server.name, self.joiner(kind));
+                if let Some(rest) = exposed.strip_prefix(prefix.as_str())
+                    && (self.prefix == PrefixMode::Always
+                        || clashes.contains(rest)
+                        || kind == Kind::Templates
+                        || kind == Kind::Resources)
+                    && has(p, rest)
+                    && best.as_ref().is_none_or(|(l, _, _)| prefix.len() > *l)
+                {
+                    best = Some((prefix.len(), p, rest.to_string()));
+                }
+            }
+        }
+        if let Some((_, p, rest)) = best {
+            return Some(Resolved { server: p.server.clone(), original: rest });
+        }
+        if self.prefix == PrefixMode::Always {
+            return None;
+        }
+        // Unprefixed: the first server that has it, unless conditional prefixing hid it.
+        parts
+            .iter()
+            .find(|p| {
+                has(p, exposed) && !(self.prefix == PrefixMode::Conditional && clashes.contains(exposed))
+            })
+            .map(|p| Resolved { server: p.server.clone(), original: exposed.to_string() })
+    }
+}
+
+/// Whether `item` is the one `name` refers to; resources also match their templates.
+fn item_matches(kind: Kind, item: &Value, name: &str) -> bool {
+    match kind {
+        Kind::Tools | Kind::Prompts | Kind::Resources => {
+            item.get(kind.key()).and_then(Value::as_str) == Some(name)
+        }
+        Kind::Templates => item
+            .get("uriTemplate")
+            .and_then(Value::as_str)
+            .and_then(|t| t.split_once('{').map(|(lit, _)| lit))
+            .is_some_and(|lit| !lit.is_empty() && name.starts_with(lit)),
+    }
+}

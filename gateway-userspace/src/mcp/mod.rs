@@ -1,0 +1,268 @@
+//! The MCP gateway: one endpoint (`/mcp` on the explicit listener) that federates every
+//! configured server for clients of either protocol era, filtered and checked per workload by
+//! `policy::McpPolicy`, with every call audited; and governance of MCP traffic intercepted on
+//! its way to a known server (`transparent`).
+//!
+//! Pieces: `jsonrpc` (messages), `session` (signed session ids), `upstream` (nodegate as a
+//! client of each server), `catalog` (federated lists and names), `handler` (the HTTP endpoint
+//! and eras), `dispatch` (what each method does), `relay` (streamed answers: progress and
+//! server-to-client requests), `transparent` (intercepted traffic).
+pub mod catalog;
+mod dispatch;
+pub mod handler;
+pub mod jsonrpc;
+mod relay;
+pub mod session;
+pub mod transparent;
+pub mod upstream;
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::{config, policy::McpPolicy, proxy::upstream::Upstream, telemetry::metrics::Metrics};
+use catalog::{Catalog, Kind};
+use upstream::Server;
+
+/// Versions a client may ask for.
+pub const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+pub const MODERN_VERSIONS: [&str; 1] = [upstream::MODERN_VERSION];
+
+/// Notifications for every connected client (list_changed), with ids for resumption.
+pub struct Hub {
+    tx: broadcast::Sender<(String, Value)>,
+    recent: Mutex<VecDeque<(String, Value)>>,
+    boot: u64,
+    seq: AtomicU64,
+}
+
+/// Events kept for `Last-Event-ID` replay.
+const RECENT: usize = 256;
+
+impl Hub {
+    fn new() -> Self {
+        let (tx, _) = broadcast::channel(256);
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Self { tx, recent: Mutex::new(VecDeque::new()), boot, seq: AtomicU64::new(0) }
+    }
+
+    pub fn next_event_id(&self) -> String {
+        format!("{}-{}", self.boot, self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn publish(&self, msg: Value) {
+        let id = self.next_event_id();
+        if let Ok(mut r) = self.recent.lock() {
+            if r.len() == RECENT {
+                r.pop_front();
+            }
+            r.push_back((id.clone(), msg.clone()));
+        }
+        let _ = self.tx.send((id, msg));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<(String, Value)> {
+        self.tx.subscribe()
+    }
+
+    /// Events after `last` (a `Last-Event-ID` this process issued); none if it is unknown.
+    pub fn since(&self, last: &str) -> Vec<(String, Value)> {
+        let Ok(r) = self.recent.lock() else { return Vec::new() };
+        match r.iter().position(|(id, _)| id == last) {
+            Some(i) => r.iter().skip(i + 1).cloned().collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// A request in flight at a server: (workload, client's request id) -> (server, nodegate's id).
+type Inflight = HashMap<(Arc<str>, String), (Arc<Server>, u64)>;
+
+/// A server-to-client request relayed to a client, waiting for its answer.
+struct Relayed {
+    server: Arc<Server>,
+    id: Value,
+}
+
+pub struct Mcp {
+    pub cfg: config::Mcp,
+    pub catalog: Arc<Catalog>,
+    pub policy: McpPolicy,
+    pub keys: session::Keys,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    relayed: Mutex<HashMap<String, Relayed>>,
+    /// (workload, client's request id) -> (server, nodegate's id there), for cancellation.
+    inflight: Mutex<Inflight>,
+    /// Sessions ended with DELETE (ids are self-contained, so ending one is remembered here).
+    ended: Mutex<HashSet<String>>,
+    seq: AtomicU64,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Mcp {
+    /// Builds the gateway from config. Servers whose config did not change are kept from
+    /// `previous` (stdio children keep running, sessions stay open).
+    pub fn build(
+        cfg: &config::Mcp,
+        up: &Upstream,
+        metrics: &Arc<Metrics>,
+        previous: Option<&Mcp>,
+    ) -> Arc<Self> {
+        let servers: Vec<Arc<Server>> = cfg
+            .servers
+            .iter()
+            .map(|s| {
+                let same = previous.and_then(|p| {
+                    let i = p.cfg.servers.iter().position(|o| o == s)?;
+                    p.catalog.servers.get(i).cloned()
+                });
+                same.unwrap_or_else(|| Server::build(s, up))
+            })
+            .collect();
+        let keys = match session_key(cfg) {
+            Ok(Some(k)) => session::Keys::new(k),
+            Ok(None) => previous.map(|p| p.keys.clone()).unwrap_or_else(|| {
+                session::Keys::random().unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "no random source for MCP session keys; using a fixed one");
+                    session::Keys::new(b"nodegate-fallback-session-key-00".to_vec())
+                })
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read mcp.session_key_file; sessions will not survive a restart");
+                session::Keys::random()
+                    .unwrap_or_else(|_| session::Keys::new(b"nodegate-fallback-session-key-00".to_vec()))
+            }
+        };
+        let catalog =
+            Arc::new(Catalog::new(servers.clone(), cfg.prefix, cfg.separator.clone(), cfg.list_ttl));
+        let hub = previous.map(|p| p.hub.clone()).unwrap_or_else(|| Arc::new(Hub::new()));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        for s in &servers {
+            watch_server(s.clone(), Arc::downgrade(&catalog), hub.clone(), stop_rx.clone());
+        }
+        Arc::new(Self {
+            cfg: cfg.clone(),
+            catalog,
+            policy: McpPolicy::new(&cfg.policies),
+            keys,
+            hub,
+            metrics: metrics.clone(),
+            relayed: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            ended: Mutex::new(HashSet::new()),
+            seq: AtomicU64::new(1),
+            stop,
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.cfg.servers.is_empty()
+    }
+
+    /// The configured server an intercepted connection to `authority` (host:port) is for.
+    pub fn server_at(&self, authority: &str) -> Option<Arc<Server>> {
+        self.catalog.servers.iter().find(|s| s.authority.as_deref() == Some(authority)).cloned()
+    }
+
+    fn relay_request(&self, server: Arc<Server>, id: Value) -> String {
+        let key = format!("ng-{}", self.seq.fetch_add(1, Ordering::Relaxed));
+        if let Ok(mut m) = self.relayed.lock() {
+            m.insert(key.clone(), Relayed { server, id });
+        }
+        key
+    }
+
+    fn take_relayed(&self, key: &str) -> Option<(Arc<Server>, Value)> {
+        self.relayed.lock().ok()?.remove(key).map(|r| (r.server, r.id))
+    }
+
+    /// Publishes each server's health to the metrics (called on scrape and after calls).
+    pub fn export_health(&self) {
+        for s in &self.catalog.servers {
+            let l = crate::telemetry::mcp_metrics::ServerLabels { server: s.name.clone() };
+            self.metrics.mcp.server_up.get_or_create(&l).set(i64::from(s.health.is_up()));
+            self.metrics.mcp.server_failures.get_or_create(&l).set(s.health.failures());
+        }
+    }
+
+    /// The admin page's view of the servers.
+    pub fn status(&self) -> Value {
+        Value::Array(
+            self.catalog
+                .servers
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": &*s.name,
+                        "transport": s.transport,
+                        "protocol": s.era(),
+                        "up": s.health.is_up(),
+                        "failures": s.health.failures(),
+                        "last_error": s.health.last_error(),
+                        "required": s.required,
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Mcp {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn session_key(cfg: &config::Mcp) -> std::io::Result<Option<Vec<u8>>> {
+    if let Some(k) = &cfg.session_key {
+        return Ok(Some(k.as_bytes().to_vec()));
+    }
+    match &cfg.session_key_file {
+        Some(p) => Ok(Some(std::fs::read(p)?.trim_ascii().to_vec())),
+        None => Ok(None),
+    }
+}
+
+/// Follows one server's unsolicited messages: list_changed drops its cached lists and is
+/// passed on to every client; resource updates are passed on as they are.
+fn watch_server(
+    server: Arc<Server>,
+    catalog: std::sync::Weak<Catalog>,
+    hub: Arc<Hub>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut rx = server.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = stop.changed() => return,
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let Some(method) = msg.get("method").and_then(Value::as_str) else { continue };
+            let kinds = Kind::from_notification(method);
+            if !kinds.is_empty() {
+                let Some(c) = catalog.upgrade() else { return };
+                c.invalidate(&server.name, kinds);
+                tracing::debug!(server = %server.name, method, "list changed");
+                hub.publish(jsonrpc::notification(method, &Value::Null));
+            } else if method == "notifications/resources/updated" {
+                hub.publish(msg);
+            }
+        }
+    });
+}

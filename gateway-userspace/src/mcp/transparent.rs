@@ -1,0 +1,249 @@
+//! MCP traffic intercepted on its way to a server: a destination classed `mcp`, or the address
+//! of a configured server. The client keeps talking to its server (sessions, eras and streams
+//! are theirs); nodegate reads each JSON-RPC message on the way, so the same policy applies as
+//! at `/mcp`: `tools/list` answers are filtered, a `tools/call` that policy refuses is answered
+//! by nodegate with a JSON-RPC error and never reaches the server, and every call is audited
+//! under the workload the kernel named.
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::{dispatch::Audited, handler::json_response, jsonrpc};
+use crate::{
+    proxy::{Conn, Ctx, upstream::Body},
+    telemetry::audit::McpCall,
+};
+
+/// Largest answer to a `tools/list` or `tools/call` read whole to filter or classify it.
+const MAX_INSPECT: usize = 16 * 1024 * 1024;
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+/// Handles one intercepted POST to an MCP server at `dst`.
+pub async fn handle(
+    ctx: Arc<Ctx>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+    dst: SocketAddr,
+) -> Response<Body> {
+    let mcp = ctx.mcp.load_full();
+    let server: Arc<str> =
+        mcp.server_at(&dst.to_string()).map_or_else(|| Arc::from(dst.to_string()), |s| s.name.clone());
+    let start = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, mcp.cfg.max_body_bytes).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &jsonrpc::error(&Value::Null, jsonrpc::INVALID_REQUEST, &format!("request body: {e}"), None),
+            );
+        }
+    };
+    let msg = jsonrpc::Message::parse(&bytes).ok();
+    let (id, method, params) = match &msg {
+        Some(jsonrpc::Message::Request { id, method, params }) => {
+            (id.clone(), method.clone(), params.clone())
+        }
+        // Notifications, responses and whatever else: the server's business, passed on.
+        _ => (Value::Null, String::new(), Value::Null),
+    };
+    let rule = mcp.policy.rule_for(&conn.identity);
+    let governed = matches!(method.as_str(), "tools/call" | "prompts/get" | "resources/read");
+    let mut record = governed.then(|| Audited {
+        ctx: ctx.clone(),
+        mcp: mcp.clone(),
+        caller_identity: conn.identity.clone(),
+        mode: conn.mode,
+        audited: true,
+        rule: None,
+        call: McpCall {
+            method: method.clone(),
+            server: Some(server.clone()),
+            name: params
+                .get("name")
+                .or_else(|| params.get("uri"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            requested: None,
+            arguments: (method == "tools/call" && mcp.cfg.audit_arguments)
+                .then(|| params.get("arguments").map(|a| super::dispatch::redact(a, &mcp.cfg.redact)))
+                .flatten(),
+            protocol_version: parts
+                .headers
+                .get(super::handler::VERSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            outcome: "failed",
+            bytes_sent: bytes.len() as u64,
+            ..Default::default()
+        },
+        start,
+    });
+
+    if let (Some(r), Some(rec)) = (&rule, record.as_mut()) {
+        let name = rec.call.name.clone().unwrap_or_default();
+        let denied = if method == "tools/call" {
+            let args = params.get("arguments").cloned().unwrap_or_else(|| json!({}));
+            r.check_call(&conn.identity, &server, &name, &args).err()
+        } else if !r.server_visible(&server) {
+            Some(crate::policy::CallDenied {
+                rule: r.name.clone(),
+                reason: format!("server {server} is not allowed"),
+            })
+        } else {
+            None
+        };
+        if let Some(d) = denied {
+            rec.call.outcome = "denied";
+            rec.call.error = Some(d.reason.clone());
+            rec.rule = Some(d.rule.clone());
+            let msg = format!("denied by nodegate policy {}: {}", d.rule, d.reason);
+            return json_response(
+                StatusCode::OK,
+                &jsonrpc::error(
+                    &id,
+                    jsonrpc::POLICY_DENIED,
+                    &msg,
+                    Some(json!({"rule": d.rule, "reason": d.reason})),
+                ),
+            );
+        }
+    }
+
+    // On to the server the client addressed.
+    crate::proxy::http::strip_hop_by_hop(&mut parts.headers);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    parts.uri = match format!("http://{dst}{path}").parse::<Uri>() {
+        Ok(u) => u,
+        Err(e) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &jsonrpc::error(&id, jsonrpc::INVALID_REQUEST, &e.to_string(), None),
+            );
+        }
+    };
+    parts.version = http::Version::HTTP_11;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let up = Request::from_parts(parts, full(bytes));
+    let resp = match ctx.upstream.http1.request(up).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(rec) = record.as_mut() {
+                rec.call.error = Some(format!("upstream {dst}: {e}"));
+            }
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                &jsonrpc::error(
+                    &id,
+                    jsonrpc::UPSTREAM_ERROR,
+                    &format!("MCP server {server} at {dst}: {e}"),
+                    None,
+                ),
+            );
+        }
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    crate::proxy::http::strip_hop_by_hop(&mut rparts.headers);
+    let inspect = method == "tools/list" && rule.is_some() || record.is_some();
+    if !inspect || !rparts.status.is_success() {
+        if let Some(rec) = record.as_mut() {
+            rec.call.outcome = if rparts.status.is_success() { "ok" } else { "error" };
+        }
+        return Response::from_parts(rparts, rbody.boxed());
+    }
+    let sse = rparts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if sse && record.is_some() {
+        // A streamed tool answer (progress first) is passed on as it comes.
+        if let Some(rec) = record.as_mut() {
+            rec.call.outcome = "ok";
+        }
+        let rec = record.take();
+        let body = rbody.map_frame(move |f| {
+            let _ = &rec; // the record is written when the stream ends
+            f
+        });
+        return Response::from_parts(rparts, body.boxed());
+    }
+    let data = match Limited::new(rbody, MAX_INSPECT).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                &jsonrpc::error(
+                    &id,
+                    jsonrpc::UPSTREAM_ERROR,
+                    &format!("reading the server's answer: {e}"),
+                    None,
+                ),
+            );
+        }
+    };
+    let filter = |mut v: Value| -> Value {
+        if method == "tools/list"
+            && let Some(r) = &rule
+            && let Some(tools) = v.pointer_mut("/result/tools").and_then(Value::as_array_mut)
+        {
+            tools.retain(|t| {
+                t.get("name").and_then(Value::as_str).is_some_and(|n| r.tool_visible(&server, n))
+            });
+        }
+        v
+    };
+    let out = if sse {
+        let text = String::from_utf8_lossy(&data);
+        let mut out = String::with_capacity(text.len());
+        for ev in text.split_inclusive("\n\n") {
+            let mut rebuilt = String::new();
+            for line in ev.lines() {
+                match line
+                    .strip_prefix("data:")
+                    .map(str::trim_start)
+                    .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                {
+                    Some(v) => {
+                        rebuilt.push_str("data: ");
+                        rebuilt.push_str(&serde_json::to_string(&filter(v)).unwrap_or_default());
+                    }
+                    None => rebuilt.push_str(line),
+                }
+                rebuilt.push('\n');
+            }
+            if ev.ends_with("\n\n") {
+                rebuilt.push('\n');
+            }
+            out.push_str(&rebuilt);
+        }
+        Bytes::from(out)
+    } else {
+        match serde_json::from_slice::<Value>(&data) {
+            Ok(v) => {
+                if let Some(rec) = record.as_mut() {
+                    rec.outcome(&v);
+                }
+                Bytes::from(serde_json::to_vec(&filter(v)).unwrap_or_default())
+            }
+            Err(_) => data,
+        }
+    };
+    if let Some(rec) = record.as_mut() {
+        rec.call.bytes_received = out.len() as u64;
+        if rec.call.outcome == "failed" {
+            rec.call.outcome = "ok";
+        }
+    }
+    rparts.headers.remove(header::CONTENT_LENGTH);
+    rparts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Response::from_parts(rparts, full(out))
+}

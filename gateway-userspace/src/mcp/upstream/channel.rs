@@ -1,0 +1,208 @@
+//! Requests multiplexed over one message stream (stdio, legacy SSE): ids -> waiting calls,
+//! progress tokens -> the call that asked for progress, server requests -> the call they
+//! belong to, everything else -> the unsolicited broadcast.
+//!
+//! A transport attaches a `Link` (where to write) once its handshake is done and detaches it
+//! when the stream ends; calls made while detached fail at once (the server is down).
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{Health, UpstreamError};
+use crate::mcp::jsonrpc::{self, Message};
+
+struct Waiting {
+    done: oneshot::Sender<Value>,
+    events: Option<mpsc::Sender<Value>>,
+    progress: Option<Value>,
+}
+
+#[derive(Default)]
+struct State {
+    link: Option<mpsc::Sender<Value>>,
+    down_reason: Option<String>,
+    waiting: HashMap<u64, Waiting>,
+}
+
+pub struct Channel {
+    name: Arc<str>,
+    state: Mutex<State>,
+    unsolicited: broadcast::Sender<Value>,
+    health: Arc<Health>,
+}
+
+impl Channel {
+    pub fn new(name: Arc<str>, unsolicited: broadcast::Sender<Value>, health: Arc<Health>) -> Arc<Self> {
+        Arc::new(Self { name, state: Mutex::new(State::default()), unsolicited, health })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The transport is ready: messages go to `writer`.
+    pub fn attach(&self, writer: mpsc::Sender<Value>) {
+        let mut s = self.state();
+        s.link = Some(writer);
+        s.down_reason = None;
+        self.health.ok();
+    }
+
+    /// The stream ended: every waiting call fails, new calls fail until the next attach.
+    pub fn detach(&self, reason: String) {
+        let waiting = {
+            let mut s = self.state();
+            s.link = None;
+            s.down_reason = Some(reason.clone());
+            std::mem::take(&mut s.waiting)
+        };
+        self.health.failed(&UpstreamError::Unavailable(reason.clone()));
+        for (id, w) in waiting {
+            let _ = w.done.send(jsonrpc::error(
+                &Value::from(id),
+                jsonrpc::UPSTREAM_ERROR,
+                &format!("MCP server {} went away: {reason}", self.name),
+                None,
+            ));
+        }
+    }
+
+    pub async fn send(&self, msg: Value) -> Result<(), UpstreamError> {
+        let link = {
+            let s = self.state();
+            s.link.clone().ok_or_else(|| {
+                UpstreamError::Unavailable(s.down_reason.clone().unwrap_or_else(|| "starting".into()))
+            })?
+        };
+        link.send(msg).await.map_err(|_| UpstreamError::Unavailable("stream closed".into()))
+    }
+
+    pub async fn call(
+        &self,
+        id: u64,
+        method: &str,
+        params: Value,
+        events: Option<mpsc::Sender<Value>>,
+    ) -> Result<Value, UpstreamError> {
+        let (done, rx) = oneshot::channel();
+        let progress = params.pointer("/_meta/progressToken").cloned();
+        self.state().waiting.insert(id, Waiting { done, events, progress });
+        let guard = Forget { ch: self, id };
+        self.send(jsonrpc::request(&Value::from(id), method, &params)).await?;
+        let r = rx.await.map_err(|_| UpstreamError::Unavailable("stream closed".into()));
+        drop(guard);
+        r
+    }
+
+    /// Hands the handshake's own request to the stream before a link is attached.
+    pub fn expect(&self, id: u64) -> oneshot::Receiver<Value> {
+        let (done, rx) = oneshot::channel();
+        self.state().waiting.insert(id, Waiting { done, events: None, progress: None });
+        rx
+    }
+
+    /// Routes one message read from the stream; returns a reply to write back, if any.
+    pub fn dispatch(&self, msg: Value) -> Option<Value> {
+        let parsed = match Message::from_value(msg.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(server = %self.name, error = %e, "ignoring a malformed message");
+                return None;
+            }
+        };
+        match parsed {
+            Message::Response { id, body } => {
+                let Some(w) = id.as_u64().and_then(|n| self.state().waiting.remove(&n)) else {
+                    tracing::debug!(server = %self.name, %id, "response to no waiting request");
+                    return None;
+                };
+                let _ = w.done.send(body);
+                None
+            }
+            Message::Notification { method, params } => {
+                let token =
+                    (method == "notifications/progress").then(|| params.get("progressToken")).flatten();
+                let sink = token.and_then(|t| {
+                    self.state()
+                        .waiting
+                        .values()
+                        .find(|w| w.progress.as_ref() == Some(t))
+                        .and_then(|w| w.events.clone())
+                });
+                match sink {
+                    Some(s) => {
+                        let _ = s.try_send(msg);
+                    }
+                    None => {
+                        let _ = self.unsolicited.send(msg);
+                    }
+                }
+                None
+            }
+            Message::Request { id, method, .. } => {
+                if method == "ping" {
+                    return Some(jsonrpc::result(&id, json!({})));
+                }
+                // A stream does not say which call a server request belongs to: it goes to
+                // the only call that can take one; with none or several it is refused.
+                let sinks: Vec<_> = self.state().waiting.values().filter_map(|w| w.events.clone()).collect();
+                match sinks.as_slice() {
+                    [one] if one.try_send(msg).is_ok() => None,
+                    _ => Some(jsonrpc::error(
+                        &id,
+                        jsonrpc::METHOD_NOT_FOUND,
+                        &format!("{method}: no client to relay it to"),
+                        None,
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// Removes a call's entry when it finishes or is abandoned.
+struct Forget<'a> {
+    ch: &'a Channel,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.ch.state().waiting.remove(&self.id);
+    }
+}
+
+/// The initialize handshake, shared by stdio and SSE: request, wait, then `initialized`.
+pub async fn handshake(
+    ch: &Channel,
+    write: &mpsc::Sender<Value>,
+    timeout: std::time::Duration,
+) -> Result<Value, UpstreamError> {
+    const INIT_ID: u64 = 0;
+    let rx = ch.expect(INIT_ID);
+    let params = json!({
+        "protocolVersion": super::HANDSHAKE_VERSION,
+        "capabilities": super::client_capabilities(),
+        "clientInfo": super::client_info(),
+    });
+    write
+        .send(jsonrpc::request(&Value::from(INIT_ID), "initialize", &params))
+        .await
+        .map_err(|_| UpstreamError::Unavailable("stream closed during initialize".into()))?;
+    let resp = tokio::time::timeout(timeout, rx)
+        .await
+        .map_err(|_| UpstreamError::Timeout(timeout))?
+        .map_err(|_| UpstreamError::Unavailable("stream closed during initialize".into()))?;
+    if let Some(e) = resp.get("error") {
+        return Err(UpstreamError::Protocol(format!("initialize refused: {e}")));
+    }
+    write
+        .send(jsonrpc::notification("notifications/initialized", &Value::Null))
+        .await
+        .map_err(|_| UpstreamError::Unavailable("stream closed after initialize".into()))?;
+    Ok(resp)
+}

@@ -1,0 +1,183 @@
+//! MCP rules: which servers and tools a workload sees and may call, and CEL conditions on
+//! call arguments. The first rule whose selector matches the caller decides; no rule matches:
+//! everything is visible and callable. Conditions are compiled once per config version.
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Pattern, Selector};
+use crate::{config, identity::Identity};
+
+pub struct McpPolicy {
+    rules: Vec<Arc<McpRule>>,
+}
+
+pub struct McpRule {
+    /// `mcp.policies[i]`, for errors and audit.
+    pub name: String,
+    selector: Selector,
+    servers: Vec<Pattern>,
+    tools: Vec<Pattern>,
+    deny_tools: Vec<Pattern>,
+    constraints: Vec<Constraint>,
+}
+
+struct Constraint {
+    name: String,
+    tool: Pattern,
+    source: String,
+    program: cel::Program,
+}
+
+/// Why a call was refused: the rule and, for conditions, what it required.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallDenied {
+    pub rule: String,
+    pub reason: String,
+}
+
+impl McpPolicy {
+    /// Builds the rules; conditions that do not compile were reported by config validation and
+    /// are kept as always-false here, so a bad condition can never open access.
+    pub fn new(rules: &[config::McpPolicy]) -> Self {
+        let rules = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let name = format!("mcp.policies[{i}]");
+                let constraints = r
+                    .constraints
+                    .iter()
+                    .enumerate()
+                    .map(|(c, con)| Constraint {
+                        name: format!("{name}.constraints[{c}]"),
+                        tool: Pattern::new(&con.tool),
+                        source: con.when.clone(),
+                        program: cel::Program::compile(&con.when).unwrap_or_else(|_| {
+                            cel::Program::compile("false").unwrap_or_else(|_| unreachable!())
+                        }),
+                    })
+                    .collect();
+                Arc::new(McpRule {
+                    name,
+                    selector: Selector::new(&r.selector),
+                    servers: r.servers.iter().map(|s| Pattern::new(s)).collect(),
+                    tools: r.tools.iter().map(|s| Pattern::new(s)).collect(),
+                    deny_tools: r.deny_tools.iter().map(|s| Pattern::new(s)).collect(),
+                    constraints,
+                })
+            })
+            .collect();
+        Self { rules }
+    }
+
+    /// The rule that governs `id`, if any.
+    pub fn rule_for(&self, id: &Identity) -> Option<Arc<McpRule>> {
+        self.rules.iter().find(|r| r.selector.matches(id)).cloned()
+    }
+}
+
+impl McpRule {
+    pub fn server_visible(&self, server: &str) -> bool {
+        self.servers.is_empty() || self.servers.iter().any(|p| p.matches(server))
+    }
+
+    pub fn tool_visible(&self, server: &str, tool: &str) -> bool {
+        if !self.server_visible(server) {
+            return false;
+        }
+        let full = format!("{server}/{tool}");
+        (self.tools.is_empty() || self.tools.iter().any(|p| p.matches(&full)))
+            && !self.deny_tools.iter().any(|p| p.matches(&full))
+    }
+
+    /// Visibility, then every condition that applies to the tool.
+    pub fn check_call(
+        &self,
+        id: &Identity,
+        server: &str,
+        tool: &str,
+        arguments: &Value,
+    ) -> Result<(), CallDenied> {
+        if !self.tool_visible(server, tool) {
+            return Err(CallDenied {
+                rule: self.name.clone(),
+                reason: format!("tool {server}/{tool} is not allowed for workload {}", id.workload),
+            });
+        }
+        let full = format!("{server}/{tool}");
+        for c in self.constraints.iter().filter(|c| c.tool.matches(&full)) {
+            let deny = |why: String| CallDenied { rule: c.name.clone(), reason: why };
+            let mut cx = cel::Context::default();
+            let args = cel::to_value(arguments).map_err(|e| deny(format!("arguments: {e}")))?;
+            cx.add_variable_from_value("arguments", args);
+            cx.add_variable_from_value("tool", tool.to_string());
+            cx.add_variable_from_value("server", server.to_string());
+            cx.add_variable_from_value("identity", id.workload.to_string());
+            match c.program.execute(&cx) {
+                Ok(cel::Value::Bool(true)) => {}
+                Ok(cel::Value::Bool(false)) => {
+                    return Err(deny(format!("condition `{}` is false", c.source)));
+                }
+                Ok(other) => {
+                    return Err(deny(format!("condition `{}` gave {other:?}, not a boolean", c.source)));
+                }
+                Err(e) => return Err(deny(format!("condition `{}` failed: {e}", c.source))),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy() -> McpPolicy {
+        McpPolicy::new(&[config::McpPolicy {
+            selector: config::Selector { workloads: vec!["agent".into()], cgroups: vec![] },
+            servers: vec!["files".into(), "git*".into()],
+            tools: vec!["files/*".into(), "github/list_repos".into(), "github/get_file".into()],
+            deny_tools: vec!["files/delete".into()],
+            constraints: vec![
+                config::McpConstraint {
+                    tool: "files/read".into(),
+                    when: r#"arguments.path.startsWith("/srv/data/") && !arguments.path.contains("..")"#
+                        .into(),
+                },
+                config::McpConstraint {
+                    tool: "github/get_file".into(),
+                    when: r#"arguments.repo in ["org/app", "org/lib"]"#.into(),
+                },
+            ],
+        }])
+    }
+
+    #[test]
+    fn visibility_follows_servers_tools_and_denials() {
+        let p = policy();
+        let r = p.rule_for(&Identity::named("agent")).unwrap();
+        assert!(r.server_visible("files") && r.server_visible("github") && !r.server_visible("db"));
+        assert!(r.tool_visible("files", "read"));
+        assert!(!r.tool_visible("files", "delete"));
+        assert!(!r.tool_visible("github", "delete_repo"));
+        assert!(p.rule_for(&Identity::named("other")).is_none());
+    }
+
+    #[test]
+    fn conditions_decide_on_the_arguments_and_name_the_rule() {
+        let p = policy();
+        let id = Identity::named("agent");
+        let r = p.rule_for(&id).unwrap();
+        assert!(r.check_call(&id, "files", "read", &json!({"path": "/srv/data/a.txt"})).is_ok());
+        let e = r.check_call(&id, "files", "read", &json!({"path": "/etc/passwd"})).unwrap_err();
+        assert_eq!(e.rule, "mcp.policies[0].constraints[0]");
+        assert!(r.check_call(&id, "files", "read", &json!({"path": "/srv/data/../x"})).is_err());
+        // A missing argument is an evaluation error: denied, never allowed.
+        assert!(r.check_call(&id, "files", "read", &json!({})).is_err());
+        assert!(r.check_call(&id, "github", "get_file", &json!({"repo": "org/app"})).is_ok());
+        assert!(r.check_call(&id, "github", "get_file", &json!({"repo": "evil/app"})).is_err());
+        assert_eq!(r.check_call(&id, "files", "delete", &json!({})).unwrap_err().rule, "mcp.policies[0]");
+    }
+}
