@@ -5,7 +5,7 @@ Usage:
   mcp_server.py NAME sse HOST PORT      the 2024-11-05 HTTP+SSE transport (/sse)
   mcp_server.py NAME stdio              stdio
   mcp_server.py NAME garbage HOST PORT  an HTTP server that answers every POST with non-JSON
-  mcp_server.py NAME hang HOST PORT     an HTTP server that accepts requests and never answers
+  mcp_server.py NAME hang HOST PORT     an HTTP server that accepts POSTs and never answers them
 
 Its tools are the ones policy rules are written about: files and repositories, with arguments
 worth constraining. Every answer names the server (NAME), so a test can tell where a call went.
@@ -82,6 +82,10 @@ async def garbage(host: str, port: int, hang: bool) -> None:
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":")[1])
                 await reader.readexactly(length)
+                if not head.startswith(b"POST"):
+                    writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    await writer.drain()
+                    continue
                 if hang:
                     await asyncio.sleep(3600)
                 body = b"<html>this is not JSON-RPC</html>"
