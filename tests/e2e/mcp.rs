@@ -74,10 +74,13 @@ fn federates_http_sse_and_stdio_servers_for_clients_of_both_eras() {
             "calls",
             era,
             KEY_A,
-            &[r#"[["whoami",{}],["everything_echo",{"message":"via http"}],["evsse_echo",{"message":"via sse"}],["evstdio_echo",{"message":"via stdio"}],["evstdio_get-sum",{"a":2,"b":40}],["fail",{}]]"#],
+            &[
+                r#"[["whoami",{}],["everything_echo",{"message":"via http"}],["evsse_echo",{"message":"via sse"}],["evstdio_echo",{"message":"via stdio"}],["evstdio_get-sum",{"a":2,"b":40}],["fail",{}]]"#,
+            ],
             &topo,
         );
-        let texts: Vec<&str> = r["results"].as_array().unwrap().iter().map(|x| x["text"].as_str().unwrap_or("")).collect();
+        let texts: Vec<&str> =
+            r["results"].as_array().unwrap().iter().map(|x| x["text"].as_str().unwrap_or("")).collect();
         assert_eq!(texts[0], "files", "{era}: {r}");
         assert_eq!(texts[1], "Echo: via http", "{era}: {r}");
         assert_eq!(texts[2], "Echo: via sse", "{era}: {r}");
@@ -87,23 +90,42 @@ fn federates_http_sse_and_stdio_servers_for_clients_of_both_eras() {
 
         let rd = client("read", era, KEY_A, &["file:///files/readme"], &topo);
         assert_eq!(rd["text"], "readme of files", "{era}: {rd}");
-        let rd = client("read", era, KEY_A, &["everything+demo://resource/static/document/architecture.md"], &topo);
+        let rd = client(
+            "read",
+            era,
+            KEY_A,
+            &["everything+demo://resource/static/document/architecture.md"],
+            &topo,
+        );
         assert_eq!(rd["uri"], "everything+demo://resource/static/document/architecture.md", "{era}: {rd}");
         assert!(rd["text"].as_str().is_some_and(|t| !t.is_empty()), "{era}: {rd}");
         let p = client("prompt", era, KEY_A, &["review", r#"{"code":"fn main(){}"}"#], &topo);
         assert_eq!(p["text"], "files: please review fn main(){}", "{era}: {p}");
     }
 
-    let call = gw.wait_audit("audited stdio call", |v| v["kind"] == "mcp" && v["server"] == "evstdio" && v["name"] == "get-sum");
+    let call = gw.wait_audit("audited stdio call", |v| {
+        v["kind"] == "mcp" && v["server"] == "evstdio" && v["name"] == "get-sum"
+    });
     assert_eq!(call["identity"], "agent-a");
     assert_eq!(call["arguments"], json!({"a": 2, "b": 40}));
     assert_eq!(call["outcome"], "ok");
-    assert!(call["duration_ms"].as_f64().is_some() && call["bytes_received"].as_u64().unwrap_or(0) > 0, "{call}");
-    let eras: Vec<Value> =
-        gw.audit_lines().into_iter().filter(|v| v["name"] == "whoami").map(|v| v["protocol_version"].clone()).collect();
+    assert!(
+        call["duration_ms"].as_f64().is_some() && call["bytes_received"].as_u64().unwrap_or(0) > 0,
+        "{call}"
+    );
+    let eras: Vec<Value> = gw
+        .audit_lines()
+        .into_iter()
+        .filter(|v| v["name"] == "whoami")
+        .map(|v| v["protocol_version"].clone())
+        .collect();
     assert!(eras.contains(&json!("2026-07-28")) && eras.contains(&json!("2025-11-25")), "{eras:?}");
     let failed = gw.wait_audit("tool error", |v| v["name"] == "fail");
-    assert_eq!((failed["outcome"].as_str(), failed["tool_error"].as_bool()), (Some("ok"), Some(true)), "{failed}");
+    assert_eq!(
+        (failed["outcome"].as_str(), failed["tool_error"].as_bool()),
+        (Some("ok"), Some(true)),
+        "{failed}"
+    );
     let m = metrics(&topo.node, ADMIN);
     assert!(
         m.lines().any(|l| l.starts_with("nodegate_mcp_calls_total{")
@@ -116,9 +138,18 @@ fn federates_http_sse_and_stdio_servers_for_clients_of_both_eras() {
     assert!(m.contains("nodegate_mcp_request_duration_seconds_bucket{"), "{m}");
     // ng-probe parses a JSON body.
     let servers = probe(&["get", ADMIN, "/mcp/servers"], Some(&topo.node), None)["body"].clone();
-    let by = |n: &str| servers.as_array().unwrap().iter().find(|s| s["name"] == n).cloned().unwrap_or_default();
-    assert_eq!(by("files")["protocol"], "2026-07-28", "the Python server speaks the stateless era: {servers}");
-    assert_eq!(by("everything")["protocol"], "2025-11-25", "server-everything needs the handshake: {servers}");
+    let by =
+        |n: &str| servers.as_array().unwrap().iter().find(|s| s["name"] == n).cloned().unwrap_or_default();
+    assert_eq!(
+        by("files")["protocol"],
+        "2026-07-28",
+        "the Python server speaks the stateless era: {servers}"
+    );
+    assert_eq!(
+        by("everything")["protocol"],
+        "2025-11-25",
+        "server-everything needs the handshake: {servers}"
+    );
     assert!(servers.as_array().unwrap().iter().all(|s| s["up"] == true), "{servers}");
 }
 
@@ -189,7 +220,11 @@ fn policy_filters_lists_and_checks_call_arguments() {
     );
     for era in ERAS {
         let b = client("lists", era, KEY_B, &[], &topo);
-        assert_eq!(strs(&b["tools"]), ["get_file", "read_file"], "{era}: agent-b sees only what it may call: {b}");
+        assert_eq!(
+            strs(&b["tools"]),
+            ["get_file", "read_file"],
+            "{era}: agent-b sees only what it may call: {b}"
+        );
         let a = client("lists", era, KEY_A, &[], &topo);
         assert!(strs(&a["tools"]).len() > 10, "{era}: no rule for agent-a: everything: {a}");
 
@@ -197,7 +232,9 @@ fn policy_filters_lists_and_checks_call_arguments() {
             "calls",
             era,
             KEY_B,
-            &[r#"[["read_file",{"path":"/srv/data/report.txt"}],["read_file",{"path":"/etc/passwd"}],["read_file",{"path":"/srv/data/../../etc/passwd"}],["get_file",{"repo":"org/app","path":"README.md","token":"s3cret"}],["get_file",{"repo":"evil/app","path":"README.md"}],["delete_file",{"path":"/srv/data/x"}],["echo",{"message":"x"}]]"#],
+            &[
+                r#"[["read_file",{"path":"/srv/data/report.txt"}],["read_file",{"path":"/etc/passwd"}],["read_file",{"path":"/srv/data/../../etc/passwd"}],["get_file",{"repo":"org/app","path":"README.md","token":"s3cret"}],["get_file",{"repo":"evil/app","path":"README.md"}],["delete_file",{"path":"/srv/data/x"}],["echo",{"message":"x"}]]"#,
+            ],
             &topo,
         );
         let res = r["results"].as_array().unwrap();
@@ -211,14 +248,19 @@ fn policy_filters_lists_and_checks_call_arguments() {
         ] {
             assert_eq!(res[i]["code"], -32003, "{era}: call {i} must be denied: {r}");
             assert_eq!(res[i]["data"]["rule"], rule, "{era}: call {i}: {r}");
-            assert!(res[i]["message"].as_str().unwrap_or("").contains(rule), "the message names the rule: {r}");
+            assert!(
+                res[i]["message"].as_str().unwrap_or("").contains(rule),
+                "the message names the rule: {r}"
+            );
         }
         assert_eq!(res[3]["text"], "files org/app:README.md", "{era}: {r}");
         // agent-a has no rule: the same calls go through.
         let r = client("call", era, KEY_A, &["delete_file", r#"{"path":"/etc/x"}"#], &topo);
         assert_eq!(r["text"], "files deleted /etc/x", "{era}: {r}");
     }
-    let denied = gw.wait_audit("denied call", |v| v["kind"] == "mcp" && v["decision"] == "deny" && v["name"] == "get_file");
+    let denied = gw.wait_audit("denied call", |v| {
+        v["kind"] == "mcp" && v["decision"] == "deny" && v["name"] == "get_file"
+    });
     assert_eq!(denied["rule"], "mcp.policies[0].constraints[1]");
     assert_eq!(denied["identity"], "agent-b");
     assert_eq!(denied["arguments"]["repo"], "evil/app");
@@ -248,7 +290,10 @@ fn one_failing_server_never_breaks_the_others() {
     for era in ERAS {
         let l = client("lists", era, KEY_A, &[], &topo);
         let tools = strs(&l["tools"]);
-        assert!(tools.contains(&"read_file".to_string()) && tools.contains(&"echo".to_string()), "{era}: {l}");
+        assert!(
+            tools.contains(&"read_file".to_string()) && tools.contains(&"echo".to_string()),
+            "{era}: {l}"
+        );
         let missing: Vec<String> = l["tools_meta"]["nodegate/unavailable"]
             .as_array()
             .into_iter()
@@ -268,7 +313,10 @@ fn one_failing_server_never_breaks_the_others() {
     let st = probe(&["get", ADMIN, "/mcp/servers"], Some(&topo.node), None)["body"].clone();
     let up = |n: &str| st.as_array().unwrap().iter().find(|s| s["name"] == n).map(|s| s["up"].clone());
     assert_eq!((up("files"), up("everything")), (Some(json!(true)), Some(json!(false))), "{st}");
-    assert!(metrics(&topo.node, ADMIN).contains("nodegate_mcp_server_up{server=\"everything\"} 0"), "health in metrics");
+    assert!(
+        metrics(&topo.node, ADMIN).contains("nodegate_mcp_server_up{server=\"everything\"} 0"),
+        "health in metrics"
+    );
     drop(gw);
 
     // A server marked required fails the lists closed instead.
@@ -308,8 +356,9 @@ fn a_session_survives_a_gateway_restart() {
     let gw2 = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
     std::fs::write(&flag, "go").unwrap_or_else(|e| panic!("{e}"));
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
     assert_eq!(v["first"]["is_error"], false, "{v}");
     assert_eq!(v["second"]["is_error"], false, "the same session id works on the restarted gateway: {v}");
     assert!(v["second"]["text"].as_str().is_some_and(|t| t.contains("PATH")), "{v}");
@@ -334,7 +383,13 @@ fn progress_sampling_and_list_changes_reach_the_client() {
     );
     for era in ERAS {
         // Progress from a handshake-era server and from a stateless-era one.
-        let p = client("progress", era, KEY_A, &["trigger-long-running-operation", r#"{"duration":1,"steps":3}"#], &topo);
+        let p = client(
+            "progress",
+            era,
+            KEY_A,
+            &["trigger-long-running-operation", r#"{"duration":1,"steps":3}"#],
+            &topo,
+        );
         assert_eq!(p["progress"], json!([1.0, 2.0, 3.0]), "{era}: {p}");
         let p = client("progress", era, KEY_A, &["slow", r#"{"steps":4}"#], &topo);
         assert_eq!(p["text"], "files done after 4 steps", "{era}: {p}");
@@ -355,7 +410,10 @@ fn progress_sampling_and_list_changes_reach_the_client() {
     for (era, tool) in [("legacy", "added_one"), ("auto", "added_two")] {
         let c = client("list_changed", era, KEY_A, &["add_tool", tool], &topo);
         assert!(c["notified"] == true || c["notified"] == "ToolsListChanged", "{era}: {c}");
-        assert!(!strs(&c["before"]).contains(&tool.to_string()) && strs(&c["after"]).contains(&tool.to_string()), "{c}");
+        assert!(
+            !strs(&c["before"]).contains(&tool.to_string()) && strs(&c["after"]).contains(&tool.to_string()),
+            "{c}"
+        );
     }
 }
 
@@ -389,17 +447,20 @@ fn bad_input_gets_clear_json_rpc_errors_and_disturbs_nothing() {
     let unknown: Vec<&str> = unknown.iter().map(String::as_str).collect();
     let (s, v, _) = curl_post(ns, GW, &unknown, &modern_request(4, "nope/nothing", json!({})));
     assert_eq!((s, v["error"]["code"].as_i64()), (200, Some(-32601)), "{v}");
-    let big = modern_request(5, "tools/call", json!({"name": "read_file", "arguments": {"path": "x".repeat(8000)}}));
+    let big = modern_request(
+        5,
+        "tools/call",
+        json!({"name": "read_file", "arguments": {"path": "x".repeat(8000)}}),
+    );
     let (s, v, _) = curl_post(ns, GW, &h, &big);
     assert_eq!((s, v["error"]["code"].as_i64()), (413, Some(-32600)), "{v}");
-    let (s, v, _) = curl_post(
-        ns,
-        GW,
-        &["content-type: application/json", "mcp-protocol-version: 1999-01-01"],
-        &ok_body,
-    );
+    let (s, v, _) =
+        curl_post(ns, GW, &["content-type: application/json", "mcp-protocol-version: 1999-01-01"], &ok_body);
     assert_eq!((s, v["error"]["code"].as_i64()), (400, Some(-32022)), "{v}");
-    assert!(v["error"]["data"]["supported"].as_array().is_some_and(|a| a.contains(&json!("2026-07-28"))), "{v}");
+    assert!(
+        v["error"]["data"]["supported"].as_array().is_some_and(|a| a.contains(&json!("2026-07-28"))),
+        "{v}"
+    );
     let mut mismatch = h.clone();
     mismatch[3] = "mcp-method: tools/call";
     let (s, v, _) = curl_post(ns, GW, &mismatch, &ok_body);
@@ -422,7 +483,10 @@ fn bad_input_gets_clear_json_rpc_errors_and_disturbs_nothing() {
     allowed.push("origin: http://localhost:6274");
     let (s, v, _) = curl_post(ns, GW, &allowed, &ok_body);
     assert_eq!(s, 200, "{v}");
-    assert!(v["result"]["tools"].as_array().is_some_and(|t| t.iter().any(|x| x["name"] == "read_file")), "{v}");
+    assert!(
+        v["result"]["tools"].as_array().is_some_and(|t| t.iter().any(|x| x["name"] == "read_file")),
+        "{v}"
+    );
     assert_eq!(v["result"]["resultType"], "complete", "2026-07-28 results carry resultType: {v}");
     let r = client("call", "legacy", KEY_A, &["whoami"], &topo);
     assert_eq!(r["text"], "files", "{r}");
@@ -498,7 +562,9 @@ mcp:
             era,
             &url,
             "-",
-            &[r#"[["read_file",{"path":"/srv/data/a"}],["read_file",{"path":"/root/.ssh/id_rsa"}],["delete_file",{"path":"/srv/data/a"}]]"#],
+            &[
+                r#"[["read_file",{"path":"/srv/data/a"}],["read_file",{"path":"/root/.ssh/id_rsa"}],["delete_file",{"path":"/srv/data/a"}]]"#,
+            ],
             Some(&topo.pod),
             Some(enrolled),
         );
@@ -507,7 +573,9 @@ mcp:
         assert_eq!(r["results"][1]["data"]["rule"], "mcp.policies[0].constraints[0]", "{era}: {r}");
         assert_eq!(r["results"][2]["code"], -32003, "{era}: {r}");
     }
-    let a = gw.wait_audit("transparent MCP call", |v| v["kind"] == "mcp" && v["mode"] == "transparent" && v["outcome"] == "ok");
+    let a = gw.wait_audit("transparent MCP call", |v| {
+        v["kind"] == "mcp" && v["mode"] == "transparent" && v["outcome"] == "ok"
+    });
     assert_eq!(a["identity"], "research-agent", "named by the kernel: {a}");
     assert_eq!(a["server"], "files");
     let d = gw.wait_audit("transparent denial", |v| v["kind"] == "mcp" && v["decision"] == "deny");

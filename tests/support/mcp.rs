@@ -13,7 +13,9 @@ use super::{Cgroup, Netns, Proc, probe, repo_root, spawn, spawn_child, wait_unti
 /// Where .ci/run installs server-everything; NODEGATE_MCP_EVERYTHING overrides.
 pub fn everything_js() -> PathBuf {
     let p = std::env::var("NODEGATE_MCP_EVERYTHING").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from("/var/cache/nodegate/npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        PathBuf::from(
+            "/var/cache/nodegate/npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
+        )
     });
     assert!(
         p.exists(),
@@ -51,7 +53,14 @@ pub fn mcp_server(ns: &Netns, name: &str, mode: &str, host: &str, port: u16) -> 
 pub fn everything(ns: &Netns, mode: &str, port: u16) -> Proc {
     let js = everything_js().display().to_string();
     let env_port = format!("PORT={port}");
-    let mut p = spawn(Path::new("env"), &[&env_port, "node", &js, mode], Some(ns), None, Stdio::null(), Stdio::null());
+    let mut p = spawn(
+        Path::new("env"),
+        &[&env_port, "node", &js, mode],
+        Some(ns),
+        None,
+        Stdio::null(),
+        Stdio::null(),
+    );
     wait_listening(ns, &format!("127.0.0.1:{port}"), &format!("server-everything ({mode})"), &mut p);
     p
 }
@@ -77,7 +86,8 @@ pub fn mcp_client(
         !stderr.contains("ModuleNotFoundError"),
         "the mcp SDK is not installed (pip install 'mcp>=2.3,<2.4'; .ci/run does): {stderr}"
     );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{scenario} printed {stdout:?} ({e}); stderr: {stderr}"))
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{scenario} printed {stdout:?} ({e}); stderr: {stderr}"))
 }
 
 /// POSTs `body` with extra `headers` via curl in `ns`: (HTTP status, JSON body or Null, headers).
@@ -93,7 +103,11 @@ pub fn curl_post(ns: &Netns, url: &str, headers: &[&str], body: &str) -> (u16, V
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     let status = code.trim().parse().unwrap_or(0);
-    (status, serde_json::from_str(body.trim()).unwrap_or(Value::Null), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        status,
+        serde_json::from_str(body.trim()).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The headers of a 2026-07-28 request for `method`.

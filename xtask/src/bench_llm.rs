@@ -31,7 +31,7 @@ pub struct Args {
     out: PathBuf,
 }
 
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -39,7 +39,7 @@ impl Drop for Killed {
     }
 }
 
-fn rss_mb(pid: u32) -> f64 {
+pub(crate) fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -75,21 +75,22 @@ async fn one(client: &HttpClient, url: &str, body: &Bytes) -> anyhow::Result<(Du
     Ok((start.elapsed(), bytes.len()))
 }
 
-struct Run {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: usize,
+pub(crate) struct Run {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) errors: usize,
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
+pub(crate) fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0)
 }
 
 /// Closed loop: `conns` workers send back to back for `secs`. With `rate`, an open loop instead:
-/// each worker sends on a fixed schedule and latency is measured from the scheduled time.
-async fn load(url: &str, body: Bytes, conns: usize, secs: u64, rate: Option<f64>) -> Run {
+/// each worker sends on a fixed schedule; a request sent late because its predecessor overran is
+/// measured from its scheduled time.
+pub(crate) async fn load(url: &str, body: Bytes, conns: usize, secs: u64, rate: Option<f64>) -> Run {
     let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(conns).build_http();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let url: Arc<str> = url.into();
@@ -100,17 +101,27 @@ async fn load(url: &str, body: Bytes, conns: usize, secs: u64, rate: Option<f64>
             let mut lat = Vec::new();
             let mut errors = 0;
             let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
+            // An open loop measures steady state: each worker's connection is opened (and the
+            // proxy's per-connection work done) by one unmeasured request first.
+            if interval.is_some() {
+                let _ = one(&client, &url, &body).await;
+            }
             let mut next =
                 Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(w as f64 / conns as f64));
             while Instant::now() < deadline {
-                if interval.is_some() {
+                // Open loop: a request that could not start on time because the previous one
+                // was still running counts from its scheduled time (no coordinated omission);
+                // one that waited for its slot counts from when it was sent, so the timer's
+                // wake-up jitter (about a millisecond) is not charged to the system measured.
+                let behind = interval.is_some() && Instant::now() > next;
+                if interval.is_some() && !behind {
                     tokio::time::sleep_until(next.into()).await;
                 }
                 let scheduled = next;
                 match one(&client, &url, &body).await {
-                    Ok((d, _)) => lat.push(
-                        if interval.is_some() { scheduled.elapsed().max(d) } else { d }.as_secs_f64() * 1e3,
-                    ),
+                    Ok((d, _)) => {
+                        lat.push(if behind { scheduled.elapsed().max(d) } else { d }.as_secs_f64() * 1e3)
+                    }
                     Err(_) => errors += 1,
                 }
                 if let Some(i) = interval {
@@ -132,7 +143,7 @@ async fn load(url: &str, body: Bytes, conns: usize, secs: u64, rate: Option<f64>
     Run { rps: n as f64 / secs as f64, p50_ms: pct(&mut all, 0.5), p99_ms: pct(&mut all, 0.99), errors }
 }
 
-async fn wait_http(url: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_http(url: &str) -> anyhow::Result<()> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     for _ in 0..600 {
         if let Ok(uri) = url.parse::<hyper::Uri>()

@@ -2,6 +2,7 @@
 //! `cargo xtask bench redirect` (the interception benchmark).
 mod bench_inference;
 mod bench_llm;
+mod bench_mcp;
 mod bench_pick;
 mod bench_redirect;
 
@@ -42,6 +43,8 @@ enum Bench {
     Pick,
     /// Routing strategies side by side against simulated servers of unequal speed.
     Inference(bench_inference::Args),
+    /// MCP tools/call through nodegate vs direct; tools/list over 10 federated servers.
+    Mcp(bench_mcp::Args),
 }
 
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
@@ -106,5 +109,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { which: Bench::Llm(a) } => bench_llm::run(a),
         Cmd::Bench { which: Bench::Pick } => bench_pick::run(),
         Cmd::Bench { which: Bench::Inference(a) } => bench_inference::run(a),
+        Cmd::Bench { which: Bench::Mcp(a) } => bench_mcp::run(a),
     }
 }

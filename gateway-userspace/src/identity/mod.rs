@@ -14,6 +14,7 @@ use std::{
 use crate::config::IdentityMapping;
 
 pub mod peer;
+pub mod sockdiag;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -73,12 +73,25 @@ struct Cached {
     at: Instant,
 }
 
+/// A merged list as one policy view shows it, kept until one of the lists it was made from
+/// is replaced.
+pub struct Merged {
+    pub items: Vec<Value>,
+    /// `items` serialized: a cached tools/list answer is a copy of these bytes.
+    pub json: bytes::Bytes,
+    /// The lists merged (held so their addresses, the cache key, stay unique).
+    _from: Vec<Arc<Vec<Value>>>,
+}
+
+type MergedCache = HashMap<(Kind, String), (Vec<usize>, Arc<Merged>)>;
+
 pub struct Catalog {
     pub servers: Vec<Arc<Server>>,
     prefix: PrefixMode,
     separator: String,
     ttl: Duration,
     cache: Mutex<HashMap<(usize, Kind), Cached>>,
+    merged: Mutex<MergedCache>,
 }
 
 /// One server's share of a merged list: its items, or why it is missing.
@@ -95,7 +108,14 @@ pub struct Resolved {
 
 impl Catalog {
     pub fn new(servers: Vec<Arc<Server>>, prefix: PrefixMode, separator: String, ttl: Duration) -> Self {
-        Self { servers, prefix, separator, ttl, cache: Mutex::new(HashMap::new()) }
+        Self {
+            servers,
+            prefix,
+            separator,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+            merged: Mutex::new(HashMap::new()),
+        }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, Kind), Cached>> {
@@ -221,6 +241,30 @@ impl Catalog {
             }
         }
         out
+    }
+
+    /// [`Self::merge`], cached per policy `view` (the rule's name) until a list changes.
+    pub fn merged(
+        &self,
+        kind: Kind,
+        parts: &[Part],
+        view: &str,
+        keep: impl Fn(&str, &Value) -> bool,
+    ) -> Arc<Merged> {
+        let key: Vec<usize> =
+            parts.iter().map(|p| p.items.as_ref().map_or(0, |a| Arc::as_ptr(a) as usize)).collect();
+        let lock = || self.merged.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, m)) = lock().get(&(kind, view.to_string()))
+            && *k == key
+        {
+            return m.clone();
+        }
+        let items = self.merge(kind, parts, keep);
+        let json = bytes::Bytes::from(serde_json::to_vec(&items).unwrap_or_else(|_| b"[]".to_vec()));
+        let from = parts.iter().filter_map(|p| p.items.as_ref().ok().cloned()).collect();
+        let m = Arc::new(Merged { items, json, _from: from });
+        lock().insert((kind, view.to_string()), (key, m.clone()));
+        m
     }
 
     /// Maps an exposed name back. Uses the same lists (and naming) the client was shown.

@@ -126,7 +126,9 @@ async fn list(mcp: &Mcp, caller: &Caller, id: &Value, kind: Kind, params: &Value
         }
         _ => true,
     };
-    let items = mcp.catalog.merge(kind, &parts, keep);
+    let view = rule.as_ref().map_or("", |r| r.name.as_str());
+    let merged = mcp.catalog.merged(kind, &parts, view, keep);
+    let items = &merged.items;
     mcp.export_health();
     mcp.metrics
         .mcp
@@ -149,6 +151,9 @@ async fn list(mcp: &Mcp, caller: &Caller, id: &Value, kind: Kind, params: &Value
         }
     };
     let size = if mcp.cfg.page_size == 0 { usize::MAX } else { mcp.cfg.page_size };
+    if offset == 0 && size >= items.len() && unavailable.is_empty() {
+        return whole_list(id, kind, &merged.json, caller.modern);
+    }
     let page: Vec<Value> = items.iter().skip(offset).take(size).cloned().collect();
     let mut result = Map::new();
     let end = offset.saturating_add(page.len());
@@ -162,6 +167,29 @@ async fn list(mcp: &Mcp, caller: &Caller, id: &Value, kind: Kind, params: &Value
     let mut msg = jsonrpc::result(id, Value::Object(result));
     fit_result(&mut msg, kind.method(), caller.modern);
     json_response(StatusCode::OK, &msg)
+}
+
+/// A one-page answer written around the cached serialized list: no per-request serialization
+/// of what did not change.
+fn whole_list(id: &Value, kind: Kind, items_json: &[u8], modern: bool) -> Response<Body> {
+    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
+    let mut out = Vec::with_capacity(items_json.len() + 128);
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b",\"result\":{\"");
+    out.extend_from_slice(kind.field().as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(items_json);
+    if modern {
+        out.extend_from_slice(b",\"resultType\":\"complete\",\"ttlMs\":0,\"cacheScope\":\"private\"");
+    }
+    out.extend_from_slice(b"}}");
+    let mut r = Response::new(http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
+        http_body_util::Full::new(bytes::Bytes::from(out)),
+        |never| match never {},
+    )));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r
 }
 
 /// The names a routed method refers to, and how to put the server's own name back.

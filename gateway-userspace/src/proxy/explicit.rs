@@ -68,9 +68,16 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
 }
 
 /// A caller on this host is named by its cgroup, like an intercepted one; anyone else is
-/// `unknown` until an API key (LLM requests) says more.
+/// `unknown` until an API key says more. The kernel names the client socket's cgroup
+/// (sock_diag); where it cannot (kernels before 5.8), the /proc scan in `identity::peer` does.
 async fn same_host_identity(ctx: &Ctx, peer: SocketAddr, local: Option<SocketAddr>) -> Arc<Identity> {
     let Some(local) = local else { return Arc::new(Identity::unknown()) };
+    match crate::identity::sockdiag::cgroup_id_of_peer(peer, local) {
+        // Id 1 is the root cgroup: not a workload.
+        Ok(Some(id)) if id > 1 => return ctx.identities.resolve_async(id).await,
+        Ok(_) => return Arc::new(Identity::unknown()),
+        Err(e) => tracing::debug!(error = %e, "sock_diag lookup failed; scanning /proc"),
+    }
     let found =
         tokio::task::spawn_blocking(move || crate::identity::peer::cgroup_path_of_local_peer(peer, local))
             .await;
