@@ -395,17 +395,20 @@ fn progress_sampling_and_list_changes_reach_the_client() {
         assert_eq!(p["text"], "files done after 4 steps", "{era}: {p}");
         assert_eq!(p["progress"].as_array().map(Vec::len), Some(4), "{era}: {p}");
     }
-    // A server's sampling request reaches the client that made the call, and its answer
-    // goes back to the server under the server's own id.
-    let s = client(
-        "sampling",
-        "legacy",
-        KEY_A,
-        &["trigger-sampling-request", r#"{"prompt":"summarise the gateway","maxTokens":8}"#],
-        &topo,
-    );
-    assert!(strs(&s["asked"]).iter().any(|a| a.contains("summarise the gateway")), "{s}");
-    assert!(s["text"].as_str().unwrap_or("").contains("sampled by the client"), "{s}");
+    // A server's sampling request reaches the client that made the call, and its answer goes
+    // back to the server under the server's own id: relayed on the answer's event stream to a
+    // handshake-era client, and as an `input_required` round trip to a 2026-07-28 client.
+    for era in ERAS {
+        let s = client(
+            "sampling",
+            era,
+            KEY_A,
+            &["trigger-sampling-request", r#"{"prompt":"summarise the gateway","maxTokens":8}"#],
+            &topo,
+        );
+        assert!(strs(&s["asked"]).iter().any(|a| a.contains("summarise the gateway")), "{era}: {s}");
+        assert!(s["text"].as_str().unwrap_or("").contains("sampled by the client"), "{era}: {s}");
+    }
     // A tool added at the server: list_changed reaches clients of both eras, and the next list has it.
     for (era, tool) in [("legacy", "added_one"), ("auto", "added_two")] {
         let c = client("list_changed", era, KEY_A, &["add_tool", tool], &topo);

@@ -254,6 +254,18 @@ async fn invoke(
     mut params: Value,
     request_bytes: u64,
 ) -> Response<Body> {
+    // A 2026-07-28 client retrying a call nodegate parked for its input.
+    if let Some(state) = params.get("requestState").and_then(Value::as_str)
+        && state.starts_with(relay::PARK_PREFIX)
+    {
+        return match relay::resume(mcp, &caller, id.clone(), state, &params).await {
+            Some(r) => r,
+            None => json_response(
+                StatusCode::OK,
+                &jsonrpc::error(&id, jsonrpc::INVALID_PARAMS, "requestState names no waiting call (expired?)", None),
+            ),
+        };
+    }
     let start = Instant::now();
     let audited = matches!(method.as_str(), "tools/call" | "prompts/get" | "resources/read");
     let mut record = Audited {

@@ -103,6 +103,8 @@ pub struct Mcp {
     relayed: Mutex<HashMap<String, Relayed>>,
     /// (workload, client's request id) -> (server, nodegate's id there), for cancellation.
     inflight: Mutex<Inflight>,
+    /// Calls waiting for a 2026-07-28 client's `input_required` retry, by request state.
+    parked: Mutex<HashMap<String, relay::Parked>>,
     /// Sessions ended with DELETE (ids are self-contained, so ending one is remembered here).
     ended: Mutex<HashSet<String>>,
     seq: AtomicU64,
@@ -159,6 +161,7 @@ impl Mcp {
             metrics: metrics.clone(),
             relayed: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashMap::new()),
             ended: Mutex::new(HashSet::new()),
             seq: AtomicU64::new(1),
             stop,

@@ -124,6 +124,34 @@ fn finish(
     }
 }
 
+type Answer = Result<Value, super::upstream::UpstreamError>;
+
+/// One routed request still running at its server.
+pub struct Pending {
+    fut: std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>,
+    events: mpsc::Receiver<Value>,
+    server: Arc<Server>,
+    inflight: Inflight,
+    record: Audited,
+    exposed: Option<(String, String)>,
+    method: String,
+}
+
+/// A call waiting for a 2026-07-28 client to fulfil server requests (`input_required`): the
+/// server asked over its stream; the client answers by retrying with `inputResponses` and
+/// this `requestState`.
+pub struct Parked {
+    pending: Pending,
+    /// Input request key -> the server's id for that request.
+    asked: std::collections::HashMap<String, Value>,
+    who: Arc<str>,
+    at: std::time::Instant,
+}
+
+/// How long a parked call waits for the client's retry before it is cancelled.
+const PARK_LIMIT: Duration = Duration::from_secs(120);
+pub const PARK_PREFIX: &str = "nodegate-input-";
+
 #[allow(clippy::too_many_arguments)]
 pub async fn call(
     mcp: &Arc<Mcp>,
@@ -133,29 +161,79 @@ pub async fn call(
     method: String,
     params: Value,
     exposed: Option<(String, String)>,
-    mut record: Audited,
+    record: Audited,
 ) -> Response<Body> {
     let upstream_id = server.next_id();
     let key = (caller.identity.workload.clone(), id.to_string());
     if let Ok(mut m) = mcp.inflight.lock() {
         m.insert(key.clone(), (server.clone(), upstream_id));
     }
-    let mut inflight = Inflight { mcp: mcp.clone(), key, server: server.clone(), upstream_id, done: false };
-    let (ev_tx, mut ev_rx) = mpsc::channel::<Value>(64);
+    let inflight = Inflight { mcp: mcp.clone(), key, server: server.clone(), upstream_id, done: false };
+    let (ev_tx, events) = mpsc::channel::<Value>(64);
     let s = server.clone();
     let m = method.clone();
-    let mut fut = Box::pin(async move { s.call(upstream_id, &m, params, Some(ev_tx)).await });
-    let modern = caller.modern;
+    let fut = Box::pin(async move { s.call(upstream_id, &m, params, Some(ev_tx)).await });
+    let pending = Pending { fut, events, server, inflight, record, exposed, method };
+    drive(mcp, &caller, id, pending).await
+}
 
+fn is_server_request(ev: &Value) -> bool {
+    ev.get("method").is_some() && ev.get("id").is_some_and(|i| !i.is_null())
+}
+
+/// Parks `p` and builds the `input_required` result that asks the client for `ev`.
+fn park(mcp: &Mcp, who: Arc<str>, id: &Value, p: Pending, ev: Value) -> Value {
+    let key = "r0".to_string();
+    let request = json!({"method": ev.get("method"), "params": ev.get("params").cloned().unwrap_or(json!({}))});
+    let mut asked = std::collections::HashMap::new();
+    asked.insert(key.clone(), ev.get("id").cloned().unwrap_or(Value::Null));
+    let token = format!("{PARK_PREFIX}{}", mcp.hub.next_event_id());
+    if let Ok(mut parked) = mcp.parked.lock() {
+        // Calls whose client never came back are dropped (which cancels them at the server).
+        parked.retain(|_, v| v.at.elapsed() < PARK_LIMIT);
+        parked.insert(token.clone(), Parked { pending: p, asked, who, at: std::time::Instant::now() });
+    }
+    jsonrpc::result(
+        id,
+        json!({"resultType": "input_required", "inputRequests": {key: request}, "requestState": token}),
+    )
+}
+
+/// A 2026-07-28 client's retry of a parked call: hand its answers to the server, then carry on
+/// waiting for the call's result. None: `state` names no call of this caller's.
+pub async fn resume(mcp: &Arc<Mcp>, caller: &Caller, id: Value, state: &str, params: &Value) -> Option<Response<Body>> {
+    let parked = mcp.parked.lock().ok()?.remove(state)?;
+    if parked.who != caller.identity.workload {
+        return None;
+    }
+    let responses = params.get("inputResponses").and_then(Value::as_object).cloned().unwrap_or_default();
+    for (key, original) in &parked.asked {
+        let msg = match responses.get(key) {
+            Some(r) => jsonrpc::result(original, r.clone()),
+            None => jsonrpc::error(original, jsonrpc::INVALID_REQUEST, "the client gave no answer", None),
+        };
+        parked.pending.server.respond(msg).await;
+    }
+    Some(drive(mcp, caller, id, parked.pending).await)
+}
+
+/// Waits for the server's answer or its first message; streams when the client can take it.
+async fn drive(mcp: &Arc<Mcp>, caller: &Caller, id: Value, mut p: Pending) -> Response<Body> {
+    let modern = caller.modern;
     let first = loop {
         tokio::select! {
             biased;
-            r = &mut fut => break Err(r),
-            ev = ev_rx.recv() => match ev {
+            r = &mut p.fut => break Err(r),
+            ev = p.events.recv() => match ev {
+                // A 2026-07-28 client takes server requests as input_required results.
+                Some(ev) if modern && is_server_request(&ev) => {
+                    let msg = park(mcp, caller.identity.workload.clone(), &id, p, ev);
+                    return super::handler::json_response(http::StatusCode::OK, &msg);
+                }
                 Some(ev) if caller.sse => break Ok(ev),
-                Some(ev) => refuse(&server, &ev).await,
+                Some(ev) => refuse(&p.server, &ev).await,
                 None => {
-                    let r = (&mut fut).await;
+                    let r = (&mut p.fut).await;
                     break Err(r);
                 }
             },
@@ -163,8 +241,9 @@ pub async fn call(
     };
     let first = match first {
         Err(r) => {
-            inflight.done = true;
-            let msg = finish(r, (&method, modern), &id, &server, &exposed, &mut record);
+            p.inflight.done = true;
+            let msg = finish(r, (&p.method, modern), &id, &p.server, &p.exposed, &mut p.record);
+            let Pending { record, .. } = p;
             return record.reply(&id, msg);
         }
         Ok(ev) => ev,
@@ -173,11 +252,11 @@ pub async fn call(
     // The server is talking first: stream.
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mcp = mcp.clone();
+    let who = caller.identity.workload.clone();
     tokio::spawn(async move {
-        // Own the guards whole (not field by field): their drops decide cancel and audit.
-        let (mut inflight, mut record) = (inflight, record);
+        let mut p = p;
         let mut sent = 0u64;
-        let frame = sse_frame(&mcp.hub.next_event_id(), &translate(&mcp, &server, first));
+        let frame = sse_frame(&mcp.hub.next_event_id(), &translate(&mcp, &p.server, first));
         sent += frame.len() as u64;
         if tx.send(frame).await.is_err() {
             return; // Inflight's drop cancels the call at the server.
@@ -185,20 +264,25 @@ pub async fn call(
         loop {
             tokio::select! {
                 biased;
-                r = &mut fut => {
-                    inflight.done = true;
-                    let msg = finish(r, (&method, modern), &id, &server, &exposed, &mut record);
+                r = &mut p.fut => {
+                    p.inflight.done = true;
+                    let msg = finish(r, (&p.method, modern), &id, &p.server, &p.exposed, &mut p.record);
                     let frame = sse_frame(&mcp.hub.next_event_id(), &msg);
-                    record.call.bytes_received = sent + frame.len() as u64;
+                    p.record.call.bytes_received = sent + frame.len() as u64;
                     let _ = tx.send(frame).await;
                     return;
                 }
-                ev = ev_rx.recv() => {
+                ev = p.events.recv() => {
                     let Some(ev) = ev else { continue };
-                    let frame = sse_frame(&mcp.hub.next_event_id(), &translate(&mcp, &server, ev));
+                    if modern && is_server_request(&ev) {
+                        let msg = park(&mcp, who, &id, p, ev);
+                        let _ = tx.send(sse_frame(&mcp.hub.next_event_id(), &msg)).await;
+                        return;
+                    }
+                    let frame = sse_frame(&mcp.hub.next_event_id(), &translate(&mcp, &p.server, ev));
                     sent += frame.len() as u64;
                     if tx.send(frame).await.is_err() {
-                        record.call.error = Some("client went away".into());
+                        p.record.call.error = Some("client went away".into());
                         return;
                     }
                 }
