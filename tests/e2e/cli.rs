@@ -73,3 +73,40 @@ fn shipped_example_configs_are_valid() {
     }
     assert!(n > 0, "no example configs found in {}", dir.display());
 }
+
+#[test]
+fn mcp_config_problems_are_all_reported_with_their_paths() {
+    let dir = std::env::temp_dir().join(unique("nodegate-cli-mcp-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("mcp.yaml");
+    std::fs::write(
+        &bad,
+        r#"
+mcp:
+  session_key: short
+  servers:
+    - { name: files, url: "http://127.0.0.1:1/mcp" }
+    - { name: files, transport: stdio }
+    - { name: "bad name", url: "ftp://x" }
+  policies:
+    - constraints:
+        - { tool: "files/*", when: 'arguments.path.startsWith(' }
+"#,
+    )
+    .unwrap();
+    let out = Command::new(nodegate_bin()).args(["check", &bad.display().to_string()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "mcp.servers[1].name",
+        "mcp.servers[1].command",
+        "mcp.servers[2].name",
+        "mcp.servers[2].url",
+        "mcp.session_key",
+        "mcp.policies[0].constraints[0].when",
+    ] {
+        assert!(err.contains(path), "{path} not reported:\n{err}");
+    }
+    assert!(err.contains("invalid CEL"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

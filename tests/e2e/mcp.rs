@@ -588,3 +588,136 @@ mcp:
     let l = mcp_client("lists", "legacy", &url, "-", &[], Some(&topo.pod), None);
     assert!(strs(&l["tools"]).contains(&"delete_file".to_string()), "{l}");
 }
+
+/// The children of `pid` (stdio servers nodegate launched).
+fn children(pid: u32) -> Vec<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+#[test]
+fn a_stdio_server_that_dies_is_restarted() {
+    require_root();
+    let topo = Topology::new();
+    let js = everything_js().display().to_string();
+    let gw = start(
+        &topo,
+        "mcp-stdio",
+        &format!(
+            "  servers:\n    - {{ name: evstdio, transport: stdio, command: node, args: [\"{js}\", \"stdio\"] }}\n"
+        ),
+    );
+    let r = client("call", "legacy", KEY_A, &["echo", r#"{"message":"before"}"#], &topo);
+    assert_eq!(r["text"], "Echo: before", "{r}");
+    let before = children(gw.proc.pid());
+    assert_eq!(before.len(), 1, "one stdio child: {before:?}");
+    // SAFETY: signalling the child nodegate started for this test, by its pid.
+    unsafe { libc::kill(before[0] as i32, libc::SIGKILL) };
+    let mut last = Value::Null;
+    wait_until(Duration::from_secs(15), "the stdio server answering again", || {
+        last = client("call", "auto", KEY_A, &["echo", r#"{"message":"after"}"#], &topo);
+        last["text"] == "Echo: after"
+    });
+    let after = children(gw.proc.pid());
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, before, "a new process");
+    assert!(gw.log_text().contains("MCP stdio server stopped"), "the restart is logged");
+}
+
+/// `curl -N` GET of the server stream for `secs` seconds; its output.
+fn server_stream(ns: &Netns, session: &str, last_event: Option<&str>, secs: u32) -> String {
+    let s = format!("mcp-session-id: {session}");
+    let l = last_event.map(|l| format!("last-event-id: {l}"));
+    let t = secs.to_string();
+    let mut args = vec!["-s", "-N", "-m", &t, "-H", "accept: text/event-stream", "-H", &s];
+    if let Some(l) = &l {
+        args.extend_from_slice(&["-H", l]);
+    }
+    args.push(GW);
+    let child = spawn_child(
+        std::path::Path::new("curl"),
+        &args,
+        Some(ns),
+        None,
+        std::process::Stdio::piped(),
+        std::process::Stdio::null(),
+    );
+    String::from_utf8_lossy(&child.wait_with_output().unwrap_or_else(|e| panic!("{e}")).stdout).into_owned()
+}
+
+#[test]
+fn handshake_sessions_stream_resume_and_end() {
+    require_root();
+    let topo = Topology::new();
+    let _files = mcp_server(&topo.node, "files", "http", "127.0.0.1", 9181);
+    let _gw = start(
+        &topo,
+        "mcp-session",
+        "  servers:\n    - { name: files, url: \"http://127.0.0.1:9181/mcp\" }\n",
+    );
+    let ns = &topo.node;
+    let json = "content-type: application/json";
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}"#;
+    let (s, v, headers) = curl_post(ns, GW, &[json], init);
+    assert_eq!((s, v["result"]["protocolVersion"].as_str()), (200, Some("2025-11-25")), "{v}");
+    let session = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: ").map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("no session id in {headers}"));
+    let with = format!("mcp-session-id: {session}");
+    let add = |name: &str| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"add_tool","arguments":{{"tool_name":"{name}"}}}}}}"#
+        );
+        let (s, v, _) =
+            curl_post(ns, GW, &[json, &with, "accept: application/json, text/event-stream"], &body);
+        assert_eq!(s, 200, "{v}");
+    };
+    // A list change while the stream is open arrives on it, with an event id.
+    let stream = std::thread::scope(|sc| {
+        let h = sc.spawn(|| server_stream(ns, &session, None, 4));
+        std::thread::sleep(Duration::from_millis(1000));
+        add("first_added");
+        h.join().unwrap_or_default()
+    });
+    assert!(stream.contains("notifications/tools/list_changed"), "{stream}");
+    let id = stream
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("no event id: {stream}"));
+    // One more change while nobody listens: a reconnect with Last-Event-ID gets it at once.
+    add("second_added");
+    let resumed = server_stream(ns, &session, Some(id), 2);
+    assert_eq!(resumed.matches("notifications/tools/list_changed").count(), 1, "{resumed}");
+    assert!(
+        !resumed.contains(&format!("id: {id}\n")),
+        "events up to the given id are not sent again: {resumed}"
+    );
+
+    // DELETE ends the session; it is then unknown.
+    let del = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+            "-H",
+            &with,
+            GW,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(String::from_utf8_lossy(&del.stdout), "200");
+    let (s, _, _) = curl_post(ns, GW, &[json, &with], r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
+    assert_eq!(s, 404, "an ended session is gone");
+}

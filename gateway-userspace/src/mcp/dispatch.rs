@@ -262,7 +262,12 @@ async fn invoke(
             Some(r) => r,
             None => json_response(
                 StatusCode::OK,
-                &jsonrpc::error(&id, jsonrpc::INVALID_PARAMS, "requestState names no waiting call (expired?)", None),
+                &jsonrpc::error(
+                    &id,
+                    jsonrpc::INVALID_PARAMS,
+                    "requestState names no waiting call (expired?)",
+                    None,
+                ),
             ),
         };
     }

@@ -184,7 +184,8 @@ fn is_server_request(ev: &Value) -> bool {
 /// Parks `p` and builds the `input_required` result that asks the client for `ev`.
 fn park(mcp: &Mcp, who: Arc<str>, id: &Value, p: Pending, ev: Value) -> Value {
     let key = "r0".to_string();
-    let request = json!({"method": ev.get("method"), "params": ev.get("params").cloned().unwrap_or(json!({}))});
+    let request =
+        json!({"method": ev.get("method"), "params": ev.get("params").cloned().unwrap_or(json!({}))});
     let mut asked = std::collections::HashMap::new();
     asked.insert(key.clone(), ev.get("id").cloned().unwrap_or(Value::Null));
     let token = format!("{PARK_PREFIX}{}", mcp.hub.next_event_id());
@@ -201,7 +202,13 @@ fn park(mcp: &Mcp, who: Arc<str>, id: &Value, p: Pending, ev: Value) -> Value {
 
 /// A 2026-07-28 client's retry of a parked call: hand its answers to the server, then carry on
 /// waiting for the call's result. None: `state` names no call of this caller's.
-pub async fn resume(mcp: &Arc<Mcp>, caller: &Caller, id: Value, state: &str, params: &Value) -> Option<Response<Body>> {
+pub async fn resume(
+    mcp: &Arc<Mcp>,
+    caller: &Caller,
+    id: Value,
+    state: &str,
+    params: &Value,
+) -> Option<Response<Body>> {
     let parked = mcp.parked.lock().ok()?.remove(state)?;
     if parked.who != caller.identity.workload {
         return None;
