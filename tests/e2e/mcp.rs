@@ -379,6 +379,7 @@ fn progress_sampling_and_list_changes_reach_the_client() {
   servers:
     - { name: files, url: "http://127.0.0.1:9151/mcp" }
     - { name: everything, url: "http://127.0.0.1:9152/mcp" }
+    - { name: fileshs, url: "http://127.0.0.1:9151/mcp", protocol: "2025-11-25" }
 "#,
     );
     for era in ERAS {
@@ -391,32 +392,37 @@ fn progress_sampling_and_list_changes_reach_the_client() {
             &topo,
         );
         assert_eq!(p["progress"], json!([1.0, 2.0, 3.0]), "{era}: {p}");
-        let p = client("progress", era, KEY_A, &["slow", r#"{"steps":4}"#], &topo);
+        let p = client("progress", era, KEY_A, &["files_slow", r#"{"steps":4}"#], &topo);
         assert_eq!(p["text"], "files done after 4 steps", "{era}: {p}");
         assert_eq!(p["progress"].as_array().map(Vec::len), Some(4), "{era}: {p}");
     }
-    // A server's sampling request reaches the client that made the call, and its answer goes
-    // back to the server under the server's own id: relayed on the answer's event stream to a
-    // handshake-era client, and as an `input_required` round trip to a 2026-07-28 client.
+    // A server asks the calling client's model (sampling), in every pairing of eras: a
+    // handshake-era server sends a request mid-call, which reaches a handshake-era client on the
+    // answer's event stream (under a gateway id, its answer going back under the server's id)
+    // and a 2026-07-28 client as an input_required round trip; a 2026-07-28 server answers
+    // input_required, which a 2026-07-28 client retries through nodegate and which nodegate
+    // asks a handshake-era client as a request on the event stream, then retries itself.
     for era in ERAS {
-        let s = client(
-            "sampling",
-            era,
-            KEY_A,
-            &["trigger-sampling-request", r#"{"prompt":"summarise the gateway","maxTokens":8}"#],
-            &topo,
-        );
-        assert!(strs(&s["asked"]).iter().any(|a| a.contains("summarise the gateway")), "{era}: {s}");
-        assert!(s["text"].as_str().unwrap_or("").contains("sampled by the client"), "{era}: {s}");
+        for (tool, args, want) in [
+            (
+                "trigger-sampling-request",
+                r#"{"prompt":"summarise the gateway","maxTokens":8}"#,
+                "summarise the gateway",
+            ),
+            ("files_summarise", r#"{"question":"what is nodegate"}"#, "what is nodegate"),
+            ("fileshs_summarise", r#"{"question":"what is nodegate"}"#, "what is nodegate"),
+        ] {
+            let s = client("sampling", era, KEY_A, &[tool, args], &topo);
+            assert!(strs(&s["asked"]).iter().any(|a| a.contains(want)), "{era} {tool}: {s}");
+            assert!(s["text"].as_str().unwrap_or("").contains("sampled by the client"), "{era} {tool}: {s}");
+        }
     }
     // A tool added at the server: list_changed reaches clients of both eras, and the next list has it.
     for (era, tool) in [("legacy", "added_one"), ("auto", "added_two")] {
-        let c = client("list_changed", era, KEY_A, &["add_tool", tool], &topo);
+        let c = client("list_changed", era, KEY_A, &["files_add_tool", tool], &topo);
         assert!(c["notified"] == true || c["notified"] == "ToolsListChanged", "{era}: {c}");
-        assert!(
-            !strs(&c["before"]).contains(&tool.to_string()) && strs(&c["after"]).contains(&tool.to_string()),
-            "{c}"
-        );
+        let has = |list: &Value| strs(list).iter().any(|t| t.ends_with(tool));
+        assert!(!has(&c["before"]) && has(&c["after"]), "{c}");
     }
 }
 

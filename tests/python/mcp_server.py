@@ -12,9 +12,13 @@ worth constraining. Every answer names the server (NAME), so a test can tell whe
 """
 import asyncio
 import sys
+from typing import Annotated
+
+import mcp_types as types
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.resolve import Resolve, Sample
 
 
 def build(name: str) -> MCPServer:
@@ -59,6 +63,15 @@ def build(name: str) -> MCPServer:
             await ctx.report_progress(i + 1, steps, f"step {i + 1}")
             await asyncio.sleep(0.05)
         return f"{name} done after {steps} steps"
+
+    def ask_model(question: str) -> Sample:
+        return Sample([types.SamplingMessage(role="user", content=types.TextContent(type="text", text=question))], max_tokens=16)
+
+    @m.tool()
+    def summarise(question: str, answer: Annotated[types.CreateMessageResult, Resolve(ask_model)]) -> str:
+        """Asks the client's model (sampling): a server-to-client request in the handshake era,
+        an input_required round trip in 2026-07-28."""
+        return f"{name} was told: {answer.content.text}"
 
     @m.prompt()
     def review(code: str) -> str:

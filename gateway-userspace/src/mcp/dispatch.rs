@@ -39,14 +39,18 @@ pub async fn notification(mcp: &Mcp, caller: &Caller, method: &str, params: &Val
 /// server's own id.
 pub async fn client_response(mcp: &Mcp, id: &Value, mut body: Value) {
     let Some(key) = id.as_str() else { return };
-    let Some((server, original)) = mcp.take_relayed(key) else {
-        tracing::debug!(%id, "client answered a request nodegate does not know");
-        return;
-    };
-    if let Some(o) = body.as_object_mut() {
-        o.insert("id".into(), original);
+    match mcp.take_relayed(key) {
+        Some(super::Relayed::Server { server, id: original }) => {
+            if let Some(o) = body.as_object_mut() {
+                o.insert("id".into(), original);
+            }
+            server.respond(body).await;
+        }
+        Some(super::Relayed::Collect(waiting)) => {
+            let _ = waiting.send(body);
+        }
+        None => tracing::debug!(%id, "client answered a request nodegate does not know"),
     }
-    server.respond(body).await;
 }
 
 pub async fn request(

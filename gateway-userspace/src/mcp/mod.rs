@@ -87,10 +87,12 @@ impl Hub {
 /// A request in flight at a server: (workload, client's request id) -> (server, nodegate's id).
 type Inflight = HashMap<(Arc<str>, String), (Arc<Server>, u64)>;
 
-/// A server-to-client request relayed to a client, waiting for its answer.
-struct Relayed {
-    server: Arc<Server>,
-    id: Value,
+/// A request nodegate sent a client, waiting for the client's answer: a server's request
+/// (answered back to that server under its own id), or one of a 2026-07-28 server's
+/// `inputRequests` that nodegate asks a handshake-era client (answered to the waiting call).
+pub enum Relayed {
+    Server { server: Arc<Server>, id: Value },
+    Collect(tokio::sync::oneshot::Sender<Value>),
 }
 
 pub struct Mcp {
@@ -177,16 +179,17 @@ impl Mcp {
         self.catalog.servers.iter().find(|s| s.authority.as_deref() == Some(authority)).cloned()
     }
 
-    fn relay_request(&self, server: Arc<Server>, id: Value) -> String {
+    /// Registers a request sent to a client; returns the id it goes out under.
+    fn relay_request(&self, to: Relayed) -> String {
         let key = format!("ng-{}", self.seq.fetch_add(1, Ordering::Relaxed));
         if let Ok(mut m) = self.relayed.lock() {
-            m.insert(key.clone(), Relayed { server, id });
+            m.insert(key.clone(), to);
         }
         key
     }
 
-    fn take_relayed(&self, key: &str) -> Option<(Arc<Server>, Value)> {
-        self.relayed.lock().ok()?.remove(key).map(|r| (r.server, r.id))
+    fn take_relayed(&self, key: &str) -> Option<Relayed> {
+        self.relayed.lock().ok()?.remove(key)
     }
 
     /// Publishes each server's health to the metrics (called on scrape and after calls).

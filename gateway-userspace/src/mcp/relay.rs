@@ -64,7 +64,7 @@ fn translate(mcp: &Mcp, server: &Arc<Server>, mut ev: Value) -> Value {
     let is_request = ev.get("method").is_some() && ev.get("id").is_some_and(|i| !i.is_null());
     if is_request && let Some(o) = ev.as_object_mut() {
         let original = o.get("id").cloned().unwrap_or(Value::Null);
-        let key = mcp.relay_request(server.clone(), original);
+        let key = mcp.relay_request(super::Relayed::Server { server: server.clone(), id: original });
         o.insert("id".into(), Value::from(key));
     }
     ev
@@ -135,6 +135,8 @@ pub struct Pending {
     record: Audited,
     exposed: Option<(String, String)>,
     method: String,
+    /// As sent to the server, to retry with `inputResponses`.
+    params: Value,
 }
 
 /// A call waiting for a 2026-07-28 client to fulfil server requests (`input_required`): the
@@ -171,10 +173,77 @@ pub async fn call(
     let inflight = Inflight { mcp: mcp.clone(), key, server: server.clone(), upstream_id, done: false };
     let (ev_tx, events) = mpsc::channel::<Value>(64);
     let s = server.clone();
-    let m = method.clone();
-    let fut = Box::pin(async move { s.call(upstream_id, &m, params, Some(ev_tx)).await });
-    let pending = Pending { fut, events, server, inflight, record, exposed, method };
+    let (m, sent) = (method.clone(), params.clone());
+    let fut = Box::pin(async move { s.call(upstream_id, &m, sent, Some(ev_tx)).await });
+    let pending = Pending { fut, events, server, inflight, record, exposed, method, params };
     drive(mcp, &caller, id, pending).await
+}
+
+/// Rounds of `input_required` bridged for one call before nodegate gives up (as SDKs do).
+const MAX_INPUT_ROUNDS: usize = 10;
+
+/// The `inputRequests` of a 2026-07-28 server's `input_required` answer, if that is what it is.
+fn input_requests(r: &Answer) -> Option<serde_json::Map<String, Value>> {
+    let result = r.as_ref().ok()?.get("result")?;
+    if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return None;
+    }
+    Some(result.get("inputRequests").and_then(Value::as_object).cloned().unwrap_or_default())
+}
+
+/// For a handshake-era client: asks it each of the server's input requests as a server request
+/// on `tx`, waits for the answers, and retries the call at the server with them. Err: the final
+/// message for the client instead.
+async fn bridge_input(
+    mcp: &Mcp,
+    p: &mut Pending,
+    answer: &Value,
+    asks: serde_json::Map<String, Value>,
+    tx: &mpsc::Sender<Bytes>,
+    id: &Value,
+) -> Result<(), Value> {
+    let fail = |msg: &str| jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, msg, None);
+    let mut waiting = Vec::new();
+    for (key, ask) in asks {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let gid = mcp.relay_request(super::Relayed::Collect(done));
+        let method = ask.get("method").and_then(Value::as_str).unwrap_or_default();
+        let msg =
+            jsonrpc::request(&Value::from(gid), method, &ask.get("params").cloned().unwrap_or(Value::Null));
+        tx.send(sse_frame(&mcp.hub.next_event_id(), &msg)).await.map_err(|_| fail("client went away"))?;
+        waiting.push((key, rx));
+    }
+    let mut responses = serde_json::Map::new();
+    for (key, rx) in waiting {
+        let got = tokio::time::timeout(PARK_LIMIT, rx)
+            .await
+            .map_err(|_| fail("the client did not answer the server's request in time"))?
+            .map_err(|_| fail("client went away"))?;
+        match got.get("result") {
+            Some(r) => responses.insert(key, r.clone()),
+            None => {
+                return Err(fail(&format!(
+                    "the client refused the server's request: {}",
+                    got.get("error").unwrap_or(&Value::Null)
+                )));
+            }
+        };
+    }
+    let mut params = p.params.clone();
+    if let Some(o) = params.as_object_mut() {
+        o.insert("inputResponses".into(), Value::Object(responses));
+        if let Some(state) = answer.pointer("/result/requestState") {
+            o.insert("requestState".into(), state.clone());
+        }
+    }
+    let (ev_tx, events) = mpsc::channel::<Value>(64);
+    let upstream_id = p.server.next_id();
+    let (s, m, sent) = (p.server.clone(), p.method.clone(), params.clone());
+    p.fut = Box::pin(async move { s.call(upstream_id, &m, sent, Some(ev_tx)).await });
+    p.events = events;
+    p.params = params;
+    p.inflight.upstream_id = upstream_id;
+    Ok(())
 }
 
 fn is_server_request(ev: &Value) -> bool {
@@ -246,14 +315,17 @@ async fn drive(mcp: &Arc<Mcp>, caller: &Caller, id: Value, mut p: Pending) -> Re
             },
         }
     };
-    let first = match first {
+    // A 2026-07-28 server needs input and the client speaks the handshake era: ask the
+    // client over an event stream (below). Without one it cannot be asked.
+    let (first, mut needs_input) = match first {
+        Err(r) if !modern && caller.sse && input_requests(&r).is_some() => (None, Some(r)),
         Err(r) => {
             p.inflight.done = true;
             let msg = finish(r, (&p.method, modern), &id, &p.server, &p.exposed, &mut p.record);
             let Pending { record, .. } = p;
             return record.reply(&id, msg);
         }
-        Ok(ev) => ev,
+        Ok(ev) => (Some(ev), None),
     };
 
     // The server is talking first: stream.
@@ -263,15 +335,45 @@ async fn drive(mcp: &Arc<Mcp>, caller: &Caller, id: Value, mut p: Pending) -> Re
     tokio::spawn(async move {
         let mut p = p;
         let mut sent = 0u64;
-        let frame = sse_frame(&mcp.hub.next_event_id(), &translate(&mcp, &p.server, first));
-        sent += frame.len() as u64;
-        if tx.send(frame).await.is_err() {
-            return; // Inflight's drop cancels the call at the server.
+        if let Some(first) = first {
+            let frame = sse_frame(&mcp.hub.next_event_id(), &translate(&mcp, &p.server, first));
+            sent += frame.len() as u64;
+            if tx.send(frame).await.is_err() {
+                return; // Inflight's drop cancels the call at the server.
+            }
         }
+        let mut rounds = 0;
         loop {
+            if let Some(r) = needs_input.take() {
+                rounds += 1;
+                let asks = input_requests(&r).unwrap_or_default();
+                let answer = r.as_ref().ok().cloned().unwrap_or(Value::Null);
+                let bridged = if rounds > MAX_INPUT_ROUNDS {
+                    Err(jsonrpc::error(
+                        &id,
+                        jsonrpc::INTERNAL_ERROR,
+                        "the server kept asking for input",
+                        None,
+                    ))
+                } else {
+                    bridge_input(&mcp, &mut p, &answer, asks, &tx, &id).await
+                };
+                if let Err(msg) = bridged {
+                    p.inflight.done = true;
+                    p.record.call.outcome = "error";
+                    p.record.call.error =
+                        msg.pointer("/error/message").and_then(Value::as_str).map(str::to_string);
+                    let _ = tx.send(sse_frame(&mcp.hub.next_event_id(), &msg)).await;
+                    return;
+                }
+            }
             tokio::select! {
                 biased;
                 r = &mut p.fut => {
+                    if !modern && input_requests(&r).is_some() {
+                        needs_input = Some(r);
+                        continue;
+                    }
                     p.inflight.done = true;
                     let msg = finish(r, (&p.method, modern), &id, &p.server, &p.exposed, &mut p.record);
                     let frame = sse_frame(&mcp.hub.next_event_id(), &msg);
