@@ -727,3 +727,37 @@ fn handshake_sessions_stream_resume_and_end() {
     let (s, _, _) = curl_post(ns, GW, &[json, &with], r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
     assert_eq!(s, 404, "an ended session is gone");
 }
+
+#[test]
+fn a_cancelled_call_is_cancelled_at_the_server() {
+    require_root();
+    let topo = Topology::new();
+    let _files = mcp_server(&topo.node, "files", "http", "127.0.0.1", 9191);
+    let gw = start(
+        &topo,
+        "mcp-cancel",
+        r#"
+  prefix: always
+  servers:
+    - { name: modern, url: "http://127.0.0.1:9191/mcp" }
+    - { name: hs, url: "http://127.0.0.1:9191/mcp", protocol: "2025-11-25" }
+"#,
+    );
+    // The client gives up after 1 s (the SDK cancels: notifications/cancelled in the handshake
+    // era, closing the request in 2026-07-28); the tool notices only if the server cancels it.
+    for era in ERAS {
+        for server in ["modern", "hs"] {
+            let marker = gw.dir.join(format!("cancelled-{era}-{server}"));
+            let args = json!({"seconds": 10, "marker": marker.display().to_string()}).to_string();
+            let r = client("cancel", era, KEY_A, &[&format!("{server}_wait"), &args], &topo);
+            assert_ne!(r["outcome"], "completed", "{r}");
+            wait_until(
+                Duration::from_secs(5),
+                &format!("{era} client -> {server} server: tool cancelled"),
+                || marker.exists(),
+            );
+        }
+    }
+    let rec = gw.wait_audit("cancelled call", |v| v["kind"] == "mcp" && v["outcome"] == "cancelled");
+    assert_eq!(rec["name"], "wait", "{rec}");
+}

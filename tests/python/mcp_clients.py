@@ -90,8 +90,19 @@ async def pages(c, args):
     return {"tools": names, "pages": n}
 
 
+async def cancel(c, args):
+    """Starts a call, gives up on it after 1 s (the SDK cancels it), keeps the session a while."""
+    try:
+        await c.call_tool(args[0], json.loads(args[1]), read_timeout_seconds=1.0)
+        outcome = "completed"
+    except Exception as e:  # noqa: BLE001 - the timeout is the point
+        outcome = type(e).__name__
+    await asyncio.sleep(2)
+    return {"outcome": outcome}
+
+
 SCENARIOS = {"lists": lists, "call": call, "calls": calls, "read": read, "prompt": prompt,
-             "progress": progress, "pages": pages}
+             "progress": progress, "pages": pages, "cancel": cancel}
 
 
 async def sampling(mode, url, key, args):

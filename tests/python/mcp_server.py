@@ -64,6 +64,17 @@ def build(name: str) -> MCPServer:
             await asyncio.sleep(0.05)
         return f"{name} done after {steps} steps"
 
+    @m.tool()
+    async def wait(seconds: float, marker: str) -> str:
+        """Sleeps; if the call is cancelled first, writes `marker` (a file path) and stops."""
+        try:
+            await asyncio.sleep(seconds)
+            return "waited"
+        except asyncio.CancelledError:
+            with open(marker, "w") as f:
+                f.write("cancelled")
+            raise
+
     def ask_model(question: str) -> Sample:
         return Sample([types.SamplingMessage(role="user", content=types.TextContent(type="text", text=question))], max_tokens=16)
 

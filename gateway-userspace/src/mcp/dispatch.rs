@@ -26,10 +26,9 @@ pub async fn notification(mcp: &Mcp, caller: &Caller, method: &str, params: &Val
         && let Some(rid) = params.get("requestId")
     {
         let key = (caller.identity.workload.clone(), rid.to_string());
-        let target = mcp.inflight.lock().ok().and_then(|m| m.get(&key).cloned());
-        if let Some((server, upstream_id)) = target {
-            let reason = params.get("reason").and_then(Value::as_str).unwrap_or("cancelled by the client");
-            server.cancel(upstream_id, reason).await;
+        if let Some(cancel) = mcp.inflight.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            // The waiting call drops its request; dropping tells the server (relay::Inflight).
+            cancel.notify_one();
         }
     }
     // initialized, roots/list_changed and the like need nothing from the gateway.

@@ -10,6 +10,8 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const UPSTREAM_ERROR: i64 = -32002;
 /// nodegate's policy refused the request (`data.rule` names the rule).
 pub const POLICY_DENIED: i64 = -32003;
+/// The client cancelled the request.
+pub const REQUEST_CANCELLED: i64 = -32800;
 /// MCP: a header disagrees with the body (2026-07-28).
 pub const HEADER_MISMATCH: i64 = -32020;
 /// MCP: the requested protocol version is not spoken here (`data.supported` lists ours).

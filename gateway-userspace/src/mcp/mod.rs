@@ -84,8 +84,9 @@ impl Hub {
     }
 }
 
-/// A request in flight at a server: (workload, client's request id) -> (server, nodegate's id).
-type Inflight = HashMap<(Arc<str>, String), (Arc<Server>, u64)>;
+/// A request in flight at a server, by (workload, client's request id): a client's
+/// `notifications/cancelled` wakes `cancel`, which drops the call (and tells the server).
+type Inflight = HashMap<(Arc<str>, String), Arc<tokio::sync::Notify>>;
 
 /// A request nodegate sent a client, waiting for the client's answer: a server's request
 /// (answered back to that server under its own id), or one of a 2026-07-28 server's

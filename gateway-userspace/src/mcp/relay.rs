@@ -45,6 +45,8 @@ struct Inflight {
     server: Arc<Server>,
     upstream_id: u64,
     done: bool,
+    /// Woken by the client's `notifications/cancelled`.
+    cancel: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Inflight {
@@ -54,7 +56,7 @@ impl Drop for Inflight {
         }
         if !self.done {
             let (server, id) = (self.server.clone(), self.upstream_id);
-            tokio::spawn(async move { server.cancel(id, "the client went away").await });
+            tokio::spawn(async move { server.cancel(id, "cancelled by the client").await });
         }
     }
 }
@@ -167,10 +169,12 @@ pub async fn call(
 ) -> Response<Body> {
     let upstream_id = server.next_id();
     let key = (caller.identity.workload.clone(), id.to_string());
+    let cancel = Arc::new(tokio::sync::Notify::new());
     if let Ok(mut m) = mcp.inflight.lock() {
-        m.insert(key.clone(), (server.clone(), upstream_id));
+        m.insert(key.clone(), cancel.clone());
     }
-    let inflight = Inflight { mcp: mcp.clone(), key, server: server.clone(), upstream_id, done: false };
+    let inflight =
+        Inflight { mcp: mcp.clone(), key, server: server.clone(), upstream_id, done: false, cancel };
     let (ev_tx, events) = mpsc::channel::<Value>(64);
     let s = server.clone();
     let (m, sent) = (method.clone(), params.clone());
@@ -296,10 +300,17 @@ pub async fn resume(
 /// Waits for the server's answer or its first message; streams when the client can take it.
 async fn drive(mcp: &Arc<Mcp>, caller: &Caller, id: Value, mut p: Pending) -> Response<Body> {
     let modern = caller.modern;
+    let cancel = p.inflight.cancel.clone();
     let first = loop {
         tokio::select! {
             biased;
             r = &mut p.fut => break Err(r),
+            _ = cancel.notified() => {
+                p.record.call.outcome = "cancelled";
+                let msg = jsonrpc::error(&id, jsonrpc::REQUEST_CANCELLED, "cancelled by the client", None);
+                let Pending { record, .. } = p;
+                return record.reply(&id, msg);
+            }
             ev = p.events.recv() => match ev {
                 // A 2026-07-28 client takes server requests as input_required results.
                 Some(ev) if modern && is_server_request(&ev) => {
@@ -369,6 +380,10 @@ async fn drive(mcp: &Arc<Mcp>, caller: &Caller, id: Value, mut p: Pending) -> Re
             }
             tokio::select! {
                 biased;
+                _ = cancel.notified() => {
+                    p.record.call.outcome = "cancelled";
+                    return;
+                }
                 r = &mut p.fut => {
                     if !modern && input_requests(&r).is_some() {
                         needs_input = Some(r);

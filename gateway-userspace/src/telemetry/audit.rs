@@ -118,7 +118,7 @@ pub struct McpCall {
     pub arguments: Option<serde_json::Value>,
     /// The client's protocol era: `2025-11-25` or `2026-07-28`.
     pub protocol_version: String,
-    /// `ok`, `error`, `denied`, `failed`.
+    /// `ok`, `error`, `denied`, `cancelled`, `failed`.
     pub outcome: &'static str,
     /// The tool reported an error in its result (`isError`).
     pub tool_error: bool,

@@ -16,7 +16,7 @@ pub struct CallLabels {
     pub identity: Arc<str>,
     /// `tools/call`, `resources/read`, `prompts/get`, ...
     pub method: &'static str,
-    /// `ok`, `error` (the server answered an error), `denied`, `failed` (unreachable, hung).
+    /// `ok`, `error` (the server answered an error), `denied`, `cancelled`, `failed` (unreachable, hung).
     pub outcome: &'static str,
 }
 
