@@ -330,3 +330,84 @@ fn item_matches(kind: Kind, item: &Value, name: &str) -> bool {
             .is_some_and(|lit| !lit.is_empty() && name.starts_with(lit)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config,
+        proxy::upstream::{Dialer, Upstream},
+    };
+
+    fn part(name: &str, items: Value) -> Part {
+        let cfg = config::McpServer {
+            name: name.into(),
+            transport: config::McpTransport::StreamableHttp,
+            url: Some("http://127.0.0.1:1/mcp".into()),
+            protocol: config::McpProtocol::Auto,
+            command: None,
+            args: vec![],
+            env: Default::default(),
+            headers: Default::default(),
+            required: false,
+            timeout: Duration::from_secs(1),
+        };
+        let up = Upstream::new(Dialer { mark: None, timeout: Duration::from_secs(1) });
+        let items = match items {
+            Value::Array(a) => a,
+            _ => vec![],
+        };
+        Part { server: Server::build(&cfg, &up), items: Ok(Arc::new(items)) }
+    }
+
+    fn names(v: &[Value], key: &str) -> Vec<String> {
+        v.iter().filter_map(|i| i.get(key).and_then(Value::as_str).map(str::to_string)).collect()
+    }
+
+    fn parts() -> Vec<Part> {
+        vec![
+            part("files", json!([{"name": "read"}, {"name": "echo"}])),
+            part("git", json!([{"name": "echo"}, {"name": "log"}])),
+        ]
+    }
+
+    #[tokio::test]
+    async fn conditional_prefixes_only_shared_names() {
+        let c = Catalog::new(vec![], PrefixMode::Conditional, "_".into(), Duration::from_secs(60));
+        let merged = c.merge(Kind::Tools, &parts(), |_, _| true);
+        assert_eq!(names(&merged, "name"), ["read", "files_echo", "git_echo", "log"]);
+    }
+
+    #[tokio::test]
+    async fn always_and_never() {
+        let c = Catalog::new(vec![], PrefixMode::Always, "__".into(), Duration::from_secs(60));
+        assert_eq!(
+            names(&c.merge(Kind::Tools, &parts(), |_, _| true), "name"),
+            ["files__read", "files__echo", "git__echo", "git__log"]
+        );
+        let c = Catalog::new(vec![], PrefixMode::Never, "_".into(), Duration::from_secs(60));
+        // A clash: the first server in config order keeps the name, the other is left out.
+        assert_eq!(names(&c.merge(Kind::Tools, &parts(), |_, _| true), "name"), ["read", "echo", "log"]);
+    }
+
+    #[tokio::test]
+    async fn resource_uris_take_the_server_as_a_scheme_prefix_and_policy_filters() {
+        let c = Catalog::new(vec![], PrefixMode::Always, "_".into(), Duration::from_secs(60));
+        let p = vec![part("docs", json!([{"uri": "file:///a", "name": "a"}]))];
+        assert_eq!(names(&c.merge(Kind::Resources, &p, |_, _| true), "uri"), ["docs+file:///a"]);
+        let c = Catalog::new(vec![], PrefixMode::Conditional, "_".into(), Duration::from_secs(60));
+        let kept = c.merge(Kind::Tools, &parts(), |server, item| server == "git" || item["name"] == "read");
+        assert_eq!(
+            names(&kept, "name"),
+            ["read", "git_echo", "log"],
+            "a hidden twin still counts as a clash"
+        );
+    }
+
+    #[test]
+    fn templates_match_by_their_literal_prefix() {
+        let t = json!({"uriTemplate": "demo://items/{id}"});
+        assert!(item_matches(Kind::Templates, &t, "demo://items/42"));
+        assert!(!item_matches(Kind::Templates, &t, "demo://other/42"));
+    }
+}
