@@ -525,6 +525,11 @@ fn garbage_and_hanging_servers_become_json_rpc_errors() {
     let u = &l["tools_meta"]["nodegate/unavailable"][0];
     assert_eq!(u["server"], "stuck", "{l}");
     assert!(u["error"].as_str().unwrap_or("").contains("no answer within"), "{l}");
+    // The next list does not wait on it again: it is left out until `retry_after` passes.
+    let l = client("lists", "auto", KEY_A, &[], &topo);
+    assert_eq!(l["tools_meta"]["nodegate/unavailable"][0]["server"], "stuck", "{l}");
+    let m = metrics(&topo.node, ADMIN);
+    assert!(m.contains("nodegate_mcp_server_failures{server=\"stuck\"} 1"), "asked once, not twice:\n{m}");
     let r = client("call", "auto", KEY_A, &["whoami"], &topo);
     assert_eq!(r["text"], "files", "{r}");
 }

@@ -20,6 +20,10 @@ pub struct Mcp {
     /// notification from the server drops its cache at once.
     #[serde(with = "humantime_serde")]
     pub list_ttl: Duration,
+    /// A server that failed is left out of lists, without being asked, for this long (so a
+    /// hung server does not make every list wait for its timeout). Calls still try it.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
     /// Items per page of a federated list; 0 answers every item in one page.
     pub page_size: usize,
     /// Largest JSON-RPC message accepted from a client.
@@ -49,6 +53,7 @@ impl Default for Mcp {
             prefix: PrefixMode::Conditional,
             separator: "_".into(),
             list_ttl: Duration::from_secs(300),
+            retry_after: Duration::from_secs(5),
             page_size: 0,
             max_body_bytes: 4 * 1024 * 1024,
             allowed_origins: Vec::new(),

@@ -90,6 +90,8 @@ pub struct Catalog {
     prefix: PrefixMode,
     separator: String,
     ttl: Duration,
+    /// A server that failed is left out of lists, without being asked, for this long.
+    retry_after: Duration,
     cache: Mutex<HashMap<(usize, Kind), Cached>>,
     merged: Mutex<MergedCache>,
 }
@@ -113,9 +115,15 @@ impl Catalog {
             prefix,
             separator,
             ttl,
+            retry_after: Duration::from_secs(5),
             cache: Mutex::new(HashMap::new()),
             merged: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn with_retry_after(mut self, d: Duration) -> Self {
+        self.retry_after = d;
+        self
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, Kind), Cached>> {
@@ -139,6 +147,9 @@ impl Catalog {
             return Ok(c.items.clone());
         }
         let server = &self.servers[i];
+        if let Some(e) = server.health.recently_failed(self.retry_after) {
+            return Err(UpstreamError::Unavailable(format!("{e} (next try within {:?})", self.retry_after)));
+        }
         let mut items = Vec::new();
         let mut cursor: Option<Value> = None;
         for _ in 0..MAX_PAGES {

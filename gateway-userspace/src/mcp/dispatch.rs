@@ -132,7 +132,6 @@ async fn list(mcp: &Mcp, caller: &Caller, id: &Value, kind: Kind, params: &Value
     let view = rule.as_ref().map_or("", |r| r.name.as_str());
     let merged = mcp.catalog.merged(kind, &parts, view, keep);
     let items = &merged.items;
-    mcp.export_health();
     mcp.metrics
         .mcp
         .duration
@@ -438,7 +437,6 @@ impl Drop for Audited {
             })
             .inc();
         m.duration.get_or_create(&DurationLabels { server, method }).observe(elapsed.as_secs_f64());
-        self.mcp.export_health();
         if !self.audited {
             return;
         }

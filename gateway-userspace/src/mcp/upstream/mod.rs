@@ -47,6 +47,7 @@ pub struct Health {
     up: AtomicBool,
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
+    failed_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Health {
@@ -72,6 +73,20 @@ impl Health {
         if let Ok(mut g) = self.last_error.lock() {
             *g = Some(e.to_string());
         }
+        if let Ok(mut g) = self.failed_at.lock() {
+            *g = Some(std::time::Instant::now());
+        }
+    }
+
+    /// The last error, when the server is down and failed less than `within` ago: lists skip
+    /// such a server instead of waiting on it again (a hung server would cost every list its
+    /// timeout).
+    pub fn recently_failed(&self, within: Duration) -> Option<String> {
+        if self.is_up() {
+            return None;
+        }
+        let at = (*self.failed_at.lock().ok()?)?;
+        (at.elapsed() < within).then(|| self.last_error().unwrap_or_default())
     }
 }
 
