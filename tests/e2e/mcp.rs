@@ -268,6 +268,21 @@ fn policy_filters_lists_and_checks_call_arguments() {
     assert_eq!(allowed["arguments"]["token"], "[redacted]", "{allowed}");
     let m = metrics(&topo.node, ADMIN);
     assert!(m.lines().any(|l| l.contains("outcome=\"denied\"") && l.contains("identity=\"agent-b\"")), "{m}");
+
+    // A policy change in the file applies without a restart.
+    let text = std::fs::read_to_string(&gw.config).unwrap_or_default();
+    let widened = text.replace(
+        "\"files/get_file\", \"files/delete_file\"]",
+        "\"files/get_file\", \"files/delete_file\", \"files/whoami\"]",
+    );
+    assert_ne!(text, widened);
+    std::fs::write(&gw.config, widened).unwrap_or_else(|e| panic!("{e}"));
+    let mut tools = Vec::new();
+    wait_until(Duration::from_secs(20), "the reloaded policy", || {
+        tools = strs(&client("lists", "legacy", KEY_B, &[], &topo)["tools"]);
+        tools.contains(&"whoami".to_string())
+    });
+    assert_eq!(tools, ["get_file", "read_file", "whoami"]);
 }
 
 #[test]
