@@ -339,19 +339,8 @@ async fn invoke(
             None
         };
         if let Some(d) = denied {
-            record.call.outcome = "denied";
-            record.call.error = Some(d.reason.clone());
-            record.rule = Some(d.rule.clone());
-            let msg = format!("denied by nodegate policy {}: {}", d.rule, d.reason);
-            return record.reply(
-                &id,
-                jsonrpc::error(
-                    &id,
-                    jsonrpc::POLICY_DENIED,
-                    &msg,
-                    Some(json!({"rule": d.rule, "reason": d.reason})),
-                ),
-            );
+            let msg = record.deny(&id, &d);
+            return record.reply(&id, msg);
         }
     }
 
@@ -399,6 +388,15 @@ impl Audited {
         r.headers_mut()
             .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         r
+    }
+
+    /// Records a policy refusal; returns the JSON-RPC error that names the rule.
+    pub fn deny(&mut self, id: &Value, d: &crate::policy::CallDenied) -> Value {
+        self.call.outcome = "denied";
+        self.call.error = Some(d.reason.clone());
+        self.rule = Some(d.rule.clone());
+        let msg = format!("denied by nodegate policy {}: {}", d.rule, d.reason);
+        jsonrpc::error(id, jsonrpc::POLICY_DENIED, &msg, Some(json!({"rule": d.rule, "reason": d.reason})))
     }
 
     /// Classifies the server's answer into the record.

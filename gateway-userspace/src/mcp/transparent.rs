@@ -102,19 +102,8 @@ pub async fn handle(
             None
         };
         if let Some(d) = denied {
-            rec.call.outcome = "denied";
-            rec.call.error = Some(d.reason.clone());
-            rec.rule = Some(d.rule.clone());
-            let msg = format!("denied by nodegate policy {}: {}", d.rule, d.reason);
-            return json_response(
-                StatusCode::OK,
-                &jsonrpc::error(
-                    &id,
-                    jsonrpc::POLICY_DENIED,
-                    &msg,
-                    Some(json!({"rule": d.rule, "reason": d.reason})),
-                ),
-            );
+            let msg = rec.deny(&id, &d);
+            return json_response(StatusCode::OK, &msg);
         }
     }
 

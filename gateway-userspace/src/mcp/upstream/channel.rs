@@ -7,10 +7,11 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::{Health, UpstreamError};
 use crate::mcp::jsonrpc::{self, Message};
@@ -205,4 +206,39 @@ pub async fn handshake(
         .await
         .map_err(|_| UpstreamError::Unavailable("stream closed after initialize".into()))?;
     Ok(resp)
+}
+
+/// Runs a stream transport forever: `run` connects (or launches), handshakes, attaches and
+/// returns why the stream ended; then every waiting call fails, and after a backoff (250 ms
+/// doubling to 30 s, reset after 30 s of health) it runs again, until `stop`.
+pub fn supervise<F, Fut>(
+    name: String,
+    what: &'static str,
+    ch: Arc<Channel>,
+    mut stop: watch::Receiver<bool>,
+    mut run: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = String> + Send,
+{
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let started = std::time::Instant::now();
+            let reason = tokio::select! {
+                r = run() => r,
+                _ = stop.changed() => return,
+            };
+            ch.detach(reason.clone());
+            tracing::warn!(server = %name, %reason, retry_in = ?backoff, "MCP {what} stopped");
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(250);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    });
 }

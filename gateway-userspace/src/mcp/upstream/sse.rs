@@ -1,7 +1,7 @@
 //! The 2024-11-05 HTTP+SSE transport: a GET opens an event stream whose first `endpoint`
 //! event names the URL to POST messages to; every answer arrives on the stream. Reconnected
 //! (with backoff) whenever the stream ends.
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Uri, header};
@@ -12,26 +12,12 @@ use tokio::sync::{mpsc, watch};
 use super::channel::{Channel, handshake};
 use crate::{config, llm::sse::Splitter, proxy::upstream::Upstream};
 
-pub fn supervise(cfg: config::McpServer, up: Upstream, ch: Arc<Channel>, mut stop: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let started = std::time::Instant::now();
-            let reason = tokio::select! {
-                r = run_once(&cfg, &up, &ch) => r,
-                _ = stop.changed() => return,
-            };
-            ch.detach(reason.clone());
-            tracing::warn!(server = %cfg.name, %reason, retry_in = ?backoff, "MCP SSE stream ended");
-            if started.elapsed() > Duration::from_secs(30) {
-                backoff = Duration::from_millis(250);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
+pub fn supervise(cfg: config::McpServer, up: Upstream, ch: Arc<Channel>, stop: watch::Receiver<bool>) {
+    let name = cfg.name.clone();
+    let chan = ch.clone();
+    super::channel::supervise(name, "SSE stream", ch, stop, move || {
+        let (cfg, up, ch) = (cfg.clone(), up.clone(), chan.clone());
+        async move { run_once(&cfg, &up, &ch).await }
     });
 }
 

@@ -1,10 +1,10 @@
 //! A stdio MCP server: nodegate launches it, speaks newline-delimited JSON-RPC on its
 //! stdin/stdout, logs its stderr, and restarts it (with backoff) whenever it exits.
-use std::{process::Stdio, sync::Arc, time::Duration};
+use std::{process::Stdio, sync::Arc};
 
 use serde_json::Value;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader},
     process::{Child, Command},
     sync::{mpsc, watch},
 };
@@ -15,26 +15,12 @@ use crate::config;
 /// Largest line accepted from a server; a longer one ends the process (it is misbehaving).
 const MAX_LINE: usize = 16 * 1024 * 1024;
 
-pub fn supervise(cfg: config::McpServer, ch: Arc<Channel>, mut stop: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let started = std::time::Instant::now();
-            let reason = tokio::select! {
-                r = run_once(&cfg, &ch) => r,
-                _ = stop.changed() => return,
-            };
-            ch.detach(reason.clone());
-            tracing::warn!(server = %cfg.name, %reason, retry_in = ?backoff, "MCP stdio server stopped");
-            if started.elapsed() > Duration::from_secs(30) {
-                backoff = Duration::from_millis(250);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
+pub fn supervise(cfg: config::McpServer, ch: Arc<Channel>, stop: watch::Receiver<bool>) {
+    let name = cfg.name.clone();
+    let chan = ch.clone();
+    super::channel::supervise(name, "stdio server", ch, stop, move || {
+        let (cfg, ch) = (cfg.clone(), chan.clone());
+        async move { run_once(&cfg, &ch).await }
     });
 }
 
@@ -113,7 +99,6 @@ async fn run_once(cfg: &config::McpServer, ch: &Arc<Channel>) -> String {
             Err(e) => format!("initialize: {e}"),
         }
     };
-    use tokio::io::AsyncReadExt as _;
     let reason = tokio::select! {
         r = writer => r,
         r = reader => r,
