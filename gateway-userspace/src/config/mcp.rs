@@ -36,6 +36,9 @@ pub struct Mcp {
     pub session_key: Option<String>,
     /// File holding the session key (alternative to `session_key`).
     pub session_key_file: Option<PathBuf>,
+    /// How long a session id stays valid after `initialize`; then the client starts over.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
     /// Per-workload visibility and argument rules. The first rule whose selector matches the
     /// caller decides; no rule matches: everything is visible and callable.
     pub policies: Vec<McpPolicy>,
@@ -59,6 +62,7 @@ impl Default for Mcp {
             allowed_origins: Vec::new(),
             session_key: None,
             session_key_file: None,
+            session_ttl: Duration::from_secs(24 * 3600),
             policies: Vec::new(),
             redact: ["password", "token", "secret", "api_key", "apikey", "authorization"]
                 .map(String::from)
@@ -205,6 +209,9 @@ pub(super) fn check(mcp: &Mcp, push: &mut impl FnMut(String, String)) {
         if s.timeout.is_zero() {
             push(format!("{at}.timeout"), "must be greater than zero".into());
         }
+    }
+    if mcp.session_ttl.is_zero() {
+        push("mcp.session_ttl".into(), "must be greater than zero".into());
     }
     if mcp.max_body_bytes == 0 {
         push("mcp.max_body_bytes".into(), "must be greater than zero".into());

@@ -87,9 +87,12 @@ pub async fn request(
         | "resources/unsubscribe"
         | "completion/complete" => invoke(ctx, mcp, caller, id, method, params, request_bytes).await,
         "logging/setLevel" => {
-            for s in &mcp.catalog.servers {
-                let _ = s.call(s.next_id(), "logging/setLevel", params.clone(), None).await;
-            }
+            let all = mcp
+                .catalog
+                .servers
+                .iter()
+                .map(|s| s.call(s.next_id(), "logging/setLevel", params.clone(), None));
+            futures_util::future::join_all(all).await;
             ok(json!({}))
         }
         "subscriptions/listen" => relay::listen(mcp, &id, &params),

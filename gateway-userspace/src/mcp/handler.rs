@@ -116,7 +116,10 @@ pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> R
                 if let (Some(id), Ok(mut ended)) = (req.headers().get(SESSION_HEADER), mcp.ended.lock())
                     && let Ok(id) = id.to_str()
                 {
-                    ended.insert(id.to_string());
+                    // Remembered until the id would have expired anyway.
+                    let now = super::session::now();
+                    ended.retain(|_, until| *until > now);
+                    ended.insert(id.to_string(), now + mcp.cfg.session_ttl.as_secs());
                 }
                 empty(StatusCode::OK)
             }
@@ -135,7 +138,7 @@ pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> R
 #[allow(clippy::result_large_err)]
 fn session_of(mcp: &Mcp, req: &Request<Incoming>, id: &Identity) -> Result<Option<Session>, Response<Body>> {
     let Some(raw) = req.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else { return Ok(None) };
-    if mcp.ended.lock().is_ok_and(|e| e.contains(raw)) {
+    if mcp.ended.lock().is_ok_and(|e| e.contains_key(raw)) {
         return Err(rpc_error(
             StatusCode::NOT_FOUND,
             &Value::Null,
@@ -144,7 +147,7 @@ fn session_of(mcp: &Mcp, req: &Request<Incoming>, id: &Identity) -> Result<Optio
             None,
         ));
     }
-    mcp.keys.decode(raw, &id.workload).map(Some).map_err(|e| {
+    mcp.keys.decode(raw, &id.workload, mcp.cfg.session_ttl).map(Some).map_err(|e| {
         // 404 tells a client to start a new session (initialize again).
         rpc_error(
             StatusCode::NOT_FOUND,
@@ -318,6 +321,7 @@ fn initialize(mcp: &Mcp, caller: Caller, id: &Value, params: &Value) -> Response
         info: params.get("clientInfo").cloned().unwrap_or(Value::Null),
         caps: params.get("capabilities").cloned().unwrap_or(Value::Null),
         n: fastrand::u64(..),
+        t: super::session::now(),
     };
     let result = json!({
         "protocolVersion": version,

@@ -17,7 +17,7 @@ pub mod transparent;
 pub mod upstream;
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -108,8 +108,9 @@ pub struct Mcp {
     inflight: Mutex<Inflight>,
     /// Calls waiting for a 2026-07-28 client's `input_required` retry, by request state.
     parked: Mutex<HashMap<String, relay::Parked>>,
-    /// Sessions ended with DELETE (ids are self-contained, so ending one is remembered here).
-    ended: Mutex<HashSet<String>>,
+    /// Sessions ended with DELETE (ids are self-contained, so ending one is remembered here),
+    /// with when each would have expired anyway.
+    ended: Mutex<HashMap<String, u64>>,
     seq: AtomicU64,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -165,7 +166,7 @@ impl Mcp {
             relayed: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             parked: Mutex::new(HashMap::new()),
-            ended: Mutex::new(HashSet::new()),
+            ended: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
             stop,
         })

@@ -21,6 +21,14 @@ pub struct Session {
     pub caps: Value,
     /// Random part, so that two sessions opened in the same instant differ.
     pub n: u64,
+    /// When it was opened (Unix seconds); it is valid for `mcp.session_ttl` from then.
+    #[serde(default)]
+    pub t: u64,
+}
+
+/// Now, in Unix seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -31,6 +39,8 @@ pub enum SessionError {
     BadSignature,
     #[error("session belongs to another workload")]
     WrongOwner,
+    #[error("session expired")]
+    Expired,
 }
 
 #[derive(Clone)]
@@ -64,7 +74,8 @@ impl Keys {
         format!("{body}.{tag}")
     }
 
-    pub fn decode(&self, id: &str, who: &str) -> Result<Session, SessionError> {
+    /// The session `id` carries, if it verifies, belongs to `who` and is younger than `ttl`.
+    pub fn decode(&self, id: &str, who: &str, ttl: std::time::Duration) -> Result<Session, SessionError> {
         let (body, tag) = id.split_once('.').ok_or(SessionError::Malformed)?;
         let tag = B64.decode(tag).map_err(|_| SessionError::Malformed)?;
         self.mac(body.as_bytes()).verify_slice(&tag).map_err(|_| SessionError::BadSignature)?;
@@ -72,6 +83,9 @@ impl Keys {
         let s: Session = serde_json::from_slice(&raw).map_err(|_| SessionError::Malformed)?;
         if s.who != who {
             return Err(SessionError::WrongOwner);
+        }
+        if now().saturating_sub(s.t) > ttl.as_secs() {
+            return Err(SessionError::Expired);
         }
         Ok(s)
     }
@@ -82,20 +96,33 @@ mod tests {
     use super::*;
 
     fn session() -> Session {
-        Session { v: "2025-11-25".into(), who: "agent".into(), info: Value::Null, caps: Value::Null, n: 7 }
+        Session {
+            v: "2025-11-25".into(),
+            who: "agent".into(),
+            info: Value::Null,
+            caps: Value::Null,
+            n: 7,
+            t: now(),
+        }
     }
 
     #[test]
     fn a_session_id_round_trips_under_the_same_key_only() {
         let k = Keys::new(b"0123456789abcdef0123456789abcdef".to_vec());
         let id = k.encode(&session());
-        assert_eq!(k.decode(&id, "agent").unwrap(), session());
+        let day = std::time::Duration::from_secs(86400);
+        assert_eq!(k.decode(&id, "agent", day).unwrap(), session());
         let other = Keys::new(b"another key of thirty-two bytes!".to_vec());
-        assert_eq!(other.decode(&id, "agent").unwrap_err(), SessionError::BadSignature);
-        assert_eq!(k.decode(&id, "intruder").unwrap_err(), SessionError::WrongOwner);
+        assert_eq!(other.decode(&id, "agent", day).unwrap_err(), SessionError::BadSignature);
+        assert_eq!(k.decode(&id, "intruder", day).unwrap_err(), SessionError::WrongOwner);
         let (body, tag) = id.split_once('.').unwrap();
         let forged = format!("{}A.{tag}", body);
-        assert!(k.decode(&forged, "agent").is_err());
-        assert_eq!(k.decode("nodot", "agent").unwrap_err(), SessionError::Malformed);
+        assert!(k.decode(&forged, "agent", day).is_err());
+        assert_eq!(k.decode("nodot", "agent", day).unwrap_err(), SessionError::Malformed);
+        let old = k.encode(&Session { t: now() - 7200, ..session() });
+        assert_eq!(
+            k.decode(&old, "agent", std::time::Duration::from_secs(3600)).unwrap_err(),
+            SessionError::Expired
+        );
     }
 }

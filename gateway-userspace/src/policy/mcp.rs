@@ -26,7 +26,9 @@ struct Constraint {
     name: String,
     tool: Pattern,
     source: String,
-    program: cel::Program,
+    /// None when the condition does not compile (config validation reported it): such a
+    /// condition refuses every call, so a bad condition can never open access.
+    program: Option<cel::Program>,
 }
 
 /// Why a call was refused: the rule and, for conditions, what it required.
@@ -37,8 +39,7 @@ pub struct CallDenied {
 }
 
 impl McpPolicy {
-    /// Builds the rules; conditions that do not compile were reported by config validation and
-    /// are kept as always-false here, so a bad condition can never open access.
+    /// Builds the rules from config (conditions compiled here, once per config version).
     pub fn new(rules: &[config::McpPolicy]) -> Self {
         let rules = rules
             .iter()
@@ -53,9 +54,7 @@ impl McpPolicy {
                         name: format!("{name}.constraints[{c}]"),
                         tool: Pattern::new(&con.tool),
                         source: con.when.clone(),
-                        program: cel::Program::compile(&con.when).unwrap_or_else(|_| {
-                            cel::Program::compile("false").unwrap_or_else(|_| unreachable!())
-                        }),
+                        program: cel::Program::compile(&con.when).ok(),
                     })
                     .collect();
                 Arc::new(McpRule {
@@ -114,7 +113,10 @@ impl McpRule {
             cx.add_variable_from_value("tool", tool.to_string());
             cx.add_variable_from_value("server", server.to_string());
             cx.add_variable_from_value("identity", id.workload.to_string());
-            match c.program.execute(&cx) {
+            let Some(program) = &c.program else {
+                return Err(deny(format!("condition `{}` does not compile", c.source)));
+            };
+            match program.execute(&cx) {
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(cel::Value::Bool(false)) => {
                     return Err(deny(format!("condition `{}` is false", c.source)));

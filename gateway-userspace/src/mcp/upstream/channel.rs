@@ -100,7 +100,7 @@ impl Channel {
     }
 
     /// Hands the handshake's own request to the stream before a link is attached.
-    pub fn expect(&self, id: u64) -> oneshot::Receiver<Value> {
+    pub fn await_response(&self, id: u64) -> oneshot::Receiver<Value> {
         let (done, rx) = oneshot::channel();
         self.state().waiting.insert(id, Waiting { done, events: None, progress: None });
         rx
@@ -184,7 +184,7 @@ pub async fn handshake(
     timeout: std::time::Duration,
 ) -> Result<Value, UpstreamError> {
     const INIT_ID: u64 = 0;
-    let rx = ch.expect(INIT_ID);
+    let rx = ch.await_response(INIT_ID);
     let params = json!({
         "protocolVersion": super::HANDSHAKE_VERSION,
         "capabilities": super::client_capabilities(),
