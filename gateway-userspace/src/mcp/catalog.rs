@@ -73,10 +73,33 @@ struct Cached {
     at: Instant,
 }
 
+/// Exposed name -> (server, the server's own name).
+pub type Origins = HashMap<String, (Arc<Server>, String)>;
+
+/// MCP's limit on tool and prompt names.
+const MAX_NAME: usize = 128;
+
+/// A prefixed name past MCP's 128 characters keeps its start and ends in a hash of the whole,
+/// so it stays unique and valid; the catalog maps it back like any other.
+fn fit_name(name: String) -> String {
+    if name.len() <= MAX_NAME {
+        return name;
+    }
+    let hash =
+        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut keep = MAX_NAME - 17;
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}_{hash:016x}", &name[..keep])
+}
+
 /// A merged list as one policy view shows it, kept until one of the lists it was made from
 /// is replaced.
 pub struct Merged {
     pub items: Vec<Value>,
+    /// Where each shown name comes from.
+    pub origins: Origins,
     /// `items` serialized: a cached tools/list answer is a copy of these bytes.
     pub json: bytes::Bytes,
     /// The lists merged (held so their addresses, the cache key, stay unique).
@@ -214,14 +237,20 @@ impl Catalog {
         seen.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k.to_string()).collect()
     }
 
-    /// The merged list with exposed names. `keep(server, item)` filters (policy).
-    pub fn merge(&self, kind: Kind, parts: &[Part], keep: impl Fn(&str, &Value) -> bool) -> Vec<Value> {
+    /// The merged list with exposed names, and where each exposed name comes from.
+    /// `keep(server, item)` filters (policy).
+    pub fn merge(
+        &self,
+        kind: Kind,
+        parts: &[Part],
+        keep: impl Fn(&str, &Value) -> bool,
+    ) -> (Vec<Value>, Origins) {
         let clashes = if self.prefix == PrefixMode::Conditional {
             self.clashes(kind, parts)
         } else {
             Default::default()
         };
-        let mut taken = std::collections::HashSet::new();
+        let mut origins = Origins::new();
         let mut out = Vec::new();
         for p in parts {
             let Ok(items) = &p.items else { continue };
@@ -235,23 +264,29 @@ impl Catalog {
                     PrefixMode::Never => false,
                     PrefixMode::Conditional => clashes.contains(name),
                 };
-                let exposed = if prefixed {
+                let mut exposed = if prefixed {
                     format!("{}{}{name}", p.server.name, self.joiner(kind))
                 } else {
                     name.to_string()
                 };
-                if !taken.insert(exposed.clone()) {
+                if matches!(kind, Kind::Tools | Kind::Prompts) {
+                    exposed = fit_name(exposed);
+                }
+                if origins.contains_key(&exposed) {
                     tracing::debug!(server = %p.server.name, name, "name already taken by an earlier server; left out");
                     continue;
                 }
                 let mut it = it.clone();
-                if prefixed && let Some(o) = it.as_object_mut() {
-                    o.insert(kind.key().into(), Value::from(exposed));
+                if exposed != name
+                    && let Some(o) = it.as_object_mut()
+                {
+                    o.insert(kind.key().into(), Value::from(exposed.clone()));
                 }
+                origins.insert(exposed, (p.server.clone(), name.to_string()));
                 out.push(it);
             }
         }
-        out
+        (out, origins)
     }
 
     /// [`Self::merge`], cached per policy `view` (the rule's name) until a list changes.
@@ -270,15 +305,16 @@ impl Catalog {
         {
             return m.clone();
         }
-        let items = self.merge(kind, parts, keep);
+        let (items, origins) = self.merge(kind, parts, keep);
         let json = bytes::Bytes::from(serde_json::to_vec(&items).unwrap_or_else(|_| b"[]".to_vec()));
         let from = parts.iter().filter_map(|p| p.items.as_ref().ok().cloned()).collect();
-        let m = Arc::new(Merged { items, json, _from: from });
+        let m = Arc::new(Merged { items, origins, json, _from: from });
         lock().insert((kind, view.to_string()), (key, m.clone()));
         m
     }
 
-    /// Maps an exposed name back. Uses the same lists (and naming) the client was shown.
+    /// Maps an exposed name back, with the same merge (and naming) that made the lists
+    /// clients are shown. Templates match a resource URI by their literal prefix.
     pub async fn resolve(
         &self,
         kind: Kind,
@@ -286,45 +322,33 @@ impl Catalog {
         visible: impl Fn(&str) -> bool,
     ) -> Option<Resolved> {
         let parts = self.list_all(kind, &visible).await;
-        let clashes = if self.prefix == PrefixMode::Conditional {
-            self.clashes(kind, &parts)
-        } else {
-            Default::default()
-        };
-        let has = |p: &Part, name: &str| match &p.items {
-            Ok(items) => items.iter().any(|it| item_matches(kind, it, name)),
+        if kind != Kind::Templates {
+            let m = self.merged(kind, &parts, "\0every name", |_, _| true);
+            return m
+                .origins
+                .get(exposed)
+                .map(|(server, original)| Resolved { server: server.clone(), original: original.clone() });
+        }
+        let has = |p: &Part, uri: &str| match &p.items {
+            Ok(items) => items.iter().any(|it| item_matches(kind, it, uri)),
             Err(_) => false,
         };
-        // Prefixed form: the longest server name that fits and has the item.
-        let mut best: Option<(usize, &Part, String)> = None;
-        if self.prefix != PrefixMode::Never {
-            for p in &parts {
-                let prefix = format!("{}{}", p.server.name, self.joiner(kind));
-                if let Some(rest) = exposed.strip_prefix(prefix.as_str())
-                    && (self.prefix == PrefixMode::Always
-                        || clashes.contains(rest)
-                        || kind == Kind::Templates
-                        || kind == Kind::Resources)
-                    && has(p, rest)
-                    && best.as_ref().is_none_or(|(l, _, _)| prefix.len() > *l)
-                {
-                    best = Some((prefix.len(), p, rest.to_string()));
-                }
-            }
-        }
-        if let Some((_, p, rest)) = best {
-            return Some(Resolved { server: p.server.clone(), original: rest });
-        }
-        if self.prefix == PrefixMode::Always {
-            return None;
-        }
-        // Unprefixed: the first server that has it, unless conditional prefixing hid it.
-        parts
+        // `server+uri` (the longest server name that fits), else the first server whose template fits.
+        let prefixed = parts
             .iter()
-            .find(|p| {
-                has(p, exposed) && !(self.prefix == PrefixMode::Conditional && clashes.contains(exposed))
+            .filter_map(|p| {
+                let rest =
+                    exposed.strip_prefix(format!("{}{}", p.server.name, self.joiner(kind)).as_str())?;
+                has(p, rest).then(|| (p.server.name.len(), p, rest))
             })
-            .map(|p| Resolved { server: p.server.clone(), original: exposed.to_string() })
+            .max_by_key(|(len, _, _)| *len)
+            .map(|(_, p, rest)| Resolved { server: p.server.clone(), original: rest.to_string() });
+        prefixed.or_else(|| {
+            parts
+                .iter()
+                .find(|p| has(p, exposed))
+                .map(|p| Resolved { server: p.server.clone(), original: exposed.to_string() })
+        })
     }
 }
 
@@ -385,7 +409,7 @@ mod tests {
     #[tokio::test]
     async fn conditional_prefixes_only_shared_names() {
         let c = Catalog::new(vec![], PrefixMode::Conditional, "_".into(), Duration::from_secs(60));
-        let merged = c.merge(Kind::Tools, &parts(), |_, _| true);
+        let merged = c.merge(Kind::Tools, &parts(), |_, _| true).0;
         assert_eq!(names(&merged, "name"), ["read", "files_echo", "git_echo", "log"]);
     }
 
@@ -393,26 +417,38 @@ mod tests {
     async fn always_and_never() {
         let c = Catalog::new(vec![], PrefixMode::Always, "__".into(), Duration::from_secs(60));
         assert_eq!(
-            names(&c.merge(Kind::Tools, &parts(), |_, _| true), "name"),
+            names(&c.merge(Kind::Tools, &parts(), |_, _| true).0, "name"),
             ["files__read", "files__echo", "git__echo", "git__log"]
         );
         let c = Catalog::new(vec![], PrefixMode::Never, "_".into(), Duration::from_secs(60));
         // A clash: the first server in config order keeps the name, the other is left out.
-        assert_eq!(names(&c.merge(Kind::Tools, &parts(), |_, _| true), "name"), ["read", "echo", "log"]);
+        assert_eq!(names(&c.merge(Kind::Tools, &parts(), |_, _| true).0, "name"), ["read", "echo", "log"]);
     }
 
     #[tokio::test]
     async fn resource_uris_take_the_server_as_a_scheme_prefix_and_policy_filters() {
         let c = Catalog::new(vec![], PrefixMode::Always, "_".into(), Duration::from_secs(60));
         let p = vec![part("docs", json!([{"uri": "file:///a", "name": "a"}]))];
-        assert_eq!(names(&c.merge(Kind::Resources, &p, |_, _| true), "uri"), ["docs+file:///a"]);
+        assert_eq!(names(&c.merge(Kind::Resources, &p, |_, _| true).0, "uri"), ["docs+file:///a"]);
         let c = Catalog::new(vec![], PrefixMode::Conditional, "_".into(), Duration::from_secs(60));
-        let kept = c.merge(Kind::Tools, &parts(), |server, item| server == "git" || item["name"] == "read");
+        let kept = c.merge(Kind::Tools, &parts(), |server, item| server == "git" || item["name"] == "read").0;
         assert_eq!(
             names(&kept, "name"),
             ["read", "git_echo", "log"],
             "a hidden twin still counts as a clash"
         );
+    }
+
+    #[tokio::test]
+    async fn names_past_128_characters_are_shortened_uniquely_and_map_back() {
+        let long = "t".repeat(125);
+        let p = vec![part("files", json!([{"name": long.clone()}, {"name": format!("{long}x")}]))];
+        let c = Catalog::new(vec![], PrefixMode::Always, "_".into(), Duration::from_secs(60));
+        let (items, origins) = c.merge(Kind::Tools, &p, |_, _| true);
+        let shown = names(&items, "name");
+        assert!(shown.iter().all(|n| n.len() <= 128), "{shown:?}");
+        assert_ne!(shown[0], shown[1]);
+        assert_eq!(origins[&shown[1]].1, format!("{long}x"));
     }
 
     #[test]

@@ -151,8 +151,9 @@ impl Http {
                         .and_then(Value::as_array)
                         .is_some_and(|v| v.iter().any(|x| x == MODERN_VERSION)) =>
                 {
+                    // Open the change stream before anyone can use the era (no change is missed).
+                    self.open_stream(&Era::Modern, unsolicited.clone()).await;
                     self.set(Some(Era::Modern));
-                    self.open_stream(&Era::Modern, unsolicited.clone());
                     tracing::info!(server = %self.name, version = MODERN_VERSION, "MCP server speaks the stateless era");
                     return Ok(Era::Modern);
                 }
@@ -179,11 +180,11 @@ impl Http {
             return Err(UpstreamError::Protocol(format!("initialize refused: {e}")));
         }
         let era = Era::Handshake { session };
-        self.set(Some(era.clone()));
         let done = jsonrpc::notification("notifications/initialized", &Value::Null);
         let (dummy, _) = broadcast::channel(1);
         self.post(&era, "notifications/initialized", &Value::Null, done, None, &dummy).await?;
-        self.open_stream(&era, unsolicited.clone());
+        self.open_stream(&era, unsolicited.clone()).await;
+        self.set(Some(era.clone()));
         tracing::info!(server = %self.name, version = HANDSHAKE_VERSION, "MCP session established");
         Ok(era)
     }
@@ -330,7 +331,10 @@ impl Http {
 
     /// Where the server's unsolicited messages (list_changed, ...) come from: the handshake
     /// era's GET stream, or a 2026-07-28 `subscriptions/listen` request.
-    fn open_stream(&self, era: &Era, unsolicited: broadcast::Sender<Value>) {
+    /// Returns when the stream is open (GET answered; listen acknowledged), so that no change
+    /// announced after the era is established can be missed; or after 2 s, or at once when
+    /// the server offers no stream.
+    async fn open_stream(&self, era: &Era, unsolicited: broadcast::Sender<Value>) {
         let req = match era {
             Era::Handshake { session: Some(session) } => {
                 let mut b = Request::get(self.url.clone())
@@ -362,21 +366,34 @@ impl Http {
         }
         let client = self.client.clone();
         let name = self.name.clone();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel::<()>();
+        let listen = *era == Era::Modern;
         tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
             let run = async {
                 let resp = client.llm.request(req).await.ok()?;
                 if !resp.status().is_success() {
                     return None;
+                }
+                if !listen && let Some(r) = ready_tx.take() {
+                    let _ = r.send(());
                 }
                 let mut body = resp.into_body();
                 let mut split = Splitter::default();
                 while let Some(Ok(frame)) = body.frame().await {
                     let Some(data) = frame.data_ref() else { continue };
                     for ev in split.push(data) {
-                        if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
-                            && v.get("method").is_some()
-                        {
-                            let _ = unsolicited.send(v);
+                        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else { continue };
+                        match v.get("method").and_then(Value::as_str) {
+                            Some("notifications/subscriptions/acknowledged") => {
+                                if let Some(r) = ready_tx.take() {
+                                    let _ = r.send(());
+                                }
+                            }
+                            Some(_) => {
+                                let _ = unsolicited.send(v);
+                            }
+                            None => {}
                         }
                     }
                 }
@@ -387,6 +404,8 @@ impl Http {
                 _ = &mut stopped => {}
             }
         });
+        // Err: the task ended first (no stream offered); elapsed: carry on without waiting.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ready).await;
     }
 }
 
