@@ -51,7 +51,7 @@ fn federates_http_sse_and_stdio_servers_for_clients_of_both_eras() {
         &format!(
             r#"
   servers:
-    - {{ name: files, url: "http://127.0.0.1:9101/mcp" }}
+    - {{ name: files, url: "http://127.0.0.1:9101/mcp", headers: {{ Authorization: "Bearer files-server-secret" }} }}
     - {{ name: everything, url: "http://127.0.0.1:9102/mcp" }}
     - {{ name: evsse, transport: sse, url: "http://127.0.0.1:9103/sse" }}
     - {{ name: evstdio, transport: stdio, command: node, args: ["{js}", "stdio"] }}
@@ -87,6 +87,10 @@ fn federates_http_sse_and_stdio_servers_for_clients_of_both_eras() {
         assert_eq!(texts[3], "Echo: via stdio", "{era}: {r}");
         assert!(texts[4].contains("42"), "{era}: {r}");
         assert_eq!(r["results"][5]["is_error"], true, "a tool error is the tool's result: {r}");
+
+        // The server gets the credential configured for it; the agent's key never leaves nodegate.
+        let auth = client("call", era, KEY_A, &["seen_auth"], &topo);
+        assert_eq!(auth["text"], "Bearer files-server-secret", "{era}: {auth}");
 
         let rd = client("read", era, KEY_A, &["file:///files/readme"], &topo);
         assert_eq!(rd["text"], "readme of files", "{era}: {rd}");

@@ -45,6 +45,11 @@ def build(name: str) -> MCPServer:
         return name
 
     @m.tool()
+    def seen_auth(ctx: Context) -> str:
+        """The Authorization header this server received (credential injection checks)."""
+        return (ctx.headers or {}).get("authorization", "none")
+
+    @m.tool()
     def fail() -> str:
         """Always raises: a tool-level error."""
         raise ValueError("this tool always fails")
