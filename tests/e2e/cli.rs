@@ -88,6 +88,7 @@ mcp:
     - { name: files, url: "http://127.0.0.1:1/mcp" }
     - { name: files, transport: stdio }
     - { name: "bad name", url: "ftp://x" }
+    - { name: hdr, url: "http://127.0.0.1:1/mcp", headers: { "bad header": "x" } }
   policies:
     - constraints:
         - { tool: "files/*", when: 'arguments.path.startsWith(' }
@@ -102,6 +103,7 @@ mcp:
         "mcp.servers[1].command",
         "mcp.servers[2].name",
         "mcp.servers[2].url",
+        "mcp.servers[3].headers.bad header",
         "mcp.session_key",
         "mcp.policies[0].constraints[0].when",
     ] {

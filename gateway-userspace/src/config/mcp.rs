@@ -209,6 +209,13 @@ pub(super) fn check(mcp: &Mcp, push: &mut impl FnMut(String, String)) {
         if s.timeout.is_zero() {
             push(format!("{at}.timeout"), "must be greater than zero".into());
         }
+        for (k, v) in &s.headers {
+            if http::HeaderName::try_from(k.as_str()).is_err()
+                || http::HeaderValue::try_from(v.as_str()).is_err()
+            {
+                push(format!("{at}.headers.{k}"), "not a valid HTTP header name and value".into());
+            }
+        }
     }
     if mcp.session_ttl.is_zero() {
         push("mcp.session_ttl".into(), "must be greater than zero".into());
