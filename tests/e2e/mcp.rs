@@ -325,6 +325,18 @@ fn one_failing_server_never_breaks_the_others() {
             .filter_map(|u| u["server"].as_str().map(str::to_string))
             .collect();
         assert_eq!(missing, ["junk", "stuck", "absent"], "{era}: failing servers are reported: {l}");
+        let why = |n: &str| {
+            l["tools_meta"]["nodegate/unavailable"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|u| u["server"] == n)
+                .and_then(|u| u["error"].as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert!(why("junk").contains("not MCP"), "{era}: {l}");
+        assert!(why("absent").contains("/nonexistent/mcp-server"), "{era}: {l}");
     }
     // Kill one working server: the other keeps answering; calls to the dead one fail cleanly.
     ev.kill9();
