@@ -384,6 +384,11 @@ async fn drive(mcp: &Arc<Mcp>, caller: &Caller, id: Value, mut p: Pending) -> Re
                     p.record.call.outcome = "cancelled";
                     return;
                 }
+                // The client went away: stop waiting (Inflight's drop cancels at the server).
+                _ = tx.closed() => {
+                    p.record.call.error = Some("client went away".into());
+                    return;
+                }
                 r = &mut p.fut => {
                     if !modern && input_requests(&r).is_some() {
                         needs_input = Some(r);
