@@ -138,6 +138,11 @@ impl Mcp {
         let keys = match session_key(cfg) {
             Ok(Some(k)) => session::Keys::new(k),
             Ok(None) => previous.map(|p| p.keys.clone()).unwrap_or_else(|| {
+                if !cfg.servers.is_empty() {
+                    tracing::info!(
+                        "mcp.session_key is not set: MCP session ids are valid in this process only"
+                    );
+                }
                 session::Keys::random().unwrap_or_else(|e| {
                     tracing::error!(error = %e, "no random source for MCP session keys; using a fixed one");
                     session::Keys::new(b"nodegate-fallback-session-key-00".to_vec())
@@ -242,7 +247,8 @@ fn session_key(cfg: &config::Mcp) -> std::io::Result<Option<Vec<u8>>> {
 }
 
 /// Follows one server's unsolicited messages: list_changed drops its cached lists and is
-/// passed on to every client; resource updates are passed on as they are.
+/// passed on to every client; resource updates are passed on as they are; requests outside a
+/// call are answered here.
 fn watch_server(
     server: Arc<Server>,
     catalog: std::sync::Weak<Catalog>,
@@ -262,6 +268,22 @@ fn watch_server(
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             let Some(method) = msg.get("method").and_then(Value::as_str) else { continue };
+            // A request outside any call (a ping, or roots/list on the server's stream) has no
+            // client to go to: nodegate answers it itself.
+            if let Some(id) = msg.get("id").filter(|i| !i.is_null()) {
+                let answer = match method {
+                    "ping" => jsonrpc::result(id, serde_json::json!({})),
+                    "roots/list" => jsonrpc::result(id, serde_json::json!({"roots": []})),
+                    other => jsonrpc::error(
+                        id,
+                        jsonrpc::METHOD_NOT_FOUND,
+                        &format!("{other}: no client to relay it to outside a call"),
+                        None,
+                    ),
+                };
+                server.respond(answer).await;
+                continue;
+            }
             let kinds = Kind::from_notification(method);
             if !kinds.is_empty() {
                 let Some(c) = catalog.upgrade() else { return };

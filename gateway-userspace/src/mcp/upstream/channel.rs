@@ -144,22 +144,20 @@ impl Channel {
                 }
                 None
             }
-            Message::Request { id, method, .. } => {
+            Message::Request { method, .. } => {
                 if method == "ping" {
-                    return Some(jsonrpc::result(&id, json!({})));
+                    return msg.get("id").map(|id| jsonrpc::result(id, json!({})));
                 }
-                // A stream does not say which call a server request belongs to: it goes to
-                // the only call that can take one; with none or several it is refused.
+                // A stream does not say which call a server request belongs to: it goes to the
+                // only call that can take one; otherwise to the watcher, which answers it.
                 let sinks: Vec<_> = self.state().waiting.values().filter_map(|w| w.events.clone()).collect();
                 match sinks.as_slice() {
-                    [one] if one.try_send(msg).is_ok() => None,
-                    _ => Some(jsonrpc::error(
-                        &id,
-                        jsonrpc::METHOD_NOT_FOUND,
-                        &format!("{method}: no client to relay it to"),
-                        None,
-                    )),
+                    [one] if one.try_send(msg.clone()).is_ok() => {}
+                    _ => {
+                        let _ = self.unsolicited.send(msg);
+                    }
                 }
+                None
             }
         }
     }
