@@ -453,6 +453,12 @@ fn progress_sampling_and_list_changes_reach_the_client() {
             assert!(s["text"].as_str().unwrap_or("").contains("sampled by the client"), "{era} {tool}: {s}");
         }
     }
+    // Elicitation takes the same paths: the user's answer reaches the server that asked.
+    for era in ERAS {
+        let e = client("elicit", era, KEY_A, &["trigger-elicitation-request", "{}"], &topo);
+        assert!(!strs(&e["asked"]).is_empty(), "{era}: {e}");
+        assert!(strs(&e["all_text"]).iter().any(|t| t.contains("Ada Lovelace")), "{era}: {e}");
+    }
     // A tool added at the server: list_changed reaches clients of both eras, and the next list has it.
     for (era, tool) in [("legacy", "added_one"), ("auto", "added_two")] {
         let c = client("list_changed", era, KEY_A, &["files_add_tool", tool], &topo);

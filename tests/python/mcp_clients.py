@@ -118,6 +118,19 @@ async def sampling(mode, url, key, args):
         return {**result(r), "asked": asked, "all_text": [getattr(x, "text", None) for x in r.content]}
 
 
+async def elicit(mode, url, key, args):
+    """A server asks this client's user for input (elicitation); the client accepts with a name."""
+    asked = []
+
+    async def on_elicit(ctx, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"name": "Ada Lovelace", "check": True})
+
+    async with connect(mode, url, key, elicitation_callback=on_elicit) as c:
+        r = await c.call_tool(args[0], json.loads(args[1]))
+        return {**result(r), "asked": asked, "all_text": [getattr(x, "text", None) for x in r.content]}
+
+
 async def list_changed(mode, url, key, args):
     """Adds a tool through one call and waits for the list_changed notification: on the GET
     stream (handshake era) or a subscriptions/listen stream (2026-07-28)."""
@@ -168,6 +181,8 @@ async def main():
     try:
         if scenario == "sampling":
             out = await sampling(mode, url, key, args)
+        elif scenario == "elicit":
+            out = await elicit(mode, url, key, args)
         elif scenario == "list_changed":
             out = await list_changed(mode, url, key, args)
         elif scenario == "session_restart":
