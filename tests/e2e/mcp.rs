@@ -473,7 +473,7 @@ fn bad_input_gets_clear_json_rpc_errors_and_disturbs_nothing() {
     require_root();
     let topo = Topology::new();
     let _files = mcp_server(&topo.node, "files", "http", "127.0.0.1", 9161);
-    let _gw = start(
+    let gw = start(
         &topo,
         "mcp-bad-input",
         r#"
@@ -541,6 +541,18 @@ fn bad_input_gets_clear_json_rpc_errors_and_disturbs_nothing() {
     assert_eq!(v["result"]["resultType"], "complete", "2026-07-28 results carry resultType: {v}");
     let r = client("call", "legacy", KEY_A, &["whoami"], &topo);
     assert_eq!(r["text"], "files", "{r}");
+
+    // A call's trace (W3C traceparent in `_meta`, MCP's carrier, or the header) is in its record.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut body: Value =
+        serde_json::from_str(&modern_request(9, "tools/call", json!({"name": "whoami"}))).unwrap();
+    body["params"]["_meta"]["traceparent"] = json!(format!("00-{trace}-00f067aa0ba902b7-01"));
+    let call = modern_headers("tools/call");
+    let call: Vec<&str> = call.iter().map(String::as_str).collect();
+    let (s, v, _) = curl_post(ns, GW, &call, &body.to_string());
+    assert_eq!(s, 200, "{v}");
+    let rec = gw.wait_audit("traced call", |v| v["kind"] == "mcp" && v["trace_id"].is_string());
+    assert_eq!(rec["trace_id"], trace, "{rec}");
 }
 
 #[test]

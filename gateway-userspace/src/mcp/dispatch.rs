@@ -278,6 +278,12 @@ async fn invoke(
     }
     let start = Instant::now();
     let audited = matches!(method.as_str(), "tools/call" | "prompts/get" | "resources/read");
+    // The trace the call belongs to: `_meta.traceparent` (MCP's carrier), else the header.
+    let trace_id = params
+        .pointer("/_meta/traceparent")
+        .and_then(Value::as_str)
+        .or(caller.traceparent.as_deref())
+        .and_then(super::handler::trace_id);
     let mut record = Audited {
         ctx: ctx.clone(),
         mcp: mcp.clone(),
@@ -285,6 +291,7 @@ async fn invoke(
         mode: caller.mode,
         audited,
         rule: None,
+        trace_id,
         call: McpCall {
             method: method.clone(),
             protocol_version: caller.version.clone(),
@@ -375,6 +382,7 @@ pub struct Audited {
     pub mode: &'static str,
     pub audited: bool,
     pub rule: Option<String>,
+    pub trace_id: Option<String>,
     pub call: McpCall,
     pub start: Instant,
 }
@@ -456,6 +464,7 @@ impl Drop for Audited {
             rec.decision = "deny";
         }
         rec.rule = self.rule.take().map(Arc::from);
+        rec.trace_id = self.trace_id.take();
         self.ctx.audit.emit(rec);
     }
 }

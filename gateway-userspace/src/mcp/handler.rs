@@ -34,6 +34,15 @@ pub struct Caller {
     /// The client accepts an event-stream answer.
     pub sse: bool,
     pub mode: &'static str,
+    /// The W3C `traceparent` header, if the client sent one.
+    pub traceparent: Option<String>,
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is one.
+pub fn trace_id(traceparent: &str) -> Option<String> {
+    let id = traceparent.split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
+        .then(|| id.to_ascii_lowercase())
 }
 
 pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
@@ -82,12 +91,14 @@ pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> R
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"));
+    let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
     let caller = |version: String, modern: bool| Caller {
         identity: identity.clone(),
         version,
         modern,
         sse,
         mode: conn.mode,
+        traceparent: traceparent.clone(),
     };
     match *req.method() {
         Method::POST => post(&ctx, &mcp, req, &identity, caller).await,

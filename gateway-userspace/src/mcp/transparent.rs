@@ -63,6 +63,11 @@ pub async fn handle(
         mode: conn.mode,
         audited: true,
         rule: None,
+        trace_id: params
+            .pointer("/_meta/traceparent")
+            .and_then(Value::as_str)
+            .or_else(|| parts.headers.get("traceparent").and_then(|v| v.to_str().ok()))
+            .and_then(super::handler::trace_id),
         call: McpCall {
             method: method.clone(),
             server: Some(server.clone()),
