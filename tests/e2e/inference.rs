@@ -119,13 +119,18 @@ fn prefix_affinity_load_steering_and_ejection() {
         let v = chat(&topo, GW, "local-model", &format!("after the crash {q}"), 2);
         assert_eq!(v["usage"]["completion_tokens"], 2, "a dead endpoint must not fail requests: {v}");
     }
-    let m = get("127.0.0.1:15000", "/metrics", Some(&topo.node), None);
-    let text = m["body"].as_str().unwrap_or_default().to_string();
+    // Ejection follows `eject_after` failed scrapes (50 ms apart): the requests above can all
+    // finish before the second one, so wait for it (bounded) rather than read the gauge at once.
     let want = format!(
         "nodegate_inference_endpoint_load{{pool=\"local\",endpoint=\"{}\",signal=\"ejected\"}} 1",
         SIMS[1]
     );
-    assert!(text.contains(&want), "the dead endpoint should be ejected:\n{text}");
+    let mut text = String::new();
+    wait_until(Duration::from_secs(3), "the dead endpoint ejected", || {
+        let m = get("127.0.0.1:15000", "/metrics", Some(&topo.node), None);
+        text = m["body"].as_str().unwrap_or_default().to_string();
+        text.contains(&want)
+    });
     assert!(text.contains("nodegate_inference_pick_duration_seconds_count{pool=\"local\"}"), "{text}");
 }
 
