@@ -741,17 +741,21 @@ fn handshake_sessions_stream_resume_and_end() {
             curl_post(ns, GW, &[json, &with, "accept: application/json, text/event-stream"], &body);
         assert_eq!(s, 200, "{v}");
     };
-    // A list change while the stream is open arrives on it, with an event id.
+    // A list change while the stream is open arrives on it, with an event id. (Two changes a
+    // second apart, so a slow start of the stream on a loaded machine cannot miss both.)
     let stream = std::thread::scope(|sc| {
-        let h = sc.spawn(|| server_stream(ns, &session, None, 4));
+        let h = sc.spawn(|| server_stream(ns, &session, None, 5));
         std::thread::sleep(Duration::from_millis(1000));
         add("first_added");
+        std::thread::sleep(Duration::from_millis(1000));
+        add("first_added_again");
         h.join().unwrap_or_default()
     });
     assert!(stream.contains("notifications/tools/list_changed"), "{stream}");
     let id = stream
         .lines()
-        .find_map(|l| l.strip_prefix("id: "))
+        .filter_map(|l| l.strip_prefix("id: "))
+        .last()
         .unwrap_or_else(|| panic!("no event id: {stream}"));
     // One more change while nobody listens: a reconnect with Last-Event-ID gets it at once.
     add("second_added");
