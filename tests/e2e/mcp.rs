@@ -755,7 +755,7 @@ fn handshake_sessions_stream_resume_and_end() {
     let id = stream
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no event id: {stream}"));
     // One more change while nobody listens: a reconnect with Last-Event-ID gets it at once.
     add("second_added");
