@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{Cgroup, Netns, Proc, probe, repo_root, spawn, spawn_child, wait_until};
+use super::{Cgroup, Gateway, Netns, Proc, Topology, probe, repo_root, spawn, spawn_child, wait_until};
 
 /// Where .ci/run installs server-everything; NODEGATE_MCP_EVERYTHING overrides.
 pub fn everything_js() -> PathBuf {
@@ -140,4 +140,41 @@ pub fn modern_request(id: u64, method: &str, params: Value) -> String {
 /// `nodegate_mcp_*` and other metric lines from the admin endpoint.
 pub fn metrics(ns: &Netns, admin: &str) -> String {
     probe(&["get", admin, "/metrics"], Some(ns), None)["body"].as_str().unwrap_or_default().to_string()
+}
+
+/// The MCP suites' gateway endpoint.
+pub const GW: &str = "http://127.0.0.1:15080/mcp";
+pub const ADMIN: &str = "127.0.0.1:15000";
+pub const KEY_A: &str = "agent-a-key-0001";
+pub const KEY_B: &str = "agent-b-key-0001";
+/// The SDK's connect modes: 2026-07-28 (falling back to the handshake) and the handshake.
+pub const ERAS: [&str; 2] = ["auto", "legacy"];
+
+/// The MCP suites' gateway: explicit listener and admin on the default ports, two API-key
+/// identities, audit flushed every 50 ms, and `mcp` (YAML under `mcp:`).
+pub fn start(topo: &Topology, tag: &str, mcp: &str) -> Gateway {
+    let (dir, pin) = Gateway::prepare(tag);
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+admin: {{ address: {ADMIN} }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: agent-a, api_keys: ["{KEY_A}"] }}
+  - {{ name: agent-b, api_keys: ["{KEY_B}"] }}
+mcp:
+{mcp}
+"#
+    );
+    Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None)
+}
+
+/// A tests/python/mcp_clients.py scenario against the gateway, from the node namespace.
+pub fn client(scenario: &str, mode: &str, key: &str, args: &[&str], topo: &Topology) -> Value {
+    mcp_client(scenario, mode, GW, key, args, Some(&topo.node), None)
+}
+
+/// The strings of a JSON array.
+pub fn strs(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_string)).collect()
 }
