@@ -127,10 +127,11 @@ fn finish(
 }
 
 type Answer = Result<Value, super::upstream::UpstreamError>;
+type Call = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
 
 /// One routed request still running at its server.
 pub struct Pending {
-    fut: std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>,
+    fut: Call,
     events: mpsc::Receiver<Value>,
     server: Arc<Server>,
     inflight: Inflight,
@@ -175,12 +176,16 @@ pub async fn call(
     }
     let inflight =
         Inflight { mcp: mcp.clone(), key, server: server.clone(), upstream_id, done: false, cancel };
-    let (ev_tx, events) = mpsc::channel::<Value>(64);
-    let s = server.clone();
-    let (m, sent) = (method.clone(), params.clone());
-    let fut = Box::pin(async move { s.call(upstream_id, &m, sent, Some(ev_tx)).await });
+    let (fut, events) = start(&server, upstream_id, &method, params.clone());
     let pending = Pending { fut, events, server, inflight, record, exposed, method, params };
     drive(mcp, &caller, id, pending).await
+}
+
+/// The server's answer to one request, and the messages it sends while answering.
+fn start(server: &Arc<Server>, id: u64, method: &str, params: Value) -> (Call, mpsc::Receiver<Value>) {
+    let (tx, events) = mpsc::channel::<Value>(64);
+    let (server, method) = (server.clone(), method.to_string());
+    (Box::pin(async move { server.call(id, &method, params, Some(tx)).await }), events)
 }
 
 /// Rounds of `input_required` bridged for one call before nodegate gives up (as SDKs do).
@@ -240,11 +245,8 @@ async fn bridge_input(
             o.insert("requestState".into(), state.clone());
         }
     }
-    let (ev_tx, events) = mpsc::channel::<Value>(64);
     let upstream_id = p.server.next_id();
-    let (s, m, sent) = (p.server.clone(), p.method.clone(), params.clone());
-    p.fut = Box::pin(async move { s.call(upstream_id, &m, sent, Some(ev_tx)).await });
-    p.events = events;
+    (p.fut, p.events) = start(&p.server, upstream_id, &p.method, params.clone());
     p.params = params;
     p.inflight.upstream_id = upstream_id;
     Ok(())

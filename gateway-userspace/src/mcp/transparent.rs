@@ -163,8 +163,10 @@ pub async fn handle(
         if let Some(rec) = record.as_mut() {
             rec.call.outcome = "ok";
         }
-        let body = Streamed { inner: rbody.boxed(), record: record.take() };
-        return Response::from_parts(rparts, body.boxed());
+        if let Some(rec) = record.take() {
+            let body = crate::proxy::observed::Observed::new(rbody.boxed(), rec);
+            return Response::from_parts(rparts, body.boxed());
+        }
     }
     let data = match Limited::new(rbody, MAX_INSPECT).collect().await {
         Ok(b) => b.to_bytes(),
@@ -238,42 +240,15 @@ pub async fn handle(
     Response::from_parts(rparts, full(out))
 }
 
-/// A streamed answer that counts its bytes into the call's record, written when the stream
-/// ends or the client goes away.
-struct Streamed {
-    inner: Body,
-    record: Option<Audited>,
-}
-
-impl http_body::Body for Streamed {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        match &r {
-            std::task::Poll::Ready(Some(Ok(f))) => {
-                if let (Some(d), Some(rec)) = (f.data_ref(), self.record.as_mut()) {
-                    rec.call.bytes_received += d.len() as u64;
-                }
-            }
-            std::task::Poll::Ready(Some(Err(e))) => {
-                if let Some(rec) = self.record.as_mut() {
-                    rec.call.outcome = "failed";
-                    rec.call.error = Some(format!("server stream: {e}"));
-                }
-                self.record = None;
-            }
-            std::task::Poll::Ready(None) => self.record = None,
-            std::task::Poll::Pending => {}
-        }
-        r
+/// A streamed answer counts its bytes into the call's record, written when the stream ends or
+/// the client goes away.
+impl crate::proxy::observed::Observer for Audited {
+    fn data(&mut self, len: usize) {
+        self.call.bytes_received += len as u64;
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    fn error(&mut self, e: &hyper::Error) {
+        self.call.outcome = "failed";
+        self.call.error = Some(format!("server stream: {e}"));
     }
 }

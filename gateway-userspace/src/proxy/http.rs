@@ -7,18 +7,15 @@
 //! between target and upstream; this file only forwards.
 use std::{
     convert::Infallible,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
     time::Instant,
 };
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
-use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -134,46 +131,15 @@ impl Drop for Pending {
     }
 }
 
-/// A response body that counts what it carries and writes the audit record when it ends or is
-/// dropped (client went away).
-struct Tracked {
-    inner: Body,
-    pending: Option<Pending>,
-}
-
-impl hyper::body::Body for Tracked {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(Some(Ok(f))) => {
-                if let (Some(d), Some(p)) = (f.data_ref(), self.pending.as_mut()) {
-                    p.received += d.len() as u64;
-                }
-            }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(p) = self.pending.as_mut() {
-                    p.error = Some(format!("upstream body: {e}"));
-                }
-                self.pending = None;
-            }
-            Poll::Ready(None) => self.pending = None,
-            Poll::Pending => {}
-        }
-        r
+/// A forwarded response counts its body into the request's record, which is written when the
+/// body ends or the client goes away.
+impl super::observed::Observer for Pending {
+    fn data(&mut self, len: usize) {
+        self.received += len as u64;
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+    fn error(&mut self, e: &hyper::Error) {
+        self.error = Some(format!("upstream body: {e}"));
     }
 }
 
@@ -292,7 +258,7 @@ pub async fn forward(
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             pending.status = parts.status.as_u16();
-            let tracked = Tracked { inner: body.boxed(), pending: Some(pending) };
+            let tracked = super::observed::Observed::new(body.boxed(), pending);
             Ok(Response::from_parts(parts, tracked.boxed()))
         }
         Err(e) => {

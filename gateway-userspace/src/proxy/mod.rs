@@ -4,6 +4,7 @@
 pub mod explicit;
 pub mod http;
 pub mod io;
+pub mod observed;
 pub mod sniff;
 pub mod splice;
 pub mod tls;

@@ -94,7 +94,7 @@ impl Http {
         for attempt in 0..2 {
             let era = self.establish(unsolicited, attempt > 0).await?;
             let msg = jsonrpc::request(&Value::from(id), method, &shape(&era, &params));
-            match self.post(&era, method, &params, msg, events.as_ref(), unsolicited).await {
+            match self.post(&era, method, &params, msg, events.as_ref(), Some(unsolicited)).await {
                 Ok(Answer::Response(r)) => return Ok(r),
                 Ok(Answer::Accepted) => {
                     return Err(UpstreamError::Protocol(
@@ -126,8 +126,7 @@ impl Http {
             return Err(UpstreamError::Unavailable("no session with the server".into()));
         };
         let method = msg.get("method").and_then(Value::as_str).unwrap_or_default().to_string();
-        let (dummy, _) = broadcast::channel(1);
-        self.post(&era, &method, &Value::Null, msg, None, &dummy).await.map(|_| ())
+        self.post(&era, &method, &Value::Null, msg, None, None).await.map(|_| ())
     }
 
     async fn establish(
@@ -145,7 +144,10 @@ impl Http {
         if self.protocol != McpProtocol::Handshake {
             let probe =
                 jsonrpc::request(&Value::from(0), "server/discover", &shape(&Era::Modern, &Value::Null));
-            match self.post(&Era::Modern, "server/discover", &Value::Null, probe, None, unsolicited).await {
+            match self
+                .post(&Era::Modern, "server/discover", &Value::Null, probe, None, Some(unsolicited))
+                .await
+            {
                 Ok(Answer::Response(r))
                     if r.pointer("/result/supportedVersions")
                         .and_then(Value::as_array)
@@ -181,8 +183,7 @@ impl Http {
         }
         let era = Era::Handshake { session };
         let done = jsonrpc::notification("notifications/initialized", &Value::Null);
-        let (dummy, _) = broadcast::channel(1);
-        self.post(&era, "notifications/initialized", &Value::Null, done, None, &dummy).await?;
+        self.post(&era, "notifications/initialized", &Value::Null, done, None, None).await?;
         self.open_stream(&era, unsolicited.clone()).await;
         self.set(Some(era.clone()));
         tracing::info!(server = %self.name, version = HANDSHAKE_VERSION, "MCP session established");
@@ -194,8 +195,7 @@ impl Http {
         let req = self.request(&Era::Handshake { session: None }, "initialize", &Value::Null, &msg)?;
         let resp = self.send(req).await?;
         let session = resp.headers().get(SESSION).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let (dummy, _) = broadcast::channel(1);
-        match self.read_answer(resp, None, &dummy).await? {
+        match self.read_answer(resp, None, None).await? {
             Answer::Response(r) => Ok((r, session)),
             Answer::Accepted => Err(UpstreamError::Protocol("initialize answered 202".into())),
         }
@@ -258,7 +258,7 @@ impl Http {
         params: &Value,
         msg: Value,
         events: Option<&mpsc::Sender<Value>>,
-        unsolicited: &broadcast::Sender<Value>,
+        unsolicited: Option<&broadcast::Sender<Value>>,
     ) -> Result<Answer, UpstreamError> {
         let req = self.request(era, method, params, &msg)?;
         let resp = self.send(req).await?;
@@ -269,7 +269,7 @@ impl Http {
         &self,
         resp: http::Response<hyper::body::Incoming>,
         events: Option<&mpsc::Sender<Value>>,
-        unsolicited: &broadcast::Sender<Value>,
+        unsolicited: Option<&broadcast::Sender<Value>>,
     ) -> Result<Answer, UpstreamError> {
         let status = resp.status();
         let sse = resp
@@ -299,13 +299,14 @@ impl Http {
                     }
                     // Progress and server requests belong to this call; other messages too, when
                     // the call can take them (logging for this request), else to everyone.
-                    match events {
-                        Some(s) => {
+                    match (events, unsolicited) {
+                        (Some(s), _) => {
                             let _ = s.send(v).await;
                         }
-                        None => {
-                            let _ = unsolicited.send(v);
+                        (None, Some(u)) => {
+                            let _ = u.send(v);
                         }
+                        (None, None) => {}
                     }
                 }
             }
