@@ -39,6 +39,9 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     {
         tokio::task::spawn_blocking(crate::llm::tokens::warm);
     }
+    for w in config::warnings(&cfg) {
+        tracing::warn!(path = %w.path, "config: {}", w.message);
+    }
     let (audit, audit_task) = audit::start(&cfg.audit, metrics.clone())
         .with_context(|| format!("opening audit output {:?}", cfg.audit.path))?;
     let cgroup_root = cfg.intercept.cgroup_root.clone().or_else(identity::detect_cgroup2_root);
@@ -78,6 +81,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let dialer = upstream::Dialer {
         mark: cfg.intercept.enabled.then_some(cfg.intercept.proxy_mark),
         timeout: cfg.timeouts.connect,
+        own: Arc::new(proxy::egress::OwnAddrs::new(own.clone())),
     };
     let live: config::Shared = Arc::new(ArcSwap::from_pointee(cfg.clone()));
     let up = upstream::Upstream::new(dialer);
@@ -92,6 +96,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         mcp: ArcSwap::new(mcp),
         llm: ArcSwap::from_pointee(crate::llm::Llm::build(&cfg.llm, &metrics, None)),
         pools: ArcSwap::from_pointee(crate::inference::Pools::build(&cfg.inference)),
+        egress: ArcSwap::from_pointee(proxy::egress::Egress::new(&cfg.egress)),
         own,
     });
 
@@ -146,6 +151,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                 identities.update(&new.identities, &new.intercept.cgroups);
                 let rebuilt = crate::llm::Llm::build(&new.llm, &llm_ctx.metrics, Some(&llm_ctx.llm.load()));
                 llm_ctx.llm.store(Arc::new(rebuilt));
+                llm_ctx.egress.store(Arc::new(proxy::egress::Egress::new(&new.egress)));
                 if new.mcp != llm_ctx.mcp.load().cfg {
                     let previous = llm_ctx.mcp.load_full();
                     let mcp = crate::mcp::Mcp::build(
@@ -213,7 +219,7 @@ fn start_scrapers(ctx: &Arc<Ctx>, stop: watch::Receiver<bool>) -> watch::Sender<
     let (tx, rx) = watch::channel(false);
     for pool in ctx.pools.load().pools.iter() {
         let (pool, dialer, mut own, mut global) =
-            (pool.clone(), ctx.upstream.dialer, rx.clone(), stop.clone());
+            (pool.clone(), ctx.upstream.dialer.clone(), rx.clone(), stop.clone());
         let (relay_tx, relay_rx) = watch::channel(false);
         tokio::spawn(async move {
             tokio::select! {

@@ -27,8 +27,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { file } => match config::load(Some(&file)) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
+            Ok(cfg) => {
+                let warnings = config::warnings(&cfg);
+                for w in &warnings {
+                    println!("warning: {w}");
+                }
+                println!("{}: ok ({} warning(s))", file.display(), warnings.len());
                 ExitCode::SUCCESS
             }
             Err(e) => {

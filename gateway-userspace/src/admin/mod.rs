@@ -1,7 +1,10 @@
 //! The admin server (loopback): `/healthz` (the process serves), `/readyz` (listeners bound and,
 //! when interception is on, programs attached), `/metrics` (Prometheus text), `/config_dump`
 //! (the live config as JSON), `/intercept/status` (what the kernel holds) and `/mcp/servers`
-//! (each federated MCP server's transport, era and health).
+//! (each federated MCP server's transport, era and health). Secrets in the config dump are
+//! `[redacted]` (one `config::Secret` type). With `admin.token` set, everything but the two
+//! health endpoints needs `Authorization: Bearer TOKEN`; a non-loopback address needs a token.
+//! Nothing here changes state.
 use std::{
     convert::Infallible,
     sync::{
@@ -55,8 +58,32 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
     r
 }
 
+/// Whether the request carries the admin token (when one is configured). Compared as SHA-256
+/// digests in constant time.
+fn authorized(ctx: &Ctx, req: &Request<Incoming>) -> bool {
+    use sha2::{Digest as _, Sha256};
+    let cfg = ctx.config.load();
+    let Some(token) = cfg.admin.token.as_ref() else { return true };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .unwrap_or("");
+    let (a, b) = (Sha256::digest(presented.as_bytes()), Sha256::digest(token.expose().as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let ctx = &admin.ctx;
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if !open && !authorized(ctx, &req) {
+        let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "admin token required\n".into());
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return Ok(r);
+    }
     Ok(match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {

@@ -3,7 +3,10 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::types::Selector;
+use super::{
+    secret::Secret,
+    types::{Decision, Selector},
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -11,14 +14,16 @@ pub struct Llm {
     pub providers: Vec<Provider>,
     /// Model names clients use, routed to provider models (aliases, failover, weights).
     pub models: Vec<ModelRoute>,
-    /// Which models each workload may use. No rule matching a workload: every model.
+    /// Which models each caller may use; the first rule whose selector matches decides.
     pub allow: Vec<AllowRule>,
+    /// What a caller no `allow` rule matches may do: `allow` (every model) or `deny`.
+    pub default: Decision,
     pub budgets: Vec<Budget>,
     /// USD per million tokens, by provider model name.
     pub prices: BTreeMap<String, Price>,
     /// Redis holding budget counters shared by every node (`redis://host:6379/0`). Unset:
     /// counters in this process. While Redis is unreachable, local counters take over.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Output tokens reserved at admission when a request sets no max_tokens.
@@ -36,6 +41,7 @@ impl Default for Llm {
             providers: Vec::new(),
             models: Vec::new(),
             allow: Vec::new(),
+            default: Decision::Allow,
             budgets: Vec::new(),
             prices: BTreeMap::new(),
             redis_url: None,

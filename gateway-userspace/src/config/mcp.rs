@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::types::Selector;
+use super::{
+    secret::Secret,
+    types::{Decision, Selector},
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,15 +36,18 @@ pub struct Mcp {
     pub allowed_origins: Vec<String>,
     /// Key (at least 32 bytes) that signs session ids, so that a restarted gateway or another
     /// replica continues a client's session. Unset: a random key per process.
-    pub session_key: Option<String>,
+    pub session_key: Option<Secret>,
     /// File holding the session key (alternative to `session_key`).
     pub session_key_file: Option<PathBuf>,
     /// How long a session id stays valid after `initialize`; then the client starts over.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
-    /// Per-workload visibility and argument rules. The first rule whose selector matches the
-    /// caller decides; no rule matches: everything is visible and callable.
+    /// Per-caller visibility and argument rules. The first rule whose selector matches the
+    /// caller decides.
     pub policies: Vec<McpPolicy>,
+    /// What a caller no policy matches may see and call: `allow` (everything) or `deny`
+    /// (nothing; calls refused naming `mcp.default`).
+    pub default: Decision,
     /// Argument keys (any depth, case-insensitive) whose values the audit log replaces with
     /// `[redacted]`.
     pub redact: Vec<String>,
@@ -64,6 +70,7 @@ impl Default for Mcp {
             session_key_file: None,
             session_ttl: Duration::from_secs(24 * 3600),
             policies: Vec::new(),
+            default: Decision::Allow,
             redact: ["password", "token", "secret", "api_key", "apikey", "authorization"]
                 .map(String::from)
                 .to_vec(),
@@ -127,11 +134,17 @@ pub struct McpServer {
     pub command: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
+    /// The stdio server's whole environment beyond `PATH`, `HOME`, `LANG` and `TZ`:
+    /// nodegate's own environment (and so its keys) is never inherited.
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, Secret>,
+    /// Unprivileged user (name or uid) the stdio server runs as. Unset: nodegate's own user
+    /// (`nodegate check` warns when that is root).
+    #[serde(default)]
+    pub user: Option<String>,
     /// Headers sent on every request to the server (credentials the agents never see).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
     /// Fail closed: when this server cannot answer, federated lists fail instead of leaving
     /// it out.
     #[serde(default)]
@@ -204,6 +217,11 @@ pub(super) fn check(mcp: &Mcp, push: &mut impl FnMut(String, String)) {
                 if s.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
                     push(format!("{at}.command"), "a stdio server needs a command".into());
                 }
+                if let Some(u) = &s.user
+                    && lookup_user(u).is_none()
+                {
+                    push(format!("{at}.user"), format!("no user {u:?} on this host"));
+                }
             }
         }
         if s.timeout.is_zero() {
@@ -211,7 +229,7 @@ pub(super) fn check(mcp: &Mcp, push: &mut impl FnMut(String, String)) {
         }
         for (k, v) in &s.headers {
             if http::HeaderName::try_from(k.as_str()).is_err()
-                || http::HeaderValue::try_from(v.as_str()).is_err()
+                || http::HeaderValue::try_from(v.expose()).is_err()
             {
                 push(format!("{at}.headers.{k}"), "not a valid HTTP header name and value".into());
             }
@@ -227,7 +245,7 @@ pub(super) fn check(mcp: &Mcp, push: &mut impl FnMut(String, String)) {
         push("mcp.session_key".into(), "set session_key or session_key_file, not both".into());
     }
     if let Some(k) = &mcp.session_key
-        && k.len() < 32
+        && k.expose().len() < 32
     {
         push("mcp.session_key".into(), "must be at least 32 bytes".into());
     }
@@ -241,4 +259,37 @@ pub(super) fn check(mcp: &Mcp, push: &mut impl FnMut(String, String)) {
             }
         }
     }
+}
+
+/// A local user's uid, primary gid and home directory, by name or numeric uid.
+pub fn lookup_user(user: &str) -> Option<(u32, u32, PathBuf)> {
+    use std::ffi::{CStr, CString};
+    let mut pwd: libc::passwd = unsafe_zeroed_passwd();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    let rc = match user.parse::<u32>() {
+        // SAFETY: pwd, buf and out are valid for the call; buf's length is passed.
+        Ok(uid) => unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out) },
+        Err(_) => {
+            let name = CString::new(user).ok()?;
+            // SAFETY: as above; name is NUL-terminated.
+            unsafe { libc::getpwnam_r(name.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out) }
+        }
+    };
+    if rc != 0 || out.is_null() {
+        return None;
+    }
+    let home = if pwd.pw_dir.is_null() {
+        PathBuf::from("/")
+    } else {
+        // SAFETY: getpw*_r succeeded, so pw_dir points into buf as a NUL-terminated string.
+        PathBuf::from(unsafe { CStr::from_ptr(pwd.pw_dir) }.to_string_lossy().into_owned())
+    };
+    Some((pwd.pw_uid, pwd.pw_gid, home))
+}
+
+fn unsafe_zeroed_passwd() -> libc::passwd {
+    // SAFETY: passwd is a plain C struct of integers and pointers; all-zero is a valid value
+    // (null pointers), and getpw*_r fills it before it is read.
+    unsafe { std::mem::zeroed() }
 }

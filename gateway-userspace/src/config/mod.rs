@@ -5,6 +5,7 @@ mod inference;
 mod llm;
 mod mcp;
 pub mod reload;
+mod secret;
 mod types;
 mod validate;
 
@@ -13,8 +14,9 @@ use std::{fmt, path::Path, sync::Arc};
 pub use inference::{Endpoint, Engine, Inference, Pool, Saturation, Strategy as PickStrategy, Weights};
 pub use llm::*;
 pub use mcp::*;
+pub use secret::{REDACTED, Secret};
 pub use types::*;
-pub use validate::{Problem, Target, parse_target};
+pub use validate::{Problem, Target, parse_target, warnings};
 
 /// The config nodegate runs on when given none: explicit proxy and admin on loopback,
 /// interception off. Works on a fresh machine without privileges.

@@ -6,6 +6,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+use super::secret::Secret;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -20,6 +22,8 @@ pub struct Config {
     pub llm: super::llm::Llm,
     pub inference: super::inference::Inference,
     pub mcp: super::mcp::Mcp,
+    /// Where explicit-listener callers may go (absolute-form requests and CONNECT).
+    pub egress: Egress,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,13 +47,17 @@ impl Default for Listeners {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
-    /// Health, readiness, metrics and config dump. Keep it on loopback.
+    /// Health, readiness, metrics and config dump. Keep it on loopback: a non-loopback address
+    /// is refused unless `token` is set.
     pub address: SocketAddr,
+    /// Bearer token every admin endpoint but `/healthz` and `/readyz` requires when set
+    /// (`Authorization: Bearer TOKEN`). Required for a non-loopback `address`.
+    pub token: Option<Secret>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { address: SocketAddr::from(([127, 0, 0, 1], 15000)) }
+        Self { address: SocketAddr::from(([127, 0, 0, 1], 15000)), token: None }
     }
 }
 
@@ -146,22 +154,59 @@ pub struct IdentityMapping {
     /// below it map to `name`. The longest matching path wins.
     #[serde(default)]
     pub cgroup: Option<String>,
-    /// Keys an agent presents to the explicit listener (`Authorization: Bearer KEY`,
-    /// `x-api-key: KEY` or `Proxy-Authorization: Bearer KEY`) to be this workload. Use
-    /// `${ENV}` rather than literal keys. They are removed before anything goes upstream.
-    #[serde(default, skip_serializing)]
-    pub api_keys: Vec<String>,
+    /// Keys a caller presents (`Authorization: Bearer KEY`, `x-api-key: KEY` or
+    /// `Proxy-Authorization: Bearer KEY`) to add the principal `name` beside the workload the
+    /// kernel names; a key never replaces that workload. With `cgroup` set too, a key counts
+    /// only from that cgroup. Use `${ENV}` rather than literal keys. Held as SHA-256 digests in
+    /// memory, removed before anything goes upstream, redacted everywhere.
+    #[serde(default)]
+    pub api_keys: Vec<Secret>,
 }
 
-/// Which workloads a rule applies to: every listed field must match (an empty field matches
-/// all). One type for budgets, model allow lists and, later, tool lists and A2A rules.
+/// Which callers a rule applies to: every listed field must match (an empty field matches
+/// all). One type for budgets, model allow lists, MCP tool lists and, later, A2A rules.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Selector {
-    /// Workload names; `*` matches any, a trailing `*` a prefix.
+    /// Workload names as the kernel names the caller (its cgroup's mapping, or the cgroup path;
+    /// `unknown` when nothing is known); `*` matches any, a trailing `*` a prefix.
     pub workloads: Vec<String>,
     /// Cgroup path prefixes.
     pub cgroups: Vec<String>,
+    /// Principals proven by a credential (an `identities[].api_keys` entry's `name`); a
+    /// caller without a valid credential matches no non-empty list.
+    pub principals: Vec<String>,
+}
+
+/// What a protocol's policy decides for a caller no rule matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Unmatched callers may do anything (the historical behaviour; `nodegate check` warns
+    /// when identities are configured and this is left open).
+    #[default]
+    Allow,
+    /// Unmatched callers are refused, naming the rule `<protocol>.default`.
+    Deny,
+}
+
+/// Where explicit-listener callers may go. nodegate's own listeners are never reachable, by any
+/// name, whatever this says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Egress {
+    /// Destinations explicit callers may reach through absolute-form requests and CONNECT:
+    /// an IP, a CIDR, a host name or `*.suffix`, with ports (`[]` or `[0]`: any). Empty: any
+    /// destination.
+    pub allow: Vec<EgressRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRule {
+    pub address: String,
+    #[serde(default)]
+    pub ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -92,12 +92,33 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             _ => {}
         }
         for (k, key) in m.api_keys.iter().enumerate() {
-            if key.trim().len() < 8 {
+            if key.expose().trim().len() < 8 {
                 push(
                     format!("identities[{i}].api_keys[{k}]"),
                     "too short to be a secret (at least 8 characters)".into(),
                 );
             }
+        }
+    }
+
+    if !cfg.admin.address.ip().is_loopback() && cfg.admin.token.as_ref().is_none_or(|t| t.is_empty()) {
+        push(
+            "admin.address".into(),
+            format!(
+                "{} is not a loopback address: set admin.token so that /config_dump and the rest are not open to the network",
+                cfg.admin.address
+            ),
+        );
+    }
+    if let Some(t) = &cfg.admin.token
+        && t.expose().len() < 16
+    {
+        push("admin.token".into(), "too short to be a secret (at least 16 characters)".into());
+    }
+    for (i, r) in cfg.egress.allow.iter().enumerate() {
+        let wildcard = r.address.strip_prefix("*.");
+        if let Err(e) = parse_target(wildcard.unwrap_or(&r.address)) {
+            push(format!("egress.allow[{i}].address"), e);
         }
     }
 
@@ -165,6 +186,37 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     p
 }
 
+/// Things that are valid but probably not what a security-minded operator wants; `nodegate
+/// check` prints them and `nodegate run` logs them.
+pub fn warnings(cfg: &Config) -> Vec<Problem> {
+    use super::types::Decision;
+    let mut w = Vec::new();
+    let named = !cfg.identities.is_empty();
+    if named && cfg.llm.default == Decision::Allow && !cfg.llm.providers.is_empty() {
+        w.push(Problem {
+            path: "llm.default".into(),
+            message: "identities are configured but callers no llm.allow rule matches (keyless, unknown) may use every model; set `default: deny`".into(),
+        });
+    }
+    if named && cfg.mcp.default == Decision::Allow && !cfg.mcp.servers.is_empty() {
+        w.push(Problem {
+            path: "mcp.default".into(),
+            message: "identities are configured but callers no mcp.policies rule matches (keyless, unknown) see and call every tool; set `default: deny`".into(),
+        });
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    for (i, s) in cfg.mcp.servers.iter().enumerate() {
+        if root && s.transport == super::mcp::McpTransport::Stdio && s.user.is_none() {
+            w.push(Problem {
+                path: format!("mcp.servers[{i}].user"),
+                message: "this stdio server would run as root: name an unprivileged user".into(),
+            });
+        }
+    }
+    w
+}
+
 fn check_llm(llm: &super::llm::Llm, push: &mut impl FnMut(String, String)) {
     use std::collections::BTreeSet;
     let mut names = BTreeSet::new();
@@ -226,10 +278,11 @@ fn check_llm(llm: &super::llm::Llm, push: &mut impl FnMut(String, String)) {
             }
         }
     }
-    if let Some(url) = &llm.redis_url
+    if let Some(url) = llm.redis_url.as_ref().map(|u| u.expose())
         && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
     {
-        push("llm.redis_url".into(), format!("{url:?} must start with redis://, rediss:// or unix://"));
+        // The URL may hold a password: say what is wrong without repeating it.
+        push("llm.redis_url".into(), "must start with redis://, rediss:// or unix://".into());
     }
     if llm.max_body_bytes == 0 {
         push("llm.max_body_bytes".into(), "must be greater than zero".into());

@@ -13,8 +13,11 @@ use std::{
 
 use crate::config::IdentityMapping;
 
+pub mod credentials;
 pub mod peer;
 pub mod sockdiag;
+
+pub use credentials::{Keys, caller, strip_credentials};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -27,10 +30,14 @@ pub enum Source {
     Unknown,
 }
 
+/// Who is calling: the workload the kernel names (never replaced) and, beside it, the
+/// principal a credential proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// Workload name used in audit records, metrics and (later) policy.
+    /// Workload name used in audit records, metrics and policy (`workloads` selectors).
     pub workload: Arc<str>,
+    /// The principal a valid credential added (`principals` selectors); None without one.
+    pub principal: Option<Arc<str>>,
     /// Cgroup v2 id, 0 when unknown.
     pub cgroup_id: u64,
     /// Path below the cgroup2 mount, when found.
@@ -40,11 +47,30 @@ pub struct Identity {
 
 impl Identity {
     pub fn unknown() -> Self {
-        Self { workload: Arc::from("unknown"), cgroup_id: 0, cgroup_path: None, source: Source::Unknown }
+        Self {
+            workload: Arc::from("unknown"),
+            principal: None,
+            cgroup_id: 0,
+            cgroup_path: None,
+            source: Source::Unknown,
+        }
     }
 
     pub fn named(name: &str) -> Self {
-        Self { workload: Arc::from(name), cgroup_id: 0, cgroup_path: None, source: Source::Config }
+        Self {
+            workload: Arc::from(name),
+            principal: None,
+            cgroup_id: 0,
+            cgroup_path: None,
+            source: Source::Config,
+        }
+    }
+
+    /// The name budgets, metrics and logs use when one name is needed: the principal when a
+    /// credential proved one, else the workload. Policy never uses it (selectors match the two
+    /// separately).
+    pub fn display_name(&self) -> &str {
+        self.principal.as_deref().unwrap_or(&self.workload)
     }
 }
 
@@ -57,8 +83,8 @@ pub struct Resolver {
     search_first: Mutex<Vec<String>>,
     /// (cgroup path prefix, name), longest prefix first.
     mappings: Mutex<Vec<(String, Arc<str>)>>,
-    /// API key -> identity, for explicit-mode callers.
-    keys: Mutex<HashMap<String, Arc<Identity>>>,
+    /// API key digests -> principal, for callers that present one.
+    keys: arc_swap::ArcSwap<Keys>,
     cache: Mutex<HashMap<u64, Arc<Identity>>>,
 }
 
@@ -68,7 +94,7 @@ impl Resolver {
             root,
             search_first: Mutex::new(Vec::new()),
             mappings: Mutex::new(Vec::new()),
-            keys: Mutex::new(HashMap::new()),
+            keys: arc_swap::ArcSwap::from_pointee(Keys::default()),
             cache: Mutex::new(HashMap::new()),
         };
         r.update(mappings, search_first);
@@ -83,10 +109,7 @@ impl Resolver {
             .collect();
         m.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         *lock(&self.mappings) = m;
-        *lock(&self.keys) = mappings
-            .iter()
-            .flat_map(|m| m.api_keys.iter().map(move |k| (k.clone(), Arc::new(Identity::named(&m.name)))))
-            .collect();
+        self.keys.store(Arc::new(Keys::new(mappings)));
         *lock(&self.search_first) = search_first.iter().map(|s| normalize(s)).collect();
         lock(&self.cache).clear();
     }
@@ -117,9 +140,9 @@ impl Resolver {
         Arc::new(self.name(id, Some(path.to_string())))
     }
 
-    /// The identity an explicit-mode caller proves with an API key, if the key is known.
-    pub fn by_api_key(&self, key: &str) -> Option<Arc<Identity>> {
-        lock(&self.keys).get(key).cloned()
+    /// The API keys of the live config, as digests.
+    pub fn keys(&self) -> Arc<Keys> {
+        self.keys.load_full()
     }
 
     pub async fn resolve_async(self: &Arc<Self>, id: u64) -> Arc<Identity> {
@@ -136,6 +159,7 @@ impl Resolver {
         let Some(path) = path else {
             return Identity {
                 workload: Arc::from(format!("cgroup:{id}")),
+                principal: None,
                 cgroup_id: id,
                 cgroup_path: None,
                 source: Source::Unknown,
@@ -148,10 +172,11 @@ impl Resolver {
         let path: Arc<str> = Arc::from(path);
         match mapped {
             Some(workload) => {
-                Identity { workload, cgroup_id: id, cgroup_path: Some(path), source: Source::Config }
+                Identity { workload, principal: None, cgroup_id: id, cgroup_path: Some(path), source: Source::Config }
             }
             None => Identity {
                 workload: path.clone(),
+                principal: None,
                 cgroup_id: id,
                 cgroup_path: Some(path),
                 source: Source::Cgroup,
@@ -251,7 +276,7 @@ mod tests {
             IdentityMapping {
                 name: "agent-a".into(),
                 cgroup: Some("/pods/agent-a/".into()),
-                api_keys: vec!["k1".into()],
+                api_keys: vec!["k1-long-key".into()],
             },
         ];
         let r = Resolver::new(Some(root.clone()), &maps, &["/pods".into()]);
@@ -260,8 +285,8 @@ mod tests {
         assert_eq!(id.cgroup_path.as_deref(), Some("/pods/agent-a/c1"));
         assert_eq!(&*r.resolve(other).workload, "pods");
         assert_eq!(&*r.resolve(u64::MAX).workload, format!("cgroup:{}", u64::MAX));
-        assert_eq!(r.by_api_key("k1").map(|i| i.workload.to_string()).as_deref(), Some("agent-a"));
-        assert!(r.by_api_key("k2").is_none());
+        assert_eq!(r.keys().principal("k1-long-key", Some("/pods/agent-a/c1")).as_deref(), Some("agent-a"));
+        assert!(r.keys().principal("k2-long-key", None).is_none());
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -27,19 +27,6 @@ use crate::{
     },
 };
 
-/// The identity of an explicit-mode caller: the workload its API key names, else the
-/// connection's.
-pub(crate) fn caller(ctx: &Ctx, conn: &Conn, req: &Request<Incoming>) -> Arc<Identity> {
-    let h = req.headers();
-    let bearer = |name: header::HeaderName| {
-        h.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
-    };
-    let key = bearer(header::AUTHORIZATION)
-        .or_else(|| bearer(header::PROXY_AUTHORIZATION))
-        .or_else(|| h.get("x-api-key").and_then(|v| v.to_str().ok()));
-    key.and_then(|k| ctx.identities.by_api_key(k)).unwrap_or_else(|| conn.identity.clone())
-}
-
 fn refuse(
     ctx: &Ctx,
     conn: &Conn,
@@ -98,7 +85,8 @@ pub async fn handle(
 ) -> Response<Body> {
     let start = Instant::now();
     let llm = ctx.llm.load_full();
-    let identity = caller(&ctx, &conn, &req);
+    let keys = ctx.identities.keys();
+    let identity = crate::identity::caller(&keys, &conn.identity, req.headers());
     let path =
         req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
     let mut call = LlmCall {
@@ -159,7 +147,7 @@ pub async fn handle(
     // A local inference pool (by intercepted Service or model name) or the configured routes.
     let prompt_text = format::prompt_text(api, &parsed.body);
     let dst = match &via {
-        Via::Transparent { dst, .. } => Some(*dst),
+        Via::Transparent { dst } => Some(*dst),
         Via::Explicit => None,
     };
     let pool = ctx.pools.load().for_request(&parsed.model, dst).cloned();
@@ -176,7 +164,7 @@ pub async fn handle(
         let mut e = LlmError::new(
             StatusCode::FORBIDDEN,
             "permission_denied",
-            format!("workload `{}` may not use model `{}` ({})", identity.workload, parsed.model, d.rule),
+            format!("{} may not use model `{}` ({})", crate::policy::who(&identity), parsed.model, d.rule),
         );
         e.rule = Some(d.rule);
         return refuse(&ctx, &conn, &identity, api, call, e, start);
@@ -217,10 +205,10 @@ pub async fn handle(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limit_exceeded",
                     format!(
-                        "budget `{}` exhausted ({}) for workload `{}`; retry after {}s",
+                        "budget `{}` exhausted ({}) for {}; retry after {}s",
                         refusal.budget,
                         refusal.limit,
-                        identity.workload,
+                        crate::policy::who(&identity),
                         refusal.retry_after.as_secs()
                     ),
                 );
@@ -293,6 +281,7 @@ pub async fn handle(
             }
         }
         up_req.headers_mut().remove(header::CONTENT_LENGTH);
+        crate::identity::strip_credentials(&keys, up_req.headers_mut());
         cand.provider.inject(up_req.headers_mut());
         let in_flight =
             cand.endpoint.as_ref().map(|ep| InFlight::new(ep.clone(), prompt_estimate + output_cap));
@@ -333,6 +322,7 @@ pub async fn handle(
             cand.provider.recovered();
         }
         call.model = Some(cand.model.clone());
+        call.upstream = Some(cand.provider.base.to_string().trim_end_matches('/').to_string());
         call.endpoint = cand.endpoint.as_ref().map(|ep| ep.address.clone());
         call.status = resp.status().as_u16();
         call.failovers = failovers;

@@ -40,7 +40,9 @@ impl Llm {
             match providers::ProviderState::new(p) {
                 Ok(s) => {
                     by_name.insert(p.name.clone(), providers.len());
-                    providers.push(Arc::new(s));
+                    let s = Arc::new(s);
+                    providers::resolve_in_background(&s);
+                    providers.push(s);
                 }
                 Err(e) => tracing::error!(error = %e, "LLM provider left out"),
             }
@@ -51,7 +53,7 @@ impl Llm {
             }
             _ => Arc::new(budget::Budgets::new(
                 &cfg.budgets,
-                cfg.redis_url.as_deref(),
+                cfg.redis_url.as_ref().map(|u| u.expose()),
                 metrics.llm.budget_fallbacks.clone(),
             )),
         };
@@ -59,7 +61,7 @@ impl Llm {
             providers,
             by_name,
             routes: cfg.models.iter().map(|m| (m.name.clone(), m.clone())).collect(),
-            policy: ModelPolicy::new(&cfg.allow),
+            policy: ModelPolicy::new(&cfg.allow, cfg.default),
             budgets,
             cfg: cfg.clone(),
         }

@@ -18,6 +18,37 @@ pub struct ProviderState {
     pub prefix: String,
     key: Option<HeaderValue>,
     cooldown_until: Mutex<Option<Instant>>,
+    /// The addresses the endpoint's host resolves to: intercepted traffic is matched to this
+    /// provider by its original destination only, never by a Host header the client chose.
+    pub addrs: arc_swap::ArcSwap<Vec<std::net::SocketAddr>>,
+}
+
+/// How often a provider's host name is resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+
+/// Keeps `p.addrs` current while the provider exists (IP literals need no lookups).
+pub fn resolve_in_background(p: &std::sync::Arc<ProviderState>) {
+    let Some(auth) = p.base.authority() else { return };
+    let port = auth.port_u16().unwrap_or(if p.base.scheme_str() == Some("https") { 443 } else { 80 });
+    let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        p.addrs.store(std::sync::Arc::new(vec![std::net::SocketAddr::new(ip, port)]));
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    let weak = std::sync::Arc::downgrade(p);
+    rt.spawn(async move {
+        loop {
+            let found = tokio::net::lookup_host((host.as_str(), port)).await;
+            let Some(p) = weak.upgrade() else { return };
+            match found {
+                Ok(a) => p.addrs.store(std::sync::Arc::new(a.collect())),
+                Err(e) => tracing::debug!(provider = %p.name, error = %e, "cannot resolve the provider's host"),
+            }
+            drop(p);
+            tokio::time::sleep(RESOLVE_EVERY).await;
+        }
+    });
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +109,7 @@ impl ProviderState {
             prefix,
             key,
             cooldown_until: Mutex::new(None),
+            addrs: arc_swap::ArcSwap::from_pointee(Vec::new()),
         })
     }
 

@@ -19,11 +19,8 @@ pub struct Candidate {
 #[derive(Debug, Clone)]
 pub enum Via {
     Explicit,
-    /// Intercepted on its way to `dst`, with the Host it named.
-    Transparent {
-        dst: SocketAddr,
-        host: Option<String>,
-    },
+    /// Intercepted on its way to `dst`.
+    Transparent { dst: SocketAddr },
 }
 
 impl Llm {
@@ -68,7 +65,7 @@ impl Llm {
         }
         match via {
             Via::Explicit => Vec::new(),
-            Via::Transparent { dst, .. } => {
+            Via::Transparent { dst } => {
                 let provider = match self.addressed_provider(via) {
                     Some(p) => p,
                     None => match ad_hoc(*dst) {
@@ -81,20 +78,13 @@ impl Llm {
         }
     }
 
-    /// The configured provider an intercepted request was addressed to: by Host name, or by
-    /// the original destination when the endpoint is an address.
+    /// The configured provider an intercepted request was addressed to: the one whose endpoint
+    /// is (or resolves to) the original destination. The request's Host header plays no part:
+    /// a pod must not be able to have a provider's key injected by naming that provider's host
+    /// on a connection to some other service.
     pub fn addressed_provider(&self, via: &Via) -> Option<Arc<ProviderState>> {
-        let Via::Transparent { dst, host } = via else { return None };
-        let host_name =
-            host.as_deref().map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n).to_ascii_lowercase());
-        self.providers
-            .iter()
-            .find(|p| {
-                let auth = p.base.authority();
-                auth.is_some_and(|a| Some(a.host().to_ascii_lowercase()) == host_name)
-                    || auth.and_then(|a| a.as_str().parse::<SocketAddr>().ok()) == Some(*dst)
-            })
-            .cloned()
+        let Via::Transparent { dst } = via else { return None };
+        self.providers.iter().find(|p| p.addrs.load().contains(dst)).cloned()
     }
 }
 

@@ -383,11 +383,12 @@ mod tests {
             command: None,
             args: vec![],
             env: Default::default(),
+            user: None,
             headers: Default::default(),
             required: false,
             timeout: Duration::from_secs(1),
         };
-        let up = Upstream::new(Dialer { mark: None, timeout: Duration::from_secs(1) });
+        let up = Upstream::new(Dialer { mark: None, timeout: Duration::from_secs(1), own: Default::default() });
         let items = match items {
             Value::Array(a) => a,
             _ => vec![],

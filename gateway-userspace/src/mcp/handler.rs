@@ -84,7 +84,7 @@ pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> R
             None,
         );
     }
-    let identity = crate::llm::handler::caller(&ctx, &conn, &req);
+    let identity = crate::identity::caller(&ctx.identities.keys(), &conn.identity, req.headers());
     let sse = req
         .headers()
         .get_all(header::ACCEPT)

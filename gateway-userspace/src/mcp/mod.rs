@@ -164,7 +164,7 @@ impl Mcp {
         Arc::new(Self {
             cfg: cfg.clone(),
             catalog,
-            policy: McpPolicy::new(&cfg.policies),
+            policy: McpPolicy::new(&cfg.policies, cfg.default),
             keys,
             hub,
             metrics: metrics.clone(),
@@ -238,7 +238,7 @@ impl Drop for Mcp {
 
 fn session_key(cfg: &config::Mcp) -> std::io::Result<Option<Vec<u8>>> {
     if let Some(k) = &cfg.session_key {
-        return Ok(Some(k.as_bytes().to_vec()));
+        return Ok(Some(k.expose().as_bytes().to_vec()));
     }
     match &cfg.session_key_file {
         Some(p) => Ok(Some(std::fs::read(p)?.trim_ascii().to_vec())),

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::{dispatch::Audited, handler::json_response, jsonrpc};
 use crate::{
     proxy::{Conn, Ctx, upstream::Body},
-    telemetry::audit::McpCall,
+    telemetry::audit::{Body as AuditBody, McpCall, Record},
 };
 
 /// Largest answer to a `tools/list` or `tools/call` read whole to filter or classify it.
@@ -46,20 +46,48 @@ pub async fn handle(
             );
         }
     };
-    let msg = jsonrpc::Message::parse(&bytes).ok();
-    let (id, method, params) = match &msg {
-        Some(jsonrpc::Message::Request { id, method, params }) => {
-            (id.clone(), method.clone(), params.clone())
+    let identity = crate::identity::caller(&ctx.identities.keys(), &conn.identity, &parts.headers);
+    // What cannot be read cannot be governed: refused, never passed on (a batch, an id the
+    // server might read differently from us, garbage).
+    let msg = match jsonrpc::Message::parse(&bytes) {
+        Ok(m) => m,
+        Err(invalid) => {
+            let mut rec = Record::new(
+                "mcp",
+                &identity,
+                conn.mode,
+                dst.to_string(),
+                conn.protocol,
+                AuditBody::Mcp(Box::new(McpCall {
+                    method: "(unreadable)".into(),
+                    server: Some(server.clone()),
+                    outcome: "denied",
+                    error: Some(invalid.message.clone()),
+                    bytes_sent: bytes.len() as u64,
+                    duration_ms: start.elapsed().as_secs_f64() * 1e3,
+                    ..Default::default()
+                })),
+            );
+            rec.decision = "deny";
+            rec.rule = Some(Arc::from("mcp.unreadable"));
+            ctx.audit.emit(rec);
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &jsonrpc::error(&invalid.id, invalid.code, &invalid.message, None),
+            );
         }
-        // Notifications, responses and whatever else: the server's business, passed on.
+    };
+    let (id, method, params) = match &msg {
+        jsonrpc::Message::Request { id, method, params } => (id.clone(), method.clone(), params.clone()),
+        // Notifications and responses (answers to the server's own requests): passed on.
         _ => (Value::Null, String::new(), Value::Null),
     };
-    let rule = mcp.policy.rule_for(&conn.identity);
+    let rule = mcp.policy.rule_for(&identity);
     let governed = matches!(method.as_str(), "tools/call" | "prompts/get" | "resources/read");
     let mut record = governed.then(|| Audited {
         ctx: ctx.clone(),
         mcp: mcp.clone(),
-        caller_identity: conn.identity.clone(),
+        caller_identity: identity.clone(),
         mode: conn.mode,
         audited: true,
         rule: None,
@@ -97,7 +125,7 @@ pub async fn handle(
         let name = rec.call.name.clone().unwrap_or_default();
         let denied = if method == "tools/call" {
             let args = params.get("arguments").cloned().unwrap_or_else(|| json!({}));
-            r.check_call(&conn.identity, &server, &name, &args).err()
+            r.check_call(&identity, &server, &name, &args).err()
         } else if !r.server_visible(&server) {
             Some(crate::policy::CallDenied {
                 rule: r.name.clone(),
@@ -114,6 +142,7 @@ pub async fn handle(
 
     // On to the server the client addressed.
     crate::proxy::http::strip_hop_by_hop(&mut parts.headers);
+    crate::identity::strip_credentials(&ctx.identities.keys(), &mut parts.headers);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     parts.uri = match format!("http://{dst}{path}").parse::<Uri>() {
         Ok(u) => u,

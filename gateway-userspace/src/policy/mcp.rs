@@ -10,6 +10,9 @@ use crate::{config, identity::Identity};
 
 pub struct McpPolicy {
     rules: Vec<Arc<McpRule>>,
+    /// Governs callers no rule matches under `default: deny` (nothing visible, nothing
+    /// callable); None under `default: allow`.
+    deny_default: Option<Arc<McpRule>>,
 }
 
 pub struct McpRule {
@@ -20,6 +23,8 @@ pub struct McpRule {
     tools: Vec<Pattern>,
     deny_tools: Vec<Pattern>,
     constraints: Vec<Constraint>,
+    /// The `deny` default: no server is visible.
+    deny_all: bool,
 }
 
 struct Constraint {
@@ -40,7 +45,7 @@ pub struct CallDenied {
 
 impl McpPolicy {
     /// Builds the rules from config (conditions compiled here, once per config version).
-    pub fn new(rules: &[config::McpPolicy]) -> Self {
+    pub fn new(rules: &[config::McpPolicy], default: config::Decision) -> Self {
         let rules = rules
             .iter()
             .enumerate()
@@ -64,21 +69,42 @@ impl McpPolicy {
                     tools: r.tools.iter().map(|s| Pattern::new(s)).collect(),
                     deny_tools: r.deny_tools.iter().map(|s| Pattern::new(s)).collect(),
                     constraints,
+                    deny_all: false,
                 })
             })
             .collect();
-        Self { rules }
+        let deny_default = (default == config::Decision::Deny).then(|| {
+            Arc::new(McpRule {
+                name: "mcp.default".into(),
+                selector: Selector::new(&config::Selector::default()),
+                servers: Vec::new(),
+                tools: Vec::new(),
+                deny_tools: Vec::new(),
+                constraints: Vec::new(),
+                deny_all: true,
+            })
+        });
+        Self { rules, deny_default }
     }
 
-    /// The rule that governs `id`, if any.
+    /// The rule that governs `id`: the first whose selector matches, else the `deny` default;
+    /// None when no rule matches and the default allows everything.
     pub fn rule_for(&self, id: &Identity) -> Option<Arc<McpRule>> {
-        self.rules.iter().find(|r| r.selector.matches(id)).cloned()
+        self.rules.iter().find(|r| r.selector.matches(id)).or(self.deny_default.as_ref()).cloned()
+    }
+}
+
+/// How a refusal names the caller: the workload, and the principal when there is one.
+pub fn who(id: &Identity) -> String {
+    match &id.principal {
+        Some(p) => format!("workload {} (principal {p})", id.workload),
+        None => format!("workload {}", id.workload),
     }
 }
 
 impl McpRule {
     pub fn server_visible(&self, server: &str) -> bool {
-        self.servers.is_empty() || self.servers.iter().any(|p| p.matches(server))
+        !self.deny_all && self.servers.is_empty() || self.servers.iter().any(|p| p.matches(server))
     }
 
     pub fn tool_visible(&self, server: &str, tool: &str) -> bool {
@@ -101,18 +127,20 @@ impl McpRule {
         if !self.tool_visible(server, tool) {
             return Err(CallDenied {
                 rule: self.name.clone(),
-                reason: format!("tool {server}/{tool} is not allowed for workload {}", id.workload),
+                reason: format!("tool {server}/{tool} is not allowed for {}", who(id)),
             });
         }
         let full = format!("{server}/{tool}");
         for c in self.constraints.iter().filter(|c| c.tool.matches(&full)) {
             let deny = |why: String| CallDenied { rule: c.name.clone(), reason: why };
             let mut cx = cel::Context::default();
+            super::paths::register(&mut cx);
             let args = cel::to_value(arguments).map_err(|e| deny(format!("arguments: {e}")))?;
             cx.add_variable_from_value("arguments", args);
             cx.add_variable_from_value("tool", tool.to_string());
             cx.add_variable_from_value("server", server.to_string());
             cx.add_variable_from_value("identity", id.workload.to_string());
+            cx.add_variable_from_value("principal", id.principal.as_deref().unwrap_or("").to_string());
             let Some(program) = &c.program else {
                 return Err(deny(format!("condition `{}` does not compile", c.source)));
             };
@@ -137,23 +165,25 @@ mod tests {
     use serde_json::json;
 
     fn policy() -> McpPolicy {
-        McpPolicy::new(&[config::McpPolicy {
-            selector: config::Selector { workloads: vec!["agent".into()], cgroups: vec![] },
+        McpPolicy::new(
+            &[config::McpPolicy {
+            selector: config::Selector { workloads: vec!["agent".into()], ..Default::default() },
             servers: vec!["files".into(), "git*".into()],
             tools: vec!["files/*".into(), "github/list_repos".into(), "github/get_file".into()],
             deny_tools: vec!["files/delete".into()],
             constraints: vec![
                 config::McpConstraint {
                     tool: "files/read".into(),
-                    when: r#"arguments.path.startsWith("/srv/data/") && !arguments.path.contains("..")"#
-                        .into(),
+                    when: r#"path_within(arguments.path, "/srv/data")"#.into(),
                 },
                 config::McpConstraint {
                     tool: "github/get_file".into(),
                     when: r#"arguments.repo in ["org/app", "org/lib"]"#.into(),
                 },
             ],
-        }])
+        }],
+            config::Decision::Deny,
+        )
     }
 
     #[test]
@@ -164,7 +194,10 @@ mod tests {
         assert!(r.tool_visible("files", "read"));
         assert!(!r.tool_visible("files", "delete"));
         assert!(!r.tool_visible("github", "delete_repo"));
-        assert!(p.rule_for(&Identity::named("other")).is_none());
+        let other = p.rule_for(&Identity::named("other")).unwrap();
+        assert_eq!(other.name, "mcp.default");
+        assert!(!other.server_visible("files") && !other.tool_visible("files", "read"));
+        assert!(McpPolicy::new(&[], config::Decision::Allow).rule_for(&Identity::named("other")).is_none());
     }
 
     #[test]

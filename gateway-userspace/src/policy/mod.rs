@@ -2,8 +2,9 @@
 //! tool lists; A2A rules later), compiled from config once per config version. CEL
 //! conditions over request fields will extend this module rather than fork it.
 mod mcp;
+pub mod paths;
 
-pub use mcp::{CallDenied, McpPolicy, McpRule};
+pub use mcp::{CallDenied, McpPolicy, McpRule, who};
 
 use crate::{config, identity::Identity};
 
@@ -36,11 +37,12 @@ impl Pattern {
 }
 
 /// Matches identities: every non-empty field must match (workload name patterns, cgroup path
-/// prefixes on segment boundaries).
+/// prefixes on segment boundaries, principal name patterns).
 #[derive(Debug, Clone)]
 pub struct Selector {
     workloads: Vec<Pattern>,
     cgroups: Vec<String>,
+    principals: Vec<Pattern>,
 }
 
 impl Selector {
@@ -48,10 +50,21 @@ impl Selector {
         Self {
             workloads: s.workloads.iter().map(|w| Pattern::new(w)).collect(),
             cgroups: s.cgroups.iter().map(|c| c.trim_end_matches('/').to_string()).collect(),
+            principals: s.principals.iter().map(|p| Pattern::new(p)).collect(),
         }
     }
 
+    /// Whether the selector names principals only (a budget scoped to it counts per principal).
+    pub fn by_principal(&self) -> bool {
+        !self.principals.is_empty() && self.workloads.is_empty() && self.cgroups.is_empty()
+    }
+
     pub fn matches(&self, id: &Identity) -> bool {
+        let principal_ok = self.principals.is_empty()
+            || id.principal.as_deref().is_some_and(|p| self.principals.iter().any(|pat| pat.matches(p)));
+        if !principal_ok {
+            return false;
+        }
         let workload_ok = self.workloads.is_empty() || self.workloads.iter().any(|p| p.matches(&id.workload));
         let cgroup_ok = self.cgroups.is_empty()
             || id.cgroup_path.as_deref().is_some_and(|path| {
@@ -65,9 +78,11 @@ impl Selector {
     }
 }
 
-/// Model allow lists: the first rule whose selector matches decides; no rule matches: allowed.
+/// Model allow lists: the first rule whose selector matches decides; no rule matches: the
+/// configured default (`llm.default`).
 pub struct ModelPolicy {
     rules: Vec<(Selector, Vec<Pattern>, usize)>,
+    default: config::Decision,
 }
 
 /// A refusal names the rule (its index in `llm.allow`).
@@ -77,8 +92,9 @@ pub struct Denied {
 }
 
 impl ModelPolicy {
-    pub fn new(rules: &[config::AllowRule]) -> Self {
+    pub fn new(rules: &[config::AllowRule], default: config::Decision) -> Self {
         Self {
+            default,
             rules: rules
                 .iter()
                 .enumerate()
@@ -91,7 +107,8 @@ impl ModelPolicy {
 
     pub fn check(&self, id: &Identity, model: &str) -> Result<(), Denied> {
         match self.rules.iter().find(|(sel, _, _)| sel.matches(id)) {
-            None => Ok(()),
+            None if self.default == config::Decision::Allow => Ok(()),
+            None => Err(Denied { rule: "llm.default".into() }),
             Some((_, models, _)) if models.iter().any(|m| m.matches(model)) => Ok(()),
             Some((_, _, i)) => Err(Denied { rule: format!("llm.allow[{i}]") }),
         }
@@ -112,6 +129,7 @@ mod tests {
         let s = Selector::new(&config::Selector {
             workloads: vec!["agent-*".into()],
             cgroups: vec!["/pods".into()],
+            principals: vec![],
         });
         assert!(s.matches(&id("agent-a", Some("/pods/a"))));
         assert!(!s.matches(&id("agent-a", Some("/podsx/a"))), "prefix on a path segment boundary only");
@@ -121,15 +139,34 @@ mod tests {
 
     #[test]
     fn first_matching_allow_rule_decides() {
-        let p = ModelPolicy::new(&[
-            config::AllowRule {
-                selector: config::Selector { workloads: vec!["cheap".into()], cgroups: vec![] },
-                models: vec!["gpt-4o-mini".into()],
-            },
-            config::AllowRule { selector: config::Selector::default(), models: vec!["*".into()] },
-        ]);
+        let p = ModelPolicy::new(
+            &[
+                config::AllowRule {
+                    selector: config::Selector { workloads: vec!["cheap".into()], ..Default::default() },
+                    models: vec!["gpt-4o-mini".into()],
+                },
+                config::AllowRule { selector: config::Selector::default(), models: vec!["*".into()] },
+            ],
+            config::Decision::Deny,
+        );
         assert!(p.check(&id("cheap", None), "gpt-4o-mini").is_ok());
         assert_eq!(p.check(&id("cheap", None), "gpt-4o").unwrap_err().rule, "llm.allow[0]");
         assert!(p.check(&id("rich", None), "gpt-4o").is_ok());
+    }
+
+    #[test]
+    fn principals_are_matched_beside_the_workload_and_the_default_decides_the_rest() {
+        let p = ModelPolicy::new(
+            &[config::AllowRule {
+                selector: config::Selector { principals: vec!["team-a".into()], ..Default::default() },
+                models: vec!["fast".into()],
+            }],
+            config::Decision::Deny,
+        );
+        let keyed = Identity { principal: Some(Arc::from("team-a")), ..id("unknown", None) };
+        assert!(p.check(&keyed, "fast").is_ok());
+        assert_eq!(p.check(&id("unknown", None), "fast").unwrap_err().rule, "llm.default");
+        let named_like_it = id("team-a", None);
+        assert!(p.check(&named_like_it, "fast").is_err(), "a workload name is not a principal");
     }
 }

@@ -113,6 +113,27 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
     if ctx.is_own_address(authority.as_str()) {
         return error_response(StatusCode::LOOP_DETECTED, "CONNECT to nodegate itself");
     }
+    if !ctx.egress.load().allows(authority.host(), port) {
+        let mut rec = crate::telemetry::audit::Record::new(
+            "connection",
+            &conn.identity,
+            "explicit",
+            authority.to_string(),
+            "connect",
+            crate::telemetry::audit::Body::Connection {
+                peer: conn.peer.to_string(),
+                sni: None,
+                bytes_sent: 0,
+                bytes_received: 0,
+                duration_ms: start.elapsed().as_secs_f64() * 1e3,
+                error: Some("destination not in egress.allow".into()),
+            },
+        );
+        rec.decision = "deny";
+        rec.rule = Some(Arc::from("egress.allow"));
+        ctx.audit.emit(rec);
+        return error_response(StatusCode::FORBIDDEN, "destination not in egress.allow for explicit callers");
+    }
     let tunnel = Conn {
         mode: "explicit",
         peer: conn.peer,
@@ -126,6 +147,11 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
         Ok(up) => up,
         Err(e) => {
             let msg = e.to_string();
+            let status = if matches!(e, super::upstream::ConnectError::Loop(_)) {
+                StatusCode::LOOP_DETECTED
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
             super::audit_connection(
                 &ctx,
                 &tunnel,
@@ -135,7 +161,7 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
                 start,
                 Some(msg.clone()),
             );
-            return error_response(StatusCode::BAD_GATEWAY, &msg);
+            return error_response(status, &msg);
         }
     };
     tokio::spawn(async move {

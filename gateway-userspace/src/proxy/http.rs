@@ -91,6 +91,8 @@ pub fn error_response(status: StatusCode, msg: &str) -> Response<Body> {
 struct Pending {
     ctx: Arc<Ctx>,
     conn: Arc<Conn>,
+    /// The connection's identity plus the principal of a key the request presented.
+    identity: Arc<crate::identity::Identity>,
     method: http::Method,
     host: Option<String>,
     path: String,
@@ -100,6 +102,8 @@ struct Pending {
     sent: Arc<AtomicU64>,
     received: u64,
     error: Option<String>,
+    /// The rule that refused the request, if one did.
+    denied_by: Option<&'static str>,
 }
 
 impl Drop for Pending {
@@ -110,7 +114,7 @@ impl Drop for Pending {
             .metrics
             .requests
             .get_or_create(&RequestLabels {
-                identity: c.identity.workload.clone(),
+                identity: self.identity.workload.clone(),
                 method: crate::telemetry::metrics::method_label(&self.method),
                 status,
             })
@@ -125,8 +129,12 @@ impl Drop for Pending {
             duration_ms: self.start.elapsed().as_secs_f64() * 1e3,
             error: self.error.take(),
         };
-        let rec =
-            Record::new("http", &c.identity, c.mode, std::mem::take(&mut self.target), c.protocol, body);
+        let mut rec =
+            Record::new("http", &self.identity, c.mode, std::mem::take(&mut self.target), c.protocol, body);
+        if let Some(rule) = self.denied_by.take() {
+            rec.decision = "deny";
+            rec.rule = Some(Arc::from(rule));
+        }
         self.ctx.audit.emit(rec);
     }
 }
@@ -156,12 +164,15 @@ pub async fn forward(
         return Ok(crate::mcp::transparent::handle(ctx, conn, req, dst).await);
     }
     let start = Instant::now();
+    let keys = ctx.identities.keys();
+    let identity = crate::identity::caller(&keys, &conn.identity, req.headers());
     let h2 = req.version() == http::Version::HTTP_2;
     let host = request_host(&req);
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let mut pending = Pending {
         ctx: ctx.clone(),
         conn: conn.clone(),
+        identity,
         method: req.method().clone(),
         host: host.clone(),
         path: path.clone(),
@@ -171,6 +182,7 @@ pub async fn forward(
         sent: Arc::new(AtomicU64::new(0)),
         received: 0,
         error: None,
+        denied_by: None,
     };
 
     // Where the request goes: the original destination (transparent) or the absolute URI.
@@ -180,7 +192,17 @@ pub async fn forward(
             None => {
                 match req.uri().authority() {
                     Some(a) if req.uri().scheme_str().is_none_or(|s| s == "http") => {
-                        if a.port_u16().is_some() { a.to_string() } else { format!("{}:80", a.host()) }
+                        let port = a.port_u16().unwrap_or(80);
+                        if !ctx.egress.load().allows(a.host(), port) {
+                            pending.target = format!("{}:{port}", a.host());
+                            pending.denied_by = Some("egress.allow");
+                            return Ok(refuse(
+                                pending,
+                                StatusCode::FORBIDDEN,
+                                "destination not in egress.allow for explicit callers",
+                            ));
+                        }
+                        format!("{}:{port}", a.host())
                     }
                     Some(_) => {
                         return Ok(refuse(
@@ -215,6 +237,7 @@ pub async fn forward(
 
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    crate::identity::strip_credentials(&keys, &mut parts.headers);
     if let Some(u) = &upgrade {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u.clone());
@@ -267,6 +290,12 @@ pub async fn forward(
                 None => format!("upstream {authority}: {e}"),
             };
             tracing::debug!(identity = %conn.identity.workload, %msg, "upstream request failed");
+            if matches!(
+                std::error::Error::source(&e).and_then(|s| s.downcast_ref::<super::upstream::ConnectError>()),
+                Some(super::upstream::ConnectError::Loop(_))
+            ) {
+                return Ok(refuse(pending, StatusCode::LOOP_DETECTED, "request addressed to nodegate itself"));
+            }
             Ok(refuse(pending, StatusCode::BAD_GATEWAY, &msg))
         }
     }
@@ -308,8 +337,7 @@ fn llm_call(
 ) -> Option<(crate::llm::format::Api, crate::llm::route::Via)> {
     let dst = conn.target?;
     let api = crate::llm::format::Api::from_path(req.uri().path())?;
-    let host = request_host(req);
-    let via = crate::llm::route::Via::Transparent { dst, host };
+    let via = crate::llm::route::Via::Transparent { dst };
     let llm = ctx.llm.load();
     let is_provider = llm.addressed_provider(&via).is_some();
     (conn.class == gateway_common::TrafficClass::Llm || is_provider).then_some((api, via))

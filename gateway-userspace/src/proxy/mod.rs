@@ -1,6 +1,7 @@
 //! The node proxy: listeners, protocol sniffing, HTTP forwarding, TCP relay and the shared
 //! upstream client. One [`Ctx`] holds what every connection shares: live config, metrics,
 //! audit, identity resolution, the interceptor (original destinations) and the upstream pool.
+pub mod egress;
 pub mod explicit;
 pub mod http;
 pub mod io;
@@ -38,6 +39,8 @@ pub struct Ctx {
     pub pools: arc_swap::ArcSwap<crate::inference::Pools>,
     /// The MCP gateway (federated servers, policy, sessions), swapped on reload.
     pub mcp: arc_swap::ArcSwap<crate::mcp::Mcp>,
+    /// Where explicit callers may go (`egress.allow`), swapped on reload.
+    pub egress: arc_swap::ArcSwap<egress::Egress>,
     /// Addresses nodegate listens on; a request for one of them would loop.
     pub own: Vec<SocketAddr>,
 }

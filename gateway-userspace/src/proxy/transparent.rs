@@ -15,7 +15,10 @@ use super::{
 use crate::{
     identity::Identity,
     intercept::origdst,
-    telemetry::metrics::{ConnLabels, OutcomeLabels},
+    telemetry::{
+        audit::{Body, Record},
+        metrics::{ConnLabels, OutcomeLabels},
+    },
 };
 
 /// Accepts until `shutdown` fires; connections run on `tracker`.
@@ -108,6 +111,13 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
         .inc();
     tracing::debug!(%peer, dst = %o.dst, via = o.via, identity = %conn.identity.workload, protocol = proto.label(), "accepted");
 
+    // A destination the operator classed for governing is never relayed opaquely: what does
+    // not read as HTTP (TLS until it can be terminated, a half-sent request, bytes that are no
+    // protocol at all) is refused and audited.
+    if governed(o.class) && matches!(proto, Protocol::Tls { .. } | Protocol::Tcp) {
+        refuse_ungoverned(&ctx, &conn, stream, &proto, start).await;
+        return;
+    }
     let counters = io::Counters::new();
     let client = io::Counted::new(stream, counters.clone());
     let sni = match &proto {
@@ -131,4 +141,51 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
         }
     };
     super::audit_connection(&ctx, &conn, o.dst.to_string(), sni, &counters, start, error);
+}
+
+/// Classes whose traffic nodegate must read to enforce policy.
+fn governed(class: TrafficClass) -> bool {
+    matches!(class, TrafficClass::Http | TrafficClass::Llm | TrafficClass::Mcp | TrafficClass::A2a)
+}
+
+/// Refuses a connection to a governed destination that did not speak plain HTTP: a plain-text
+/// 400 (so an HTTP client that stalled mid-request learns why), then close; one audit record.
+async fn refuse_ungoverned(ctx: &Ctx, conn: &Conn, mut stream: TcpStream, proto: &Protocol, start: Instant) {
+    use tokio::io::AsyncWriteExt as _;
+    let why = match proto {
+        Protocol::Tls { .. } => "TLS to a destination classed for governing (TLS termination is not configured for it)",
+        _ => "no complete HTTP request within the sniff timeout, or not HTTP",
+    };
+    if !matches!(proto, Protocol::Tls { .. }) {
+        let body = format!("nodegate: refused: {why}\n");
+        let reply = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
+    }
+    let _ = stream.shutdown().await;
+    ctx.metrics.connection_errors.get_or_create(&OutcomeLabels { outcome: "ungoverned_refused" }).inc();
+    let sni = match proto {
+        Protocol::Tls { sni } => sni.clone(),
+        _ => None,
+    };
+    let mut rec = Record::new(
+        "connection",
+        &conn.identity,
+        conn.mode,
+        conn.target.map(|t| t.to_string()).unwrap_or_default(),
+        conn.protocol,
+        Body::Connection {
+            peer: conn.peer.to_string(),
+            sni,
+            bytes_sent: 0,
+            bytes_received: 0,
+            duration_ms: start.elapsed().as_secs_f64() * 1e3,
+            error: Some(why.into()),
+        },
+    );
+    rec.decision = "deny";
+    rec.rule = Some(std::sync::Arc::from("intercept.class"));
+    ctx.audit.emit(rec);
 }

@@ -5,6 +5,7 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -34,18 +35,25 @@ pub enum ConnectError {
     Mark(std::io::Error),
     #[error("request URI has no authority")]
     NoAuthority,
+    #[error("{0} is nodegate's own listener: refused")]
+    Loop(SocketAddr),
 }
 
 /// How the proxy opens upstream TCP connections.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Dialer {
     /// SO_MARK for our own sockets; `None` when interception is off (no privileges needed).
     pub mark: Option<u32>,
     pub timeout: Duration,
+    /// nodegate's own listeners, never connected to (whatever name led there).
+    pub own: Arc<super::egress::OwnAddrs>,
 }
 
 impl Dialer {
     pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+        if self.own.is_own(addr) {
+            return Err(ConnectError::Loop(addr));
+        }
         let sock = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
             .map_err(|e| ConnectError::Io(addr, e))?;
         if let Some(mark) = self.mark {
@@ -91,7 +99,7 @@ impl tower_service::Service<Uri> for Dialer {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let d = *self;
+        let d = self.clone();
         Box::pin(async move {
             let host = uri.host().ok_or(ConnectError::NoAuthority)?.to_string();
             let port = uri.port_u16().unwrap_or(80);
@@ -117,13 +125,13 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .build(dialer);
+            .build(dialer.clone());
         let http2 = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .http2_only(true)
             .http2_keep_alive_interval(Some(Duration::from_secs(30)))
-            .build(dialer);
+            .build(dialer.clone());
         let roots = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
             Ok(b) => b,
             Err(e) => {
@@ -131,7 +139,7 @@ impl Upstream {
                 hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots()
             }
         };
-        let tls = roots.https_or_http().enable_http1().enable_http2().wrap_connector(dialer);
+        let tls = roots.https_or_http().enable_http1().enable_http2().wrap_connector(dialer.clone());
         let llm = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

@@ -21,7 +21,12 @@ pub struct Record {
     pub time: String,
     /// `connection` or `http`.
     pub kind: &'static str,
+    /// The workload the kernel named (its cgroup's mapping or path; `unknown` when nothing is
+    /// known). A credential never replaces it.
     pub identity: Arc<str>,
+    /// The principal a valid credential (API key) added beside the workload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<Arc<str>>,
     pub cgroup_id: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<Arc<str>>,
@@ -80,6 +85,9 @@ pub struct LlmCall {
     pub requested_model: Option<String>,
     /// The model sent to the provider.
     pub model: Option<String>,
+    /// Where the request actually went (`scheme://host:port` of the provider or endpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
     pub stream: bool,
     pub status: u16,
     pub input_tokens: u64,
@@ -142,6 +150,7 @@ impl Record {
             time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
             kind,
             identity: id.workload.clone(),
+            principal: id.principal.clone(),
             cgroup_id: id.cgroup_id,
             cgroup: id.cgroup_path.clone(),
             mode,

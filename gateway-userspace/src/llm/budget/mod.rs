@@ -163,7 +163,10 @@ impl Budgets {
             if !rule.selector.matches(id) {
                 continue;
             }
+            // Per caller: by principal when the budget names principals only, else by the
+            // workload the kernel named (so presenting a key or not never buys a second budget).
             let scope = match rule.scope {
+                Scope::Workload if rule.selector.by_principal() => id.principal.as_deref().unwrap_or("-"),
                 Scope::Workload => &*id.workload,
                 Scope::Shared => "*",
             };
@@ -283,7 +286,7 @@ mod tests {
     fn budgets(tokens_per_minute: u64) -> Budgets {
         let b = Budget {
             name: "team".into(),
-            selector: config::Selector { workloads: vec!["agent-*".into()], cgroups: vec![] },
+            selector: config::Selector { workloads: vec!["agent-*".into()], ..Default::default() },
             scope: Scope::Shared,
             requests_per_minute: None,
             tokens_per_minute: Some(tokens_per_minute),

@@ -52,7 +52,7 @@ impl Http {
             .headers
             .iter()
             .filter_map(|(k, v)| {
-                Some((HeaderName::try_from(k.as_str()).ok()?, HeaderValue::try_from(v).ok()?))
+                Some((HeaderName::try_from(k.as_str()).ok()?, HeaderValue::try_from(v.expose()).ok()?))
             })
             .collect();
         Self {

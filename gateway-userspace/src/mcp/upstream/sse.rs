@@ -23,7 +23,7 @@ pub fn supervise(cfg: config::McpServer, up: Upstream, ch: Arc<Channel>, stop: w
 
 fn with_headers(mut b: http::request::Builder, cfg: &config::McpServer) -> http::request::Builder {
     for (k, v) in &cfg.headers {
-        b = b.header(k.as_str(), v.as_str());
+        b = b.header(k.as_str(), v.expose());
     }
     b
 }

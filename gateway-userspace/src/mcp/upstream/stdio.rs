@@ -24,11 +24,48 @@ pub fn supervise(cfg: config::McpServer, ch: Arc<Channel>, stop: watch::Receiver
     });
 }
 
+/// Variables a stdio server inherits from nodegate; everything else it gets is in its config.
+/// nodegate's own environment holds provider keys and must never reach a tool server.
+const INHERITED: [&str; 4] = ["PATH", "LANG", "TZ", "HOME"];
+
+/// A cleared environment (plus [`INHERITED`] and the configured `env`), and the configured
+/// unprivileged user.
+fn confine(cmd: &mut Command, cfg: &config::McpServer) -> Result<(), String> {
+    cmd.env_clear();
+    for k in INHERITED {
+        if let Ok(v) = std::env::var(k) {
+            cmd.env(k, v);
+        }
+    }
+    if let Some(user) = &cfg.user {
+        let Some((uid, gid, home)) = config::lookup_user(user) else {
+            return Err(format!("no user {user:?} on this host"));
+        };
+        cmd.uid(uid).gid(gid).env("HOME", home);
+        // SAFETY: setgroups is async-signal-safe; dropping supplementary groups before the
+        // uid/gid change keeps none of nodegate's groups.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    for (k, v) in &cfg.env {
+        cmd.env(k, v.expose());
+    }
+    Ok(())
+}
+
 /// Runs the process until it exits or its streams break; returns why.
 async fn run_once(cfg: &config::McpServer, ch: &Arc<Channel>) -> String {
     let mut cmd = Command::new(cfg.command.as_deref().unwrap_or_default());
+    if let Err(e) = confine(&mut cmd, cfg) {
+        return e;
+    }
     cmd.args(&cfg.args)
-        .envs(&cfg.env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
