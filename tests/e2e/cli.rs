@@ -68,6 +68,9 @@ fn shipped_example_configs_are_valid() {
             let out =
                 Command::new(nodegate_bin()).args(["check", &p.display().to_string()]).output().unwrap();
             assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+            // The examples are what operators copy: deny-by-default, no stdio server as root.
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("(0 warning(s))"), "{}: {stdout}", p.display());
             n += 1;
         }
     }

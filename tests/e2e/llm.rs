@@ -47,7 +47,7 @@ fn official_sdks_through_the_gateway_with_injected_credentials_and_usage() {
     - { name: fast, targets: [ { provider: primary, model: gpt-4o-mini } ] }
     - { name: premium, targets: [ { provider: primary, model: gpt-4o } ] }
   allow:
-    - { selector: { workloads: [agent-a] }, models: [fast] }
+    - { selector: { principals: [agent-a] }, models: [fast] }
   prices:
     gpt-4o-mini: { input: 0.15, output: 0.6 }
 "#,
@@ -77,7 +77,8 @@ fn official_sdks_through_the_gateway_with_injected_credentials_and_usage() {
     let rec = gw.wait_audit("llm record of the chat call", |r| {
         r["kind"] == "llm" && r["stream"] == false && r["requested_model"] == "fast" && r["status"] == 200
     });
-    assert_eq!(rec["identity"], "agent-a", "the API key names the workload: {rec}");
+    assert_eq!(rec["principal"], "agent-a", "the API key adds its principal: {rec}");
+    assert_eq!(rec["identity"], "unknown", "beside the workload the kernel named (none here): {rec}");
     assert_eq!(rec["output_tokens"], 6);
     assert_eq!(rec["estimated"], false);
     assert!(rec["cost_usd"].as_f64().unwrap_or(0.0) > 0.0, "{rec}");
@@ -262,7 +263,7 @@ fn budget_config(redis: Option<&str>) -> String {
   models:
     - {{ name: fast, targets: [ {{ provider: primary }} ] }}
   budgets:
-    - {{ name: team, selector: {{ workloads: [agent-a] }}, tokens_per_day: 600 }}
+    - {{ name: team, selector: {{ principals: [agent-a] }}, tokens_per_day: 600 }}
 "#
     )
 }
@@ -367,7 +368,7 @@ fn a_stream_that_outruns_its_budget_is_cut_off_cleanly() {
   models:
     - { name: fast, targets: [ { provider: chatty } ] }
   budgets:
-    - { name: team, selector: { workloads: [agent-a] }, tokens_per_day: 100000 }
+    - { name: team, selector: { principals: [agent-a] }, tokens_per_day: 100000 }
 "#,
     );
     let v = sdk("chat_stream_error", GW, AGENT_KEY, "fast", Some(&topo.node), None);

@@ -81,7 +81,7 @@ fn federates_http_sse_and_stdio_servers_for_clients_of_both_eras() {
     let call = gw.wait_audit("audited stdio call", |v| {
         v["kind"] == "mcp" && v["server"] == "evstdio" && v["name"] == "get-sum"
     });
-    assert_eq!(call["identity"], "agent-a");
+    assert_eq!(call["principal"], "agent-a");
     assert_eq!(call["arguments"], json!({"a": 2, "b": 40}));
     assert_eq!(call["outcome"], "ok");
     assert!(
@@ -189,7 +189,7 @@ fn policy_filters_lists_and_checks_call_arguments() {
     - { name: everything, url: "http://127.0.0.1:9122/mcp" }
   redact: [token]
   policies:
-    - selector: { workloads: [agent-b] }
+    - selector: { principals: [agent-b] }
       servers: [files]
       tools: ["files/read_file", "files/get_file", "files/delete_file"]
       deny_tools: ["files/delete_file"]
@@ -242,7 +242,7 @@ fn policy_filters_lists_and_checks_call_arguments() {
         v["kind"] == "mcp" && v["decision"] == "deny" && v["name"] == "get_file"
     });
     assert_eq!(denied["rule"], "mcp.policies[0].constraints[1]");
-    assert_eq!(denied["identity"], "agent-b");
+    assert_eq!(denied["principal"], "agent-b");
     assert_eq!(denied["arguments"]["repo"], "evil/app");
     let allowed = gw.wait_audit("allowed get_file", |v| v["name"] == "get_file" && v["decision"] == "allow");
     assert_eq!(allowed["arguments"]["token"], "[redacted]", "{allowed}");

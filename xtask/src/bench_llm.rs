@@ -189,7 +189,7 @@ llm:
   prices:
     gpt-4o-mini: {{ input: 0.15, output: 0.6 }}
   budgets:
-    - {{ name: bench, selector: {{ workloads: [bench-agent] }}, tokens_per_minute: 1000000000000, requests_per_minute: 1000000000 }}
+    - {{ name: bench, selector: {{ principals: [bench-agent] }}, tokens_per_minute: 1000000000000, requests_per_minute: 1000000000 }}
 "#,
             dir.display()
         ),

@@ -66,11 +66,11 @@ impl Identity {
         }
     }
 
-    /// The name budgets, metrics and logs use when one name is needed: the principal when a
-    /// credential proved one, else the workload. Policy never uses it (selectors match the two
-    /// separately).
-    pub fn display_name(&self) -> &str {
-        self.principal.as_deref().unwrap_or(&self.workload)
+    /// The `identity` label of per-request metrics: the principal when a credential proved
+    /// one, else the workload. Policy never uses it (selectors match the two separately) and
+    /// the audit record carries both.
+    pub fn label(&self) -> Arc<str> {
+        self.principal.clone().unwrap_or_else(|| self.workload.clone())
     }
 }
 

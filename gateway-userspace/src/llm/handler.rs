@@ -44,7 +44,7 @@ fn refuse(
         .llm
         .calls
         .get_or_create(&CallLabels {
-            identity: identity.workload.clone(),
+            identity: identity.label(),
             gen_ai_provider_name: provider,
             gen_ai_request_model: Arc::from(call.requested_model.as_deref().unwrap_or("")),
             status: crate::telemetry::metrics::status_class(err.status.as_u16()),
@@ -198,7 +198,7 @@ pub async fn handle(
                     .budget_refusals
                     .get_or_create(&BudgetLabels {
                         budget: refusal.budget.clone(),
-                        identity: identity.workload.clone(),
+                        identity: identity.label(),
                     })
                     .inc();
                 let mut e = LlmError::new(

@@ -80,7 +80,7 @@ impl Drop for Settle {
             tokio::spawn(async move { budgets.settle(r, actual).await });
         }
         let m = &self.ctx.metrics.llm;
-        let ident = self.identity.workload.clone();
+        let ident = self.identity.label();
         let model_label: Arc<str> = Arc::from(self.call.requested_model.as_deref().unwrap_or(""));
         let status = if self.call.status == 0 { "error" } else { status_class(self.call.status) };
         m.calls

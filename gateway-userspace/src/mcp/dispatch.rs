@@ -440,7 +440,7 @@ impl Drop for Audited {
             .get_or_create(&CallLabels {
                 server: server.clone(),
                 tool: Arc::from(self.call.name.as_deref().unwrap_or("-")),
-                identity: self.caller_identity.workload.clone(),
+                identity: self.caller_identity.label(),
                 method,
                 outcome: self.call.outcome,
             })

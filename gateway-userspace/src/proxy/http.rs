@@ -114,7 +114,7 @@ impl Drop for Pending {
             .metrics
             .requests
             .get_or_create(&RequestLabels {
-                identity: self.identity.workload.clone(),
+                identity: self.identity.label(),
                 method: crate::telemetry::metrics::method_label(&self.method),
                 status,
             })

@@ -41,17 +41,8 @@ fn confine(cmd: &mut Command, cfg: &config::McpServer) -> Result<(), String> {
         let Some((uid, gid, home)) = config::lookup_user(user) else {
             return Err(format!("no user {user:?} on this host"));
         };
+        // As root, the standard library also drops every supplementary group before setuid.
         cmd.uid(uid).gid(gid).env("HOME", home);
-        // SAFETY: setgroups is async-signal-safe; dropping supplementary groups before the
-        // uid/gid change keeps none of nodegate's groups.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setgroups(0, std::ptr::null()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
     }
     for (k, v) in &cfg.env {
         cmd.env(k, v.expose());

@@ -1,0 +1,379 @@
+//! The security suite: each test performs an attack on nodegate's enforcement and shows it fail.
+//! docs/security.md maps every promise nodegate makes to the test here that proves it. As root,
+//! with real eBPF where the attack goes through interception, real sockets, curl as the attacker.
+use std::{process::Stdio, time::Duration};
+
+use nodegate_tests::*;
+
+const KEY_A: &str = "sk-agent-a-0123456789abcdef";
+const KEY_B: &str = "sk-pod-b-bound-0123456789ab";
+const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+
+/// Runs curl in `ns` (and `cg`); returns (HTTP status, body). Status 0: no HTTP answer.
+fn curl(ns: &Netns, cg: Option<&Cgroup>, args: &[&str]) -> (u16, String) {
+    let mut all = vec!["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"];
+    all.extend_from_slice(args);
+    let child = spawn_child(std::path::Path::new("curl"), &all, Some(ns), cg, Stdio::piped(), Stdio::piped());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("curl: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn chat(ns: &Netns, cg: Option<&Cgroup>, key: Option<&str>, model: &str) -> (u16, String) {
+    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":4}}"#);
+    let auth = key.map(|k| format!("Authorization: Bearer {k}"));
+    let mut args = vec!["-H", "content-type: application/json", "-d", &body];
+    if let Some(a) = &auth {
+        args.extend(["-H", a.as_str()]);
+    }
+    args.push("http://127.0.0.1:15080/v1/chat/completions");
+    curl(ns, cg, &args)
+}
+
+fn raw(ns: &Netns, cg: Option<&Cgroup>, host: &str, port: u16, mode: &str) -> Value {
+    let script = repo_root().join("tests/python/raw_client.py");
+    let args = [script.display().to_string(), host.to_string(), port.to_string(), mode.to_string(), "3".into()];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = spawn_child(std::path::Path::new("python3"), &args, Some(ns), cg, Stdio::piped(), Stdio::piped());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("python3: {e}"));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("raw_client printed {:?}: {e}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn sim_count(ns: &Netns, addr: &str) -> u64 {
+    get(addr, "/sim/count", Some(ns), None)["body"]["count"].as_u64().unwrap_or(u64::MAX)
+}
+
+#[test]
+fn a_key_adds_a_principal_never_replaces_the_workload_and_unmatched_callers_meet_the_deny_default() {
+    require_root();
+    let topo = Topology::new();
+    let cgroups = TestCgroups::new();
+    let base = cgroups.base().to_string();
+    let pod_a = Cgroup::new(&format!("{base}/a"));
+    let pod_b = Cgroup::new(&format!("{base}/b"));
+    let _sim = llm_sim(&topo.node, "127.0.0.1:18301", "provider", &["--tokens", "3"]);
+    let (dir, pin) = Gateway::prepare("sec-identity");
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: agent-a, api_keys: ["{KEY_A}"] }}
+  - {{ name: pod-b, cgroup: "{base}/b", api_keys: ["{KEY_B}"] }}
+  - {{ name: pod-a, cgroup: "{base}/a" }}
+llm:
+  default: deny
+  providers:
+    - {{ name: sim, kind: openai, endpoint: "http://127.0.0.1:18301/v1" }}
+  models:
+    - {{ name: fast, targets: [ {{ provider: sim, model: m-fast }} ] }}
+    - {{ name: premium, targets: [ {{ provider: sim, model: m-premium }} ] }}
+  allow:
+    - {{ selector: {{ workloads: [pod-a] }}, models: [fast] }}
+    - {{ selector: {{ principals: [agent-a] }}, models: [fast, premium] }}
+    - {{ selector: {{ principals: [pod-b] }}, models: [premium] }}
+  budgets:
+    - {{ name: pod-a-cap, selector: {{ workloads: [pod-a] }}, requests_per_minute: 2 }}
+"#
+    );
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    let node = &topo.node;
+
+    // Keyless and foreign-key callers from no known cgroup meet the default: deny.
+    for key in [None, Some("sk-not-a-key-of-ours-000000")] {
+        let (status, body) = chat(node, None, key, "fast");
+        assert_eq!(status, 403, "key {key:?}: {body}");
+        assert!(body.contains("llm.default"), "the refusal names the default rule: {body}");
+    }
+    let rec = gw.wait_audit("default refusal", |r| r["kind"] == "llm" && r["rule"] == "llm.default");
+    assert_eq!(rec["decision"], "deny", "{rec}");
+
+    // A valid key adds its principal beside the (unknown) workload.
+    let (status, body) = chat(node, None, Some(KEY_A), "premium");
+    assert_eq!(status, 200, "{body}");
+    let rec = gw.wait_audit("agent-a call", |r| r["kind"] == "llm" && r["principal"] == "agent-a");
+    assert_eq!(rec["identity"], "unknown", "the kernel's answer stays: {rec}");
+
+    // pod-a presenting agent-a's key stays under pod-a's rule: the key does not carry it out.
+    let (status, body) = chat(node, Some(&pod_a), Some(KEY_A), "premium");
+    assert_eq!(status, 403, "a key must not lift a workload out of its allow rule: {body}");
+    assert!(body.contains("llm.allow[0]"), "{body}");
+    let rec = gw.wait_audit("pod-a with agent-a's key", |r| {
+        r["kind"] == "llm" && r["identity"] == "pod-a" && r["principal"] == "agent-a"
+    });
+    assert_eq!((rec["decision"].as_str(), rec["rule"].as_str()), (Some("deny"), Some("llm.allow[0]")), "{rec}");
+
+    // pod-b's key is bound to pod-b's cgroup: from pod-a it proves nothing.
+    let (status, body) = chat(node, Some(&pod_a), Some(KEY_B), "fast");
+    assert_eq!(status, 200, "{body}");
+    let rec = gw.wait_audit("pod-a with pod-b's key", |r| {
+        r["kind"] == "llm" && r["identity"] == "pod-a" && r["status"] == 200
+    });
+    assert!(rec.get("principal").is_none(), "a key used from another cgroup adds no principal: {rec}");
+    let (status, body) = chat(node, Some(&pod_b), Some(KEY_B), "premium");
+    assert_eq!(status, 200, "the bound key works from its own cgroup: {body}");
+
+    // pod-a's budget (2 requests a minute) counts pod-a's calls with and without a key alike:
+    // one call above, one keyless now, and the keyed one after it is refused.
+    let (status, body) = chat(node, Some(&pod_a), None, "fast");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = chat(node, Some(&pod_a), Some(KEY_A), "fast");
+    assert_eq!(status, 429, "presenting a key must not buy a second budget: {body}");
+    assert!(body.contains("pod-a-cap"), "{body}");
+}
+
+#[test]
+fn intercepted_traffic_is_routed_by_its_destination_and_classed_destinations_fail_closed() {
+    require_root();
+    let topo = Topology::new();
+    let cgroups = TestCgroups::new();
+    let (cg, enrolled) = (cgroups.base().to_string(), &cgroups.enrolled);
+    // The provider nodegate holds a key for, and an ordinary in-cluster service classed llm.
+    let _provider = llm_sim(&topo.node, "127.0.0.1:18311", "provider", &["--tokens", "3"]);
+    let svc = format!("{SVC_IP}:{UPSTREAM_PORT}");
+    let _service = llm_sim(&topo.node, &svc, "service", &["--tokens", "3"]);
+    let mcp_dst = format!("{OTHER_IP}:{UPSTREAM_PORT}");
+    let _mcp_upstream = llm_sim(&topo.node, &mcp_dst, "mcp-upstream", &[]);
+    let (dir, pin) = Gateway::prepare("sec-transparent");
+    let cfg = format!(
+        r#"
+listeners: {{ transparent: 0.0.0.0:{TRANSPARENT_PORT}, explicit: null }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+timeouts: {{ sniff: 300ms }}
+identities:
+  - {{ name: agent, cgroup: "{cg}/enrolled" }}
+intercept:
+  enabled: true
+  cgroups: ["{cg}/enrolled"]
+  redirect_to: {NODE_IP}:{TRANSPARENT_PORT}
+  pin_path: "{{PIN}}"
+  destinations:
+    - {{ address: {SVC_IP}, ports: [{UPSTREAM_PORT}], class: llm }}
+    - {{ address: {OTHER_IP}, ports: [{UPSTREAM_PORT}], class: mcp }}
+llm:
+  providers:
+    - {{ name: provider, kind: openai, endpoint: "http://127.0.0.1:18311", credentials: {{ env: NG_SEC_PROVIDER_KEY }} }}
+"#
+    );
+    // SAFETY: set before the gateway process is spawned; read only by it.
+    unsafe { std::env::set_var("NG_SEC_PROVIDER_KEY", "sk-provider-secret-xyz") };
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    let pod = &topo.pod;
+
+    // A pod names the provider's host on a connection to the ordinary service.
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":3}"#;
+    let url = format!("http://{svc}/v1/chat/completions");
+    let (status, answer) = curl(
+        pod,
+        Some(enrolled),
+        &["-H", "content-type: application/json", "-H", "Host: 127.0.0.1:18311", "-d", body, &url],
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("service"), "the request must reach the service it was sent to: {answer}");
+    assert_eq!(sim_count(&topo.node, "127.0.0.1:18311"), 0, "the provider must not be reached");
+    let seen = get(&svc, "/sim/last", Some(&topo.node), None)["body"].clone();
+    assert!(!seen.to_string().contains("sk-provider-secret-xyz"), "the provider's key leaked: {seen}");
+    let rec = gw.wait_audit("llm record", |r| r["kind"] == "llm");
+    assert_eq!(rec["upstream"], format!("http://{svc}"), "the audit names the upstream used: {rec}");
+
+    // A half-sent request to a classed destination: refused after the sniff timeout, never spliced.
+    let before = sim_count(&topo.node, &svc);
+    let v = raw(pod, Some(enrolled), SVC_IP, UPSTREAM_PORT, "half-method");
+    assert!(v["received"].as_str().unwrap_or("").starts_with("HTTP/1.1 400"), "{v}");
+    // TLS to a classed destination (no termination configured): closed, never relayed blind.
+    let v = raw(pod, Some(enrolled), SVC_IP, UPSTREAM_PORT, "tls-hello");
+    assert_eq!(v["closed"], true, "{v}");
+    assert!(!v["received"].as_str().unwrap_or("").starts_with("HTTP/1.1 200"), "{v}");
+    assert_eq!(sim_count(&topo.node, &svc), before, "nothing reached the service");
+    let rec = gw.wait_audit("class refusal", |r| r["rule"] == "intercept.class" && r["sni"].is_string());
+    assert_eq!(rec["decision"], "deny", "{rec}");
+
+    // JSON-RPC nodegate cannot read (a batch, a fractional id) to an mcp destination: a
+    // JSON-RPC error from nodegate, nothing forwarded.
+    for bad in [
+        r#"json:[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}]"#,
+        r#"json:{"jsonrpc":"2.0","id":1.0,"method":"tools/call","params":{"name":"x"}}"#,
+        "json:{not json",
+    ] {
+        let v = raw(pod, Some(enrolled), OTHER_IP, UPSTREAM_PORT, bad);
+        let got = v["received"].as_str().unwrap_or("");
+        assert!(got.starts_with("HTTP/1.1 400"), "{bad}: {v}");
+        assert!(got.contains("\"jsonrpc\":\"2.0\"") && got.contains("\"error\""), "{bad}: {v}");
+    }
+    assert_eq!(sim_count(&topo.node, &mcp_dst), 0, "no unreadable message reached the MCP server");
+    let rec = gw.wait_audit("unreadable mcp", |r| r["rule"] == "mcp.unreadable");
+    assert_eq!(rec["identity"], "agent", "{rec}");
+}
+
+#[test]
+fn secrets_stay_secret_and_the_explicit_proxy_cannot_reach_nodegate_itself() {
+    require_root();
+    let topo = Topology::new();
+    let _sim = llm_sim(&topo.node, "127.0.0.1:18321", "upstream", &["--tokens", "2"]);
+    let _other = llm_sim(&topo.node, "127.0.0.1:18322", "not-allowed", &[]);
+    let (dir, pin) = Gateway::prepare("sec-secrets");
+    let secrets = [
+        KEY_A,
+        ADMIN_TOKEN,
+        "mcp-header-secret-5678",
+        "session-key-secret-0123456789abcdef0123",
+        "redis-password-secret",
+        "stdio-env-secret-4321",
+    ];
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+admin: {{ address: 127.0.0.1:15000, token: "{ADMIN_TOKEN}" }}
+log: {{ level: debug }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: agent-a, api_keys: ["{KEY_A}"] }}
+egress:
+  allow:
+    - {{ address: 127.0.0.1, ports: [18321, 15000, 15080] }}
+    - {{ address: localhost, ports: [15000] }}
+llm:
+  redis_url: "redis://:redis-password-secret@127.0.0.1:1/0"
+  providers:
+    - {{ name: sim, kind: openai, endpoint: "http://127.0.0.1:18321/v1" }}
+  models:
+    - {{ name: anything, targets: [ {{ provider: sim }} ] }}
+  budgets:
+    - {{ name: b, selector: {{ principals: [agent-a] }}, tokens_per_day: 100000 }}
+mcp:
+  default: deny
+  session_key: "session-key-secret-0123456789abcdef0123"
+  servers:
+    - {{ name: remote, url: "http://127.0.0.1:18321/mcp", headers: {{ Authorization: "Bearer mcp-header-secret-5678" }} }}
+    - {{ name: local, transport: stdio, command: sleep, args: ["600"], env: {{ TOKEN: "stdio-env-secret-4321" }}, user: nobody }}
+  policies:
+    - {{ selector: {{ principals: [agent-a] }} }}
+"#
+    );
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    let node = &topo.node;
+
+    // An LLM call (with a Redis URL that fails: the fallback is logged) and MCP traffic, so
+    // that every secret has had its chance to reach a log line.
+    let (status, body) = chat(node, None, Some(KEY_A), "anything");
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = curl(
+        node,
+        None,
+        &[
+            "-H",
+            &format!("Authorization: Bearer {KEY_A}"),
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "accept: application/json, text/event-stream",
+            "-d",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+            "http://127.0.0.1:15080/mcp",
+        ],
+    );
+    assert_ne!(status, 0, "the MCP endpoint answered");
+
+    // The admin server wants its token; with it, the dump redacts every secret.
+    let (status, _) = curl(node, None, &["http://127.0.0.1:15000/config_dump"]);
+    assert_eq!(status, 401, "no token, no config dump");
+    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let (status, dump) = curl(node, None, &["-H", &auth, "http://127.0.0.1:15000/config_dump"]);
+    assert_eq!(status, 200, "{dump}");
+    assert!(dump.contains("[redacted]"), "{dump}");
+    let (status, _) = curl(node, None, &["http://127.0.0.1:15000/healthz"]);
+    assert_eq!(status, 200, "health stays open for probes");
+
+    // The explicit proxy, asked for the admin server by every name, refuses; the egress list
+    // lets those names through, so it is the own-listener guard that holds.
+    for url in [
+        "http://127.0.0.1:15000/config_dump",
+        "http://localhost:15000/config_dump",
+        "http://[::ffff:127.0.0.1]:15000/config_dump",
+        "http://127.0.0.1:15080/v1/models",
+    ] {
+        let (status, body) = curl(node, None, &["-x", "http://127.0.0.1:15080", "-H", &auth, url]);
+        assert_eq!(status, 508, "{url} through the proxy: {body}");
+        assert!(!body.contains("redacted") && !body.contains("listeners"), "{url}: {body}");
+    }
+    let (status, _) = curl(
+        node,
+        None,
+        &["-p", "-x", "http://127.0.0.1:15080", "-H", &auth, "http://localhost:15000/config_dump"],
+    );
+    assert_ne!(status, 200, "CONNECT to the admin server by name must fail");
+
+    // Egress allow list: a destination not on it is refused and audited.
+    let (status, body) = curl(node, None, &["-x", "http://127.0.0.1:15080", "http://127.0.0.1:18322/x"]);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(sim_count(node, "127.0.0.1:18322"), 0);
+    gw.wait_audit("egress refusal", |r| r["rule"] == "egress.allow" && r["decision"] == "deny");
+
+    // A forwarded request loses the nodegate key it carried, and keeps any other credential.
+    let (status, body) = curl(
+        node,
+        None,
+        &[
+            "-x",
+            "http://127.0.0.1:15080",
+            "-H",
+            &format!("Authorization: Bearer {KEY_A}"),
+            "-H",
+            "x-api-key: the-agents-own-service-token",
+            "http://127.0.0.1:18321/anything",
+        ],
+    );
+    assert_eq!(status, 404, "the upstream's own answer comes back: {body}");
+    assert!(body.contains("no route /anything"), "{body}");
+    let seen = get("127.0.0.1:18321", "/sim/last", Some(node), None)["body"].clone();
+    assert!(seen["headers"].get("authorization").is_none(), "a nodegate key went upstream: {seen}");
+    assert_eq!(seen["headers"]["x-api-key"], "the-agents-own-service-token", "{seen}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    let log = gw.log_text();
+    let audit = std::fs::read_to_string(&gw.audit).unwrap_or_default();
+    for s in secrets {
+        assert!(!dump.contains(s), "/config_dump shows {s}: {dump}");
+        assert!(!log.contains(s), "the log shows {s}:\n{log}");
+        assert!(!audit.contains(s), "the audit log shows {s}");
+    }
+}
+
+#[test]
+fn stdio_servers_start_with_a_cleared_environment_as_the_configured_user() {
+    require_root();
+    let topo = Topology::new();
+    let (dir, pin) = Gateway::prepare("sec-stdio");
+    let out = dir.join("stdio-env");
+    std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{e}"));
+    // The server runs as nobody: let it write its report here.
+    sh("chmod", &["0777", &out.display().to_string()]);
+    let report = out.join("report");
+    let script = format!("(id -u; env) > {} ; exec sleep 60", report.display());
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+mcp:
+  servers:
+    - {{ name: env, transport: stdio, command: sh, args: ["-c", "{script}"], env: {{ GIVEN: "configured-value" }}, user: nobody }}
+"#
+    );
+    // SAFETY: set before the gateway process is spawned; read only by it.
+    unsafe { std::env::set_var("NG_SEC_NODE_SECRET", "a-key-only-nodegate-holds") };
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    wait_until(Duration::from_secs(10), "the stdio server's report", || {
+        std::fs::read_to_string(&report).is_ok_and(|t| t.contains("GIVEN="))
+    });
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    let uid = text.lines().next().unwrap_or_default();
+    let nobody = std::process::Command::new("id").args(["-u", "nobody"]).output().map(|o| o.stdout);
+    let nobody = String::from_utf8_lossy(&nobody.unwrap_or_default()).trim().to_string();
+    assert_eq!(uid, nobody, "the server runs as the configured user: {text}");
+    assert!(text.contains("GIVEN=configured-value"), "{text}");
+    assert!(!text.contains("a-key-only-nodegate-holds"), "nodegate's environment leaked: {text}");
+    assert!(!text.contains("NG_SEC_NODE_SECRET"), "{text}");
+    drop(gw);
+}
