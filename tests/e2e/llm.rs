@@ -327,12 +327,15 @@ fn budget_never_overshoots_under_concurrency_with_redis_and_falls_back_when_it_d
             "16379",
             "--scan",
             "--pattern",
-            "nodegate:budget:*",
+            "{nodegate-budgets}:*",
         ])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
         .unwrap_or_default();
-    assert!(keys.contains("nodegate:budget:team:agent-a:tok:day"), "no budget counter in redis: {keys:?}");
+    assert!(
+        keys.contains("{nodegate-budgets}:team:agent-a:tok:day"),
+        "no budget counter in redis (one hash tag for every budget key): {keys:?}"
+    );
     // Every reservation above went through Redis (a fallback would split the budget in two).
     let m = get("127.0.0.1:15000", "/metrics", Some(&topo.node), None);
     assert!(

@@ -21,7 +21,8 @@ fn curl(ns: &Netns, cg: Option<&Cgroup>, args: &[&str]) -> (u16, String) {
 }
 
 fn chat(ns: &Netns, cg: Option<&Cgroup>, key: Option<&str>, model: &str) -> (u16, String) {
-    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":4}}"#);
+    let body =
+        format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":4}}"#);
     let auth = key.map(|k| format!("Authorization: Bearer {k}"));
     let mut args = vec!["-H", "content-type: application/json", "-d", &body];
     if let Some(a) = &auth {
@@ -33,9 +34,11 @@ fn chat(ns: &Netns, cg: Option<&Cgroup>, key: Option<&str>, model: &str) -> (u16
 
 fn raw(ns: &Netns, cg: Option<&Cgroup>, host: &str, port: u16, mode: &str) -> Value {
     let script = repo_root().join("tests/python/raw_client.py");
-    let args = [script.display().to_string(), host.to_string(), port.to_string(), mode.to_string(), "3".into()];
+    let args =
+        [script.display().to_string(), host.to_string(), port.to_string(), mode.to_string(), "3".into()];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = spawn_child(std::path::Path::new("python3"), &args, Some(ns), cg, Stdio::piped(), Stdio::piped());
+    let child =
+        spawn_child(std::path::Path::new("python3"), &args, Some(ns), cg, Stdio::piped(), Stdio::piped());
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("python3: {e}"));
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("raw_client printed {:?}: {e}", String::from_utf8_lossy(&out.stderr)))
@@ -103,7 +106,11 @@ llm:
     let rec = gw.wait_audit("pod-a with agent-a's key", |r| {
         r["kind"] == "llm" && r["identity"] == "pod-a" && r["principal"] == "agent-a"
     });
-    assert_eq!((rec["decision"].as_str(), rec["rule"].as_str()), (Some("deny"), Some("llm.allow[0]")), "{rec}");
+    assert_eq!(
+        (rec["decision"].as_str(), rec["rule"].as_str()),
+        (Some("deny"), Some("llm.allow[0]")),
+        "{rec}"
+    );
 
     // pod-b's key is bound to pod-b's cgroup: from pod-a it proves nothing.
     let (status, body) = chat(node, Some(&pod_a), Some(KEY_B), "fast");

@@ -98,7 +98,7 @@ def concurrent_calls(base, key, model="fast", n=200):
     """n concurrent chat calls; counts outcomes by status."""
     def one(_):
         try:
-            r = oa(base, key).chat.completions.create(model=model, messages=[{"role": "user", "content": "one two three"}], max_tokens=10)
+            r = oa(base, key).chat.completions.create(model=model, messages=[{"role": "user", "content": "one two three"}], max_tokens=10, temperature=0)
             return ("ok", r.usage.total_tokens)
         except openai.RateLimitError:
             return ("429", 0)
@@ -124,6 +124,9 @@ if __name__ == "__main__":
     key = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
     model = sys.argv[4] if len(sys.argv) > 4 else "fast"
     try:
-        print(json.dumps(SCENARIOS[scenario](base, key, model)))
+        if scenario == "concurrent" and len(sys.argv) > 5:
+            print(json.dumps(concurrent_calls(base, key, model, int(sys.argv[5]))))
+        else:
+            print(json.dumps(SCENARIOS[scenario](base, key, model)))
     except Exception as e:
         print(json.dumps({"crashed": err(e)}))

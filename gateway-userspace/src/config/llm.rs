@@ -30,6 +30,15 @@ pub struct Llm {
     pub default_max_tokens: u64,
     /// Cut a stream off (with a final error event) when it runs past what its budget allows.
     pub cut_off_streams: bool,
+    /// How budgets admit calls. `standard`: reserve the prompt estimate (plus the overhead
+    /// learned from the provider's own counts) and the output cap. `strict`: the same, and a
+    /// (provider, model) never observed is admitted one call at a time until its first
+    /// response teaches the overhead; requests without an output cap get `default_max_tokens`
+    /// sent upstream. See docs/security.md for the bound each mode keeps.
+    pub budget_mode: BudgetMode,
+    /// Longest a strict-mode call waits for admission before it is refused with 429.
+    #[serde(with = "humantime_serde")]
+    pub admission_wait: Duration,
     /// How long a provider that failed is skipped.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
@@ -48,9 +57,19 @@ impl Default for Llm {
             max_body_bytes: 10 * 1024 * 1024,
             default_max_tokens: 4096,
             cut_off_streams: true,
+            budget_mode: BudgetMode::Standard,
+            admission_wait: Duration::from_secs(30),
             cooldown: Duration::from_secs(30),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetMode {
+    #[default]
+    Standard,
+    Strict,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -138,7 +138,11 @@ mod tests {
 
     fn keys() -> Keys {
         Keys::new(&[
-            IdentityMapping { name: "anywhere".into(), cgroup: None, api_keys: vec!["key-anywhere-1".into()] },
+            IdentityMapping {
+                name: "anywhere".into(),
+                cgroup: None,
+                api_keys: vec!["key-anywhere-1".into()],
+            },
             IdentityMapping {
                 name: "bound".into(),
                 cgroup: Some("/pods/a".into()),

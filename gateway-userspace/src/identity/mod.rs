@@ -171,9 +171,13 @@ impl Resolver {
             .map(|(_, name)| name.clone());
         let path: Arc<str> = Arc::from(path);
         match mapped {
-            Some(workload) => {
-                Identity { workload, principal: None, cgroup_id: id, cgroup_path: Some(path), source: Source::Config }
-            }
+            Some(workload) => Identity {
+                workload,
+                principal: None,
+                cgroup_id: id,
+                cgroup_path: Some(path),
+                source: Source::Config,
+            },
             None => Identity {
                 workload: path.clone(),
                 principal: None,

@@ -124,6 +124,17 @@ pub fn upstream_body(api: Api, p: &Parsed, model: &str) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// Sets the request's output cap (the field its API reads) when it has none, so the provider
+/// stops where the budget reservation stopped counting.
+pub fn cap_output(api: Api, p: &mut Parsed, cap: u64) {
+    if p.max_tokens.is_some() || api == Api::Embeddings {
+        return;
+    }
+    let field = if api == Api::Responses { "max_output_tokens" } else { "max_tokens" };
+    p.body.insert(field.into(), Value::from(cap));
+    p.max_tokens = Some(cap);
+}
+
 /// The text a request sends to the model, for token estimation.
 pub fn prompt_text(api: Api, body: &Map<String, Value>) -> String {
     let mut out = String::new();

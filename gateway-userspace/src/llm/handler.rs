@@ -137,7 +137,7 @@ pub async fn handle(
             return refuse(&ctx, &conn, &identity, api, call, e, start);
         }
     };
-    let parsed = match format::parse(api, &bytes) {
+    let mut parsed = match format::parse(api, &bytes) {
         Ok(p) => p,
         Err(e) => return refuse(&ctx, &conn, &identity, api, call, e, start),
     };
@@ -172,23 +172,56 @@ pub async fn handle(
 
     // Admission: reserve the worst case, prompt estimate plus the output cap.
     let upstream_model = candidates.first().map_or_else(|| parsed.model.clone(), |c| c.model.clone());
+    // Calibration is learned per (provider, model): the pool stands for its endpoints.
+    let cal_provider: Arc<str> = match (&pool, candidates.first()) {
+        (Some(p), _) => p.name.clone(),
+        (None, Some(c)) => c.provider.name.clone(),
+        (None, None) => Arc::from(""),
+    };
     let messages = parsed.body.get("messages").and_then(|m| m.as_array()).map_or(1, Vec::len);
     // The tokenizer costs a regex pass over the prompt: run it now only when a budget needs the
     // number at admission; otherwise keep the text and count it at the end if the provider
     // reports no usage.
     let budgeted = api.charged() && llm.budgets.applies(&identity);
+    let strict = budgeted && llm.cfg.budget_mode == crate::config::BudgetMode::Strict;
     let prompt_estimate = if budgeted {
         tokens::estimate_prompt(&upstream_model, &prompt_text, messages)
     } else {
         (prompt_text.len() as u64).div_ceil(4)
     };
+    // Strict: a pair never observed goes one call at a time until the provider's count of a
+    // prompt teaches what its template adds.
+    let mut probe = None;
+    if strict && let Some(sem) = llm.calibration.probe(&cal_provider, &upstream_model) {
+        match tokio::time::timeout(llm.cfg.admission_wait, sem.acquire_owned()).await {
+            Ok(Ok(permit)) => probe = Some(permit),
+            _ => {
+                let mut e = LlmError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_exceeded",
+                    format!(
+                        "strict budget admission: `{upstream_model}` at `{cal_provider}` is still being calibrated; retry shortly"
+                    ),
+                );
+                e.retry_after = Some(std::time::Duration::from_secs(1));
+                e.rule = Some("llm.budget_mode".into());
+                return refuse(&ctx, &conn, &identity, api, call, e, start);
+            }
+        }
+    }
+    let overhead =
+        if budgeted { llm.calibration.overhead(&cal_provider, &upstream_model).unwrap_or(0) } else { 0 };
+    if strict {
+        format::cap_output(api, &mut parsed, llm.cfg.default_max_tokens);
+    }
     let output_cap =
         if api == Api::Embeddings { 0 } else { parsed.max_tokens.unwrap_or(llm.cfg.default_max_tokens) };
+    let prompt_reserved = prompt_estimate.saturating_add(overhead);
     let reservation = if api.charged() {
         let charge = Charge {
             requests: 1,
-            tokens: prompt_estimate + output_cap,
-            micro_usd: llm.micro_usd(&upstream_model, prompt_estimate, 0, output_cap),
+            tokens: prompt_reserved.saturating_add(output_cap),
+            micro_usd: llm.micro_usd(&upstream_model, prompt_reserved, 0, output_cap),
         };
         match llm.budgets.reserve(&identity, charge).await {
             Ok(r) => Some(r),
@@ -357,6 +390,8 @@ pub async fn handle(
             decision: "allow",
             rule: None,
             in_flight,
+            calibrate: budgeted.then(|| (cal_provider.clone(), upstream_model.clone(), prompt_estimate)),
+            probe: probe.take(),
         };
         let body = Accounted::new(rbody, sse, hide_usage_chunk, allowance, settle);
         return Response::from_parts(rparts, body.boxed());

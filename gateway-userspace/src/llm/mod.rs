@@ -5,6 +5,7 @@
 //! allow list -> budget reservation -> upstream with credentials injected, failing over before
 //! the first byte -> stream back while counting (`stream`) -> settle budget, metrics, audit.
 pub mod budget;
+pub mod calibrate;
 pub mod error;
 pub mod format;
 pub mod handler;
@@ -26,6 +27,8 @@ pub struct Llm {
     pub routes: HashMap<String, config::ModelRoute>,
     pub policy: ModelPolicy,
     pub budgets: Arc<budget::Budgets>,
+    /// Learned prompt-token overhead per (provider, model); kept across reloads.
+    pub calibration: Arc<calibrate::Calibration>,
     pub cfg: config::Llm,
 }
 
@@ -51,10 +54,13 @@ impl Llm {
             Some(prev) if prev.cfg.budgets == cfg.budgets && prev.cfg.redis_url == cfg.redis_url => {
                 prev.budgets.clone()
             }
+            // New rules, the same counters: a reload never hands out a fresh budget, and calls
+            // in flight settle into the counters the new rules read.
             _ => Arc::new(budget::Budgets::new(
                 &cfg.budgets,
                 cfg.redis_url.as_ref().map(|u| u.expose()),
                 metrics.llm.budget_fallbacks.clone(),
+                previous.map(|p| p.budgets.memory()),
             )),
         };
         Self {
@@ -63,6 +69,7 @@ impl Llm {
             routes: cfg.models.iter().map(|m| (m.name.clone(), m.clone())).collect(),
             policy: ModelPolicy::new(&cfg.allow, cfg.default),
             budgets,
+            calibration: previous.map(|p| p.calibration.clone()).unwrap_or_default(),
             cfg: cfg.clone(),
         }
     }

@@ -43,7 +43,9 @@ pub fn resolve_in_background(p: &std::sync::Arc<ProviderState>) {
             let Some(p) = weak.upgrade() else { return };
             match found {
                 Ok(a) => p.addrs.store(std::sync::Arc::new(a.collect())),
-                Err(e) => tracing::debug!(provider = %p.name, error = %e, "cannot resolve the provider's host"),
+                Err(e) => {
+                    tracing::debug!(provider = %p.name, error = %e, "cannot resolve the provider's host")
+                }
             }
             drop(p);
             tokio::time::sleep(RESOLVE_EVERY).await;

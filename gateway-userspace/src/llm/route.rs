@@ -20,7 +20,9 @@ pub struct Candidate {
 pub enum Via {
     Explicit,
     /// Intercepted on its way to `dst`.
-    Transparent { dst: SocketAddr },
+    Transparent {
+        dst: SocketAddr,
+    },
 }
 
 impl Llm {

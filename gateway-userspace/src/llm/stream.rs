@@ -57,6 +57,10 @@ pub struct Settle {
     pub rule: Option<String>,
     /// Keeps the pool endpoint's in-flight count until the response ends.
     pub in_flight: Option<crate::inference::endpoint::InFlight>,
+    /// (provider or pool, model, prompt estimate): what the provider's own prompt count teaches.
+    pub calibrate: Option<(Arc<str>, String, u64)>,
+    /// A strict-mode probe admission, released when the call has taught its overhead.
+    pub probe: Option<super::calibrate::ProbePermit>,
 }
 
 impl Drop for Settle {
@@ -73,6 +77,11 @@ impl Drop for Settle {
             }
             None => (Usage::default(), false),
         };
+        if let (Some((provider, model, estimate)), false) = (&self.calibrate, estimated)
+            && usage.input > 0
+        {
+            self.llm.calibration.observe(provider, model, *estimate, usage.input);
+        }
         let micro = self.llm.micro_usd(&model, usage.input, usage.cached_input, usage.output);
         if let Some(r) = self.reservation.take() {
             let budgets = self.llm.budgets.clone();

@@ -388,7 +388,8 @@ mod tests {
             required: false,
             timeout: Duration::from_secs(1),
         };
-        let up = Upstream::new(Dialer { mark: None, timeout: Duration::from_secs(1), own: Default::default() });
+        let up =
+            Upstream::new(Dialer { mark: None, timeout: Duration::from_secs(1), own: Default::default() });
         let items = match items {
             Value::Array(a) => a,
             _ => vec![],

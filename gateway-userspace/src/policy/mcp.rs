@@ -167,21 +167,21 @@ mod tests {
     fn policy() -> McpPolicy {
         McpPolicy::new(
             &[config::McpPolicy {
-            selector: config::Selector { workloads: vec!["agent".into()], ..Default::default() },
-            servers: vec!["files".into(), "git*".into()],
-            tools: vec!["files/*".into(), "github/list_repos".into(), "github/get_file".into()],
-            deny_tools: vec!["files/delete".into()],
-            constraints: vec![
-                config::McpConstraint {
-                    tool: "files/read".into(),
-                    when: r#"path_within(arguments.path, "/srv/data")"#.into(),
-                },
-                config::McpConstraint {
-                    tool: "github/get_file".into(),
-                    when: r#"arguments.repo in ["org/app", "org/lib"]"#.into(),
-                },
-            ],
-        }],
+                selector: config::Selector { workloads: vec!["agent".into()], ..Default::default() },
+                servers: vec!["files".into(), "git*".into()],
+                tools: vec!["files/*".into(), "github/list_repos".into(), "github/get_file".into()],
+                deny_tools: vec!["files/delete".into()],
+                constraints: vec![
+                    config::McpConstraint {
+                        tool: "files/read".into(),
+                        when: r#"path_within(arguments.path, "/srv/data")"#.into(),
+                    },
+                    config::McpConstraint {
+                        tool: "github/get_file".into(),
+                        when: r#"arguments.repo in ["org/app", "org/lib"]"#.into(),
+                    },
+                ],
+            }],
             config::Decision::Deny,
         )
     }

@@ -186,41 +186,38 @@ pub async fn forward(
     };
 
     // Where the request goes: the original destination (transparent) or the absolute URI.
-    let authority =
-        match conn.target {
-            Some(dst) => dst.to_string(),
-            None => {
-                match req.uri().authority() {
-                    Some(a) if req.uri().scheme_str().is_none_or(|s| s == "http") => {
-                        let port = a.port_u16().unwrap_or(80);
-                        if !ctx.egress.load().allows(a.host(), port) {
-                            pending.target = format!("{}:{port}", a.host());
-                            pending.denied_by = Some("egress.allow");
-                            return Ok(refuse(
-                                pending,
-                                StatusCode::FORBIDDEN,
-                                "destination not in egress.allow for explicit callers",
-                            ));
-                        }
-                        format!("{}:{port}", a.host())
-                    }
-                    Some(_) => {
-                        return Ok(refuse(
-                            pending,
-                            StatusCode::BAD_REQUEST,
-                            "only http:// URLs can be proxied this way; use CONNECT for https",
-                        ));
-                    }
-                    None => {
-                        return Ok(refuse(
-                            pending,
-                            StatusCode::BAD_REQUEST,
-                            "this is a proxy: send absolute-form requests (http://host/path) or CONNECT",
-                        ));
-                    }
+    let authority = match conn.target {
+        Some(dst) => dst.to_string(),
+        None => match req.uri().authority() {
+            Some(a) if req.uri().scheme_str().is_none_or(|s| s == "http") => {
+                let port = a.port_u16().unwrap_or(80);
+                if !ctx.egress.load().allows(a.host(), port) {
+                    pending.target = format!("{}:{port}", a.host());
+                    pending.denied_by = Some("egress.allow");
+                    return Ok(refuse(
+                        pending,
+                        StatusCode::FORBIDDEN,
+                        "destination not in egress.allow for explicit callers",
+                    ));
                 }
+                format!("{}:{port}", a.host())
             }
-        };
+            Some(_) => {
+                return Ok(refuse(
+                    pending,
+                    StatusCode::BAD_REQUEST,
+                    "only http:// URLs can be proxied this way; use CONNECT for https",
+                ));
+            }
+            None => {
+                return Ok(refuse(
+                    pending,
+                    StatusCode::BAD_REQUEST,
+                    "this is a proxy: send absolute-form requests (http://host/path) or CONNECT",
+                ));
+            }
+        },
+    };
     pending.target = authority.clone();
     if ctx.is_own_address(&authority) {
         return Ok(refuse(pending, StatusCode::LOOP_DETECTED, "request addressed to nodegate itself"));
@@ -294,7 +291,11 @@ pub async fn forward(
                 std::error::Error::source(&e).and_then(|s| s.downcast_ref::<super::upstream::ConnectError>()),
                 Some(super::upstream::ConnectError::Loop(_))
             ) {
-                return Ok(refuse(pending, StatusCode::LOOP_DETECTED, "request addressed to nodegate itself"));
+                return Ok(refuse(
+                    pending,
+                    StatusCode::LOOP_DETECTED,
+                    "request addressed to nodegate itself",
+                ));
             }
             Ok(refuse(pending, StatusCode::BAD_GATEWAY, &msg))
         }

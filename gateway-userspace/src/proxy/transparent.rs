@@ -153,7 +153,9 @@ fn governed(class: TrafficClass) -> bool {
 async fn refuse_ungoverned(ctx: &Ctx, conn: &Conn, mut stream: TcpStream, proto: &Protocol, start: Instant) {
     use tokio::io::AsyncWriteExt as _;
     let why = match proto {
-        Protocol::Tls { .. } => "TLS to a destination classed for governing (TLS termination is not configured for it)",
+        Protocol::Tls { .. } => {
+            "TLS to a destination classed for governing (TLS termination is not configured for it)"
+        }
         _ => "no complete HTTP request within the sniff timeout, or not HTTP",
     };
     if !matches!(proto, Protocol::Tls { .. }) {
@@ -162,7 +164,8 @@ async fn refuse_ungoverned(ctx: &Ctx, conn: &Conn, mut stream: TcpStream, proto:
             "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
     }
     let _ = stream.shutdown().await;
     ctx.metrics.connection_errors.get_or_create(&OutcomeLabels { outcome: "ungoverned_refused" }).inc();

@@ -16,6 +16,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+pub use memory::Memory;
 pub use window::Window;
 
 use crate::{
@@ -102,7 +103,7 @@ pub struct Refusal {
 
 pub struct Budgets {
     rules: Vec<Rule>,
-    memory: memory::Memory,
+    memory: Arc<memory::Memory>,
     redis: Option<redis::Redis>,
     /// Unix seconds of the last "Redis unreachable" warning (to keep the log readable).
     last_warning: AtomicU64,
@@ -118,6 +119,7 @@ impl Budgets {
         budgets: &[Budget],
         redis_url: Option<&str>,
         fallbacks: prometheus_client::metrics::counter::Counter,
+        memory: Option<Arc<memory::Memory>>,
     ) -> Self {
         let rules = budgets
             .iter()
@@ -154,7 +156,7 @@ impl Budgets {
                 }
             },
         };
-        Self { rules, memory: memory::Memory::default(), redis, last_warning: AtomicU64::new(0), fallbacks }
+        Self { rules, memory: memory.unwrap_or_default(), redis, last_warning: AtomicU64::new(0), fallbacks }
     }
 
     fn items(&self, id: &Identity, charge: Charge, now: u64) -> Vec<Item> {
@@ -178,8 +180,10 @@ impl Budgets {
                     Kind::Cost => ("usd", charge.micro_usd),
                 };
                 items.push(Item {
+                    // One hash tag for every budget key: a reservation that spans several
+                    // budgets is one atomic script, which Redis Cluster runs only on one slot.
                     key: format!(
-                        "nodegate:budget:{}:{}:{kind}:{}:{start}",
+                        "{{nodegate-budgets}}:{}:{}:{kind}:{}:{start}",
                         rule.name,
                         scope,
                         l.window.label()
@@ -202,6 +206,11 @@ impl Budgets {
         if now.saturating_sub(self.last_warning.swap(now, Ordering::Relaxed)) >= 10 {
             tracing::warn!(error = %e, "redis budget backend unreachable: enforcing budgets with this node's local counters");
         }
+    }
+
+    /// The local counters, for the next config version to keep.
+    pub fn memory(&self) -> Arc<memory::Memory> {
+        self.memory.clone()
     }
 
     /// Whether any budget applies to `id`.
@@ -296,7 +305,7 @@ mod tests {
             cost_per_day_usd: None,
             cost_per_month_usd: None,
         };
-        Budgets::new(&[b], None, Default::default())
+        Budgets::new(&[b], None, Default::default(), None)
     }
 
     #[tokio::test]
