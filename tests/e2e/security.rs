@@ -384,3 +384,102 @@ mcp:
     assert!(!text.contains("NG_SEC_NODE_SECRET"), "{text}");
     drop(gw);
 }
+
+/// One POST to nodegate's `/mcp` in the handshake era; returns (session id header, body).
+fn mcp_post(ns: &Netns, session: Option<&str>, body: &str) -> (Option<String>, String) {
+    let sid = session.map(|s| format!("Mcp-Session-Id: {s}"));
+    let mut args = vec![
+        "-sS",
+        "--max-time",
+        "20",
+        "-D",
+        "-",
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "accept: application/json, text/event-stream",
+        "-H",
+        "MCP-Protocol-Version: 2025-11-25",
+        "-d",
+        body,
+    ];
+    if let Some(s) = &sid {
+        args.extend(["-H", s.as_str()]);
+    }
+    args.push("http://127.0.0.1:15080/mcp");
+    let child =
+        spawn_child(std::path::Path::new("curl"), &args, Some(ns), None, Stdio::piped(), Stdio::piped());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("curl: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let session = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("mcp-session-id").then(|| v.trim().to_string())
+    });
+    (session, rest.to_string())
+}
+
+#[test]
+fn one_mcp_session_cannot_cancel_or_answer_another_sessions_calls() {
+    require_root();
+    let topo = Topology::new();
+    let _files = nodegate_tests::mcp::mcp_server(&topo.node, "files", "http", "127.0.0.1", 9161);
+    let (dir, pin) = Gateway::prepare("sec-mcp-sessions");
+    let cfg = r#"
+listeners: { explicit: 127.0.0.1:15080, transparent: null }
+audit: { path: "{AUDIT}", flush_interval: 50ms }
+mcp:
+  servers:
+    - { name: files, url: "http://127.0.0.1:9161/mcp" }
+"#;
+    let gw = Gateway::start(&dir, &pin, cfg, Some(&topo.node), None);
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"attacker-test","version":"1"}}}"#;
+    // Two sessions of the same workload (both keyless, unknown): the weakest separation there is.
+    let (a, _) = mcp_post(&topo.node, None, init);
+    let (b, _) = mcp_post(&topo.node, None, init);
+    let (a, b) = (a.expect("session A"), b.expect("session B"));
+    assert_ne!(a, b);
+
+    let marker = dir.join("cancelled-a");
+    let call = |id: u32, secs: f64| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"wait","arguments":{{"seconds":{secs},"marker":"{}"}}}}}}"#,
+            marker.display()
+        )
+    };
+    let cancel = |id: u32| {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":"x"}}}}"#
+        )
+    };
+    // B cancels A's in-flight request 7 by its (guessable) id: nothing happens to A's call.
+    let ns_name = topo.node.name.clone();
+    let a2 = a.clone();
+    let body7 = call(7, 1.5);
+    let n = ns_name.clone();
+    let waiter = std::thread::spawn(move || mcp_post_owned(n, &a2, &body7));
+    std::thread::sleep(Duration::from_millis(400));
+    let _ = mcp_post(&topo.node, Some(&b), &cancel(7));
+    let answer = waiter.join().unwrap_or_default();
+    assert!(answer.contains("waited"), "session B cancelled session A's call: {answer}");
+    assert!(!marker.exists(), "the server saw a cancellation");
+
+    // A cancelling its own call does cancel it (so the check above can fail).
+    let a3 = a.clone();
+    let body8 = call(8, 5.0);
+    let waiter = std::thread::spawn(move || mcp_post_owned(ns_name, &a3, &body8));
+    std::thread::sleep(Duration::from_millis(400));
+    let _ = mcp_post(&topo.node, Some(&a), &cancel(8));
+    let answer = waiter.join().unwrap_or_default();
+    assert!(answer.contains("cancelled"), "A's own cancellation must work: {answer}");
+    drop(gw);
+}
+
+/// As [`mcp_post`], from another thread (by namespace name).
+fn mcp_post_owned(ns: String, session: &str, body: &str) -> String {
+    let ns = Netns { name: ns };
+    let (_, out) = mcp_post(&ns, Some(session), body);
+    // The namespace belongs to the test's topology: do not delete it with this handle.
+    std::mem::forget(ns);
+    out
+}

@@ -25,8 +25,8 @@ pub async fn notification(mcp: &Mcp, caller: &Caller, method: &str, params: &Val
     if method == "notifications/cancelled"
         && let Some(rid) = params.get("requestId")
     {
-        let key = (caller.identity.workload.clone(), rid.to_string());
-        if let Some(cancel) = mcp.inflight.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        let key = (caller.owner.clone(), rid.to_string());
+        if let Some(cancel) = mcp.calls.inflight.lock().ok().and_then(|m| m.get(&key).cloned()) {
             // The waiting call drops its request; dropping tells the server (relay::Inflight).
             cancel.notify_one();
         }
@@ -36,9 +36,9 @@ pub async fn notification(mcp: &Mcp, caller: &Caller, method: &str, params: &Val
 
 /// A client's answer to a request a server sent it through us: back to that server, with the
 /// server's own id.
-pub async fn client_response(mcp: &Mcp, id: &Value, mut body: Value) {
+pub async fn client_response(mcp: &Mcp, caller: &Caller, id: &Value, mut body: Value) {
     let Some(key) = id.as_str() else { return };
-    match mcp.take_relayed(key) {
+    match mcp.take_relayed(&caller.owner, key) {
         Some(super::Relayed::Server { server, id: original }) => {
             if let Some(o) = body.as_object_mut() {
                 o.insert("id".into(), original);

@@ -36,6 +36,9 @@ pub struct Caller {
     pub mode: &'static str,
     /// The W3C `traceparent` header, if the client sent one.
     pub traceparent: Option<String>,
+    /// Who owns the calls this caller makes: its session id (handshake era), else its
+    /// identity. Only the owner may answer, cancel or resume them.
+    pub owner: Arc<str>,
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is one.
@@ -43,6 +46,12 @@ pub fn trace_id(traceparent: &str) -> Option<String> {
     let id = traceparent.split('-').nth(1)?;
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
         .then(|| id.to_ascii_lowercase())
+}
+
+/// A caller's identity as the owner of what it starts without a session: the workload and the
+/// principal together, so neither a key nor its absence lets one caller act on another's calls.
+pub fn owner_of(id: &Identity) -> Arc<str> {
+    Arc::from(format!("{}|{}", id.workload, id.principal.as_deref().unwrap_or("")))
 }
 
 pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
@@ -99,6 +108,7 @@ pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> R
         sse,
         mode: conn.mode,
         traceparent: traceparent.clone(),
+        owner: owner_of(&identity),
     };
     match *req.method() {
         Method::POST => post(&ctx, &mcp, req, &identity, caller).await,
@@ -124,7 +134,7 @@ pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> R
         }
         Method::DELETE => match session_of(&mcp, &req, &identity) {
             Ok(Some(_)) => {
-                if let (Some(id), Ok(mut ended)) = (req.headers().get(SESSION_HEADER), mcp.ended.lock())
+                if let (Some(id), Ok(mut ended)) = (req.headers().get(SESSION_HEADER), mcp.calls.ended.lock())
                     && let Ok(id) = id.to_str()
                 {
                     // Remembered until the id would have expired anyway.
@@ -149,7 +159,7 @@ pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> R
 #[allow(clippy::result_large_err)]
 fn session_of(mcp: &Mcp, req: &Request<Incoming>, id: &Identity) -> Result<Option<Session>, Response<Body>> {
     let Some(raw) = req.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else { return Ok(None) };
-    if mcp.ended.lock().is_ok_and(|e| e.contains_key(raw)) {
+    if mcp.calls.ended.lock().is_ok_and(|e| e.contains_key(raw)) {
         return Err(rpc_error(
             StatusCode::NOT_FOUND,
             &Value::Null,
@@ -158,7 +168,7 @@ fn session_of(mcp: &Mcp, req: &Request<Incoming>, id: &Identity) -> Result<Optio
             None,
         ));
     }
-    mcp.keys.decode(raw, &id.workload, mcp.cfg.session_ttl).map(Some).map_err(|e| {
+    mcp.keys.decode(raw, &owner_of(id), mcp.cfg.session_ttl).map(Some).map_err(|e| {
         // 404 tells a client to start a new session (initialize again).
         rpc_error(
             StatusCode::NOT_FOUND,
@@ -205,6 +215,8 @@ async fn post(
         Ok(s) => s,
         Err(r) => return r,
     };
+    let session_raw: Arc<str> =
+        Arc::from(req.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default());
     let max = mcp.cfg.max_body_bytes;
     let bytes = match Limited::new(req.into_body(), max).collect().await {
         Ok(b) => b.to_bytes(),
@@ -292,7 +304,7 @@ async fn post(
         return initialize(mcp, caller(String::new(), false), &id, params);
     } else {
         match session {
-            Some(s) => caller(s.v, false),
+            Some(s) => Caller { owner: session_raw.clone(), ..caller(s.v, false) },
             None => {
                 return rpc_error(
                     StatusCode::BAD_REQUEST,
@@ -311,7 +323,7 @@ async fn post(
             empty(StatusCode::ACCEPTED)
         }
         jsonrpc::Message::Response { id, body } => {
-            super::dispatch::client_response(mcp, &id, body).await;
+            super::dispatch::client_response(mcp, &caller, &id, body).await;
             empty(StatusCode::ACCEPTED)
         }
         jsonrpc::Message::Request { id, method, params } => {
@@ -328,7 +340,7 @@ fn initialize(mcp: &Mcp, caller: Caller, id: &Value, params: &Value) -> Response
         if HANDSHAKE_VERSIONS.contains(&asked) { asked } else { super::upstream::HANDSHAKE_VERSION };
     let s = Session {
         v: version.to_string(),
-        who: caller.identity.workload.to_string(),
+        who: owner_of(&caller.identity).to_string(),
         info: params.get("clientInfo").cloned().unwrap_or(Value::Null),
         caps: params.get("capabilities").cloned().unwrap_or(Value::Null),
         n: fastrand::u64(..),

@@ -103,16 +103,39 @@ pub struct Mcp {
     pub keys: session::Keys,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
-    relayed: Mutex<HashMap<String, Relayed>>,
-    /// (workload, client's request id) -> (server, nodegate's id there), for cancellation.
+    /// What calls in progress and ended sessions leave behind; a reload keeps it whole.
+    calls: Arc<Calls>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// State that belongs to clients' calls and sessions rather than to a config version. Every
+/// entry carries its owner (the session, or the caller's identity where there is no session):
+/// only the owner can answer, cancel or resume it, and the keys handed out are random.
+#[derive(Default)]
+pub struct Calls {
+    /// Requests relayed to a client, by the random id they went out under, with their owner.
+    relayed: Mutex<HashMap<String, (Arc<str>, Relayed)>>,
+    /// (owner, client's request id) -> waiter, for cancellation.
     inflight: Mutex<Inflight>,
     /// Calls waiting for a 2026-07-28 client's `input_required` retry, by request state.
     parked: Mutex<HashMap<String, relay::Parked>>,
     /// Sessions ended with DELETE (ids are self-contained, so ending one is remembered here),
     /// with when each would have expired anyway.
     ended: Mutex<HashMap<String, u64>>,
-    seq: AtomicU64,
-    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// An unguessable token (128 random bits, hex) for ids nodegate hands to clients.
+pub(crate) fn random_token() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // The kernel's random source is always there on the kernels nodegate runs on; should it
+        // ever fail, fall back to the session-key source.
+        let _ =
+            std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Mcp {
@@ -168,11 +191,7 @@ impl Mcp {
             keys,
             hub,
             metrics: metrics.clone(),
-            relayed: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
-            parked: Mutex::new(HashMap::new()),
-            ended: Mutex::new(HashMap::new()),
-            seq: AtomicU64::new(1),
+            calls: previous.map(|p| p.calls.clone()).unwrap_or_default(),
             stop,
         })
     }
@@ -186,17 +205,19 @@ impl Mcp {
         self.catalog.servers.iter().find(|s| s.authority.as_deref() == Some(authority)).cloned()
     }
 
-    /// Registers a request sent to a client; returns the id it goes out under.
-    fn relay_request(&self, to: Relayed) -> String {
-        let key = format!("ng-{}", self.seq.fetch_add(1, Ordering::Relaxed));
-        if let Ok(mut m) = self.relayed.lock() {
-            m.insert(key.clone(), to);
+    /// Registers a request sent to a client of `owner`; returns the random id it goes out under.
+    fn relay_request(&self, owner: &Arc<str>, to: Relayed) -> String {
+        let key = format!("ng-{}", random_token());
+        if let Ok(mut m) = self.calls.relayed.lock() {
+            m.insert(key.clone(), (owner.clone(), to));
         }
         key
     }
 
-    fn take_relayed(&self, key: &str) -> Option<Relayed> {
-        self.relayed.lock().ok()?.remove(key)
+    /// The relayed request `key`, if `owner` is the one it was sent to (else it stays).
+    fn take_relayed(&self, owner: &str, key: &str) -> Option<Relayed> {
+        let mut m = self.calls.relayed.lock().ok()?;
+        if m.get(key).is_some_and(|(o, _)| &**o == owner) { m.remove(key).map(|(_, r)| r) } else { None }
     }
 
     /// Publishes each server's health to the metrics (called on scrape and after calls).

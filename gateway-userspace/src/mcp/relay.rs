@@ -51,7 +51,7 @@ struct Inflight {
 
 impl Drop for Inflight {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.mcp.inflight.lock() {
+        if let Ok(mut m) = self.mcp.calls.inflight.lock() {
             m.remove(&self.key);
         }
         if !self.done {
@@ -62,11 +62,11 @@ impl Drop for Inflight {
 }
 
 /// A server message relayed during a call: requests get a gateway id.
-fn translate(mcp: &Mcp, server: &Arc<Server>, mut ev: Value) -> Value {
+fn translate(mcp: &Mcp, owner: &Arc<str>, server: &Arc<Server>, mut ev: Value) -> Value {
     let is_request = ev.get("method").is_some() && ev.get("id").is_some_and(|i| !i.is_null());
     if is_request && let Some(o) = ev.as_object_mut() {
         let original = o.get("id").cloned().unwrap_or(Value::Null);
-        let key = mcp.relay_request(super::Relayed::Server { server: server.clone(), id: original });
+        let key = mcp.relay_request(owner, super::Relayed::Server { server: server.clone(), id: original });
         o.insert("id".into(), Value::from(key));
     }
     ev
@@ -169,9 +169,9 @@ pub async fn call(
     record: Audited,
 ) -> Response<Body> {
     let upstream_id = server.next_id();
-    let key = (caller.identity.workload.clone(), id.to_string());
+    let key = (caller.owner.clone(), id.to_string());
     let cancel = Arc::new(tokio::sync::Notify::new());
-    if let Ok(mut m) = mcp.inflight.lock() {
+    if let Ok(mut m) = mcp.calls.inflight.lock() {
         m.insert(key.clone(), cancel.clone());
     }
     let inflight =
@@ -205,6 +205,7 @@ fn input_requests(r: &Answer) -> Option<serde_json::Map<String, Value>> {
 /// message for the client instead.
 async fn bridge_input(
     mcp: &Mcp,
+    owner: &Arc<str>,
     p: &mut Pending,
     answer: &Value,
     asks: serde_json::Map<String, Value>,
@@ -215,7 +216,7 @@ async fn bridge_input(
     let mut waiting = Vec::new();
     for (key, ask) in asks {
         let (done, rx) = tokio::sync::oneshot::channel();
-        let gid = mcp.relay_request(super::Relayed::Collect(done));
+        let gid = mcp.relay_request(owner, super::Relayed::Collect(done));
         let method = ask.get("method").and_then(Value::as_str).unwrap_or_default();
         let msg =
             jsonrpc::request(&Value::from(gid), method, &ask.get("params").cloned().unwrap_or(Value::Null));
@@ -263,8 +264,8 @@ fn park(mcp: &Mcp, who: Arc<str>, id: &Value, p: Pending, ev: Value) -> Value {
         json!({"method": ev.get("method"), "params": ev.get("params").cloned().unwrap_or(json!({}))});
     let mut asked = std::collections::HashMap::new();
     asked.insert(key.clone(), ev.get("id").cloned().unwrap_or(Value::Null));
-    let token = format!("{PARK_PREFIX}{}", mcp.hub.next_event_id());
-    if let Ok(mut parked) = mcp.parked.lock() {
+    let token = format!("{PARK_PREFIX}{}", super::random_token());
+    if let Ok(mut parked) = mcp.calls.parked.lock() {
         // Calls whose client never came back are dropped (which cancels them at the server).
         parked.retain(|_, v| v.at.elapsed() < PARK_LIMIT);
         parked.insert(token.clone(), Parked { pending: p, asked, who, at: std::time::Instant::now() });
@@ -284,10 +285,15 @@ pub async fn resume(
     state: &str,
     params: &Value,
 ) -> Option<Response<Body>> {
-    let parked = mcp.parked.lock().ok()?.remove(state)?;
-    if parked.who != caller.identity.workload {
-        return None;
-    }
+    // The owner is checked before anything is removed: another caller's guess (or theft) of a
+    // token neither resumes nor cancels the call.
+    let parked = {
+        let mut m = mcp.calls.parked.lock().ok()?;
+        if m.get(state).is_none_or(|p| p.who != caller.owner) {
+            return None;
+        }
+        m.remove(state)?
+    };
     let responses = params.get("inputResponses").and_then(Value::as_object).cloned().unwrap_or_default();
     for (key, original) in &parked.asked {
         let msg = match responses.get(key) {
@@ -316,7 +322,7 @@ async fn drive(mcp: &Arc<Mcp>, caller: &Caller, id: Value, mut p: Pending) -> Re
             ev = p.events.recv() => match ev {
                 // A 2026-07-28 client takes server requests as input_required results.
                 Some(ev) if modern && is_server_request(&ev) => {
-                    let msg = park(mcp, caller.identity.workload.clone(), &id, p, ev);
+                    let msg = park(mcp, caller.owner.clone(), &id, p, ev);
                     return super::handler::json_response(http::StatusCode::OK, &msg);
                 }
                 Some(ev) if caller.sse => break Ok(ev),
@@ -344,12 +350,12 @@ async fn drive(mcp: &Arc<Mcp>, caller: &Caller, id: Value, mut p: Pending) -> Re
     // The server is talking first: stream.
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mcp = mcp.clone();
-    let who = caller.identity.workload.clone();
+    let who = caller.owner.clone();
     tokio::spawn(async move {
         let mut p = p;
         let mut sent = 0u64;
         if let Some(first) = first {
-            let frame = sse_frame(&mcp.hub.next_event_id(), &translate(&mcp, &p.server, first));
+            let frame = sse_frame(&mcp.hub.next_event_id(), &translate(&mcp, &who, &p.server, first));
             sent += frame.len() as u64;
             if tx.send(frame).await.is_err() {
                 return; // Inflight's drop cancels the call at the server.
@@ -369,7 +375,7 @@ async fn drive(mcp: &Arc<Mcp>, caller: &Caller, id: Value, mut p: Pending) -> Re
                         None,
                     ))
                 } else {
-                    bridge_input(&mcp, &mut p, &answer, asks, &tx, &id).await
+                    bridge_input(&mcp, &who, &mut p, &answer, asks, &tx, &id).await
                 };
                 if let Err(msg) = bridged {
                     p.inflight.done = true;
@@ -406,11 +412,11 @@ async fn drive(mcp: &Arc<Mcp>, caller: &Caller, id: Value, mut p: Pending) -> Re
                 ev = p.events.recv() => {
                     let Some(ev) = ev else { continue };
                     if modern && is_server_request(&ev) {
-                        let msg = park(&mcp, who, &id, p, ev);
+                        let msg = park(&mcp, who.clone(), &id, p, ev);
                         let _ = tx.send(sse_frame(&mcp.hub.next_event_id(), &msg)).await;
                         return;
                     }
-                    let frame = sse_frame(&mcp.hub.next_event_id(), &translate(&mcp, &p.server, ev));
+                    let frame = sse_frame(&mcp.hub.next_event_id(), &translate(&mcp, &who, &p.server, ev));
                     sent += frame.len() as u64;
                     if tx.send(frame).await.is_err() {
                         p.record.call.error = Some("client went away".into());
