@@ -28,6 +28,10 @@ pub mod programs {
     pub const SOCK_OPS: &str = "ng_sock_ops";
     pub const GETPEERNAME4: &str = "ng_getpeername4";
     pub const GETPEERNAME6: &str = "ng_getpeername6";
+    pub const SENDMSG4: &str = "ng_sendmsg4";
+    pub const SENDMSG6: &str = "ng_sendmsg6";
+    /// Every cgroup sock_addr program, in the order they are loaded and attached.
+    pub const SOCK_ADDR: [&str; 6] = [CONNECT4, CONNECT6, GETPEERNAME4, GETPEERNAME6, SENDMSG4, SENDMSG6];
 }
 
 /// Capacity of the intercept tables (entries per address family).
@@ -164,9 +168,23 @@ pub mod stats {
     pub const REKEYED: u32 = 4;
     /// Failures to store a record (map full or error): the connection went direct.
     pub const MAP_ERRORS: u32 = 5;
-    pub const COUNT: u32 = 6;
-    pub const NAMES: [&str; COUNT as usize] =
-        ["redirected", "fail_open", "fail_closed", "own_traffic", "rekeyed", "map_errors"];
+    /// IPv6 connections to intercepted destinations refused under fail-closed because no IPv6
+    /// listener (`redirect_to_v6`) is configured.
+    pub const V6_REFUSED: u32 = 6;
+    /// UDP to an intercepted destination's port refused (QUIC/HTTP3 falls back to TCP, which is
+    /// redirected).
+    pub const UDP_REFUSED: u32 = 7;
+    pub const COUNT: u32 = 8;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "redirected",
+        "fail_open",
+        "fail_closed",
+        "own_traffic",
+        "rekeyed",
+        "map_errors",
+        "v6_refused",
+        "udp_refused",
+    ];
 }
 
 #[cfg(feature = "user")]

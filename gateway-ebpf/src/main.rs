@@ -8,6 +8,12 @@
 //!
 //! - `ng_getpeername4` / `ng_getpeername6`: a redirected socket's getpeername() answers with the
 //!   original destination, so the application never sees the proxy's address.
+//! - UDP (connect on a datagram socket, and `ng_sendmsg4` / `ng_sendmsg6` for unconnected sends)
+//!   to a port an intercept entry names exactly is refused while the proxy is alive (or under
+//!   fail-closed), so QUIC/HTTP3 clients fall back to TCP, which is redirected. Entries for every
+//!   port (port 0) leave UDP alone (DNS and the like).
+//! - IPv6 to an intercepted destination with no IPv6 listener configured is refused under
+//!   fail-closed, never sent direct.
 //!
 //! The proxy's own sockets carry `proxy_mark` and are never redirected. When the heartbeat the
 //! proxy writes is stale, intercepted connections go direct (fail-open) or are refused
@@ -32,6 +38,7 @@ use gateway_common::{
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
 
 #[map(name = "NG_INTERCEPT_V4")]
 static INTERCEPT_V4: LpmTrie<V4Key, InterceptValue> = LpmTrie::pinned(INTERCEPT_MAX_ENTRIES, 0);
@@ -117,11 +124,79 @@ fn lookup_v4(addr: [u8; 4], port: [u8; 2]) -> Option<InterceptValue> {
     INTERCEPT_V4.get(&any_port).copied()
 }
 
+/// UDP to a port an entry names exactly: refused while the proxy is alive (the client falls
+/// back to TCP, which is redirected) or when fail-closed; let through only when fail-open.
+#[inline(always)]
+fn udp_verdict(sa: *mut bpf_sock_addr, exact_hit: bool) -> i32 {
+    if !exact_hit {
+        return ALLOW;
+    }
+    match decide(sa) {
+        Verdict::Direct => ALLOW,
+        Verdict::Redirect(_) | Verdict::Refuse => {
+            count(stats::UDP_REFUSED);
+            DENY
+        }
+    }
+}
+
+#[inline(always)]
+fn exact_v4(addr: [u8; 4], port: [u8; 2]) -> bool {
+    INTERCEPT_V4.get(&Key::new(PORT_BITS + 32, V4Key { port, addr })).is_some()
+}
+
+#[inline(always)]
+fn v6_bytes(ip6: [u32; 4]) -> [u8; 16] {
+    let mut addr = [0u8; 16];
+    for (i, w) in ip6.iter().enumerate() {
+        let b = w.to_ne_bytes();
+        addr[i * 4] = b[0];
+        addr[i * 4 + 1] = b[1];
+        addr[i * 4 + 2] = b[2];
+        addr[i * 4 + 3] = b[3];
+    }
+    addr
+}
+
+#[inline(always)]
+fn exact_v6(ip6: [u32; 4], port: [u8; 2]) -> bool {
+    let mapped = ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0xffff_u32.to_be();
+    if mapped {
+        return exact_v4(ip6[3].to_ne_bytes(), port);
+    }
+    INTERCEPT_V6.get(&Key::new(PORT_BITS + 128, V6Key { port, addr: v6_bytes(ip6) })).is_some()
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn ng_sendmsg4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: ctx fields readable in sendmsg4.
+    let (ty, ip, port) = unsafe { ((*sa).type_, (*sa).user_ip4, (*sa).user_port) };
+    if ty != SOCK_DGRAM {
+        return ALLOW;
+    }
+    udp_verdict(sa, exact_v4(ip.to_ne_bytes(), (port as u16).to_ne_bytes()))
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn ng_sendmsg6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: ctx fields readable in sendmsg6.
+    let (ty, ip6, port) = unsafe { ((*sa).type_, (*sa).user_ip6, (*sa).user_port) };
+    if ty != SOCK_DGRAM {
+        return ALLOW;
+    }
+    udp_verdict(sa, exact_v6(ip6, (port as u16).to_ne_bytes()))
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn ng_connect4(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     // SAFETY: ctx fields readable in connect4.
     let (ty, ip, port) = unsafe { ((*sa).type_, (*sa).user_ip4, (*sa).user_port) };
+    if ty == SOCK_DGRAM {
+        return udp_verdict(sa, exact_v4(ip.to_ne_bytes(), (port as u16).to_ne_bytes()));
+    }
     if ty != SOCK_STREAM {
         return ALLOW;
     }
@@ -154,6 +229,9 @@ pub fn ng_connect6(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     // SAFETY: ctx fields readable in connect6.
     let (ty, ip6, port) = unsafe { ((*sa).type_, (*sa).user_ip6, (*sa).user_port) };
+    if ty == SOCK_DGRAM {
+        return udp_verdict(sa, exact_v6(ip6, (port as u16).to_ne_bytes()));
+    }
     if ty != SOCK_STREAM {
         return ALLOW;
     }
@@ -164,14 +242,7 @@ pub fn ng_connect6(ctx: SockAddrContext) -> i32 {
     let (hit, family) = if mapped {
         (lookup_v4(ip6[3].to_ne_bytes(), port_be), AF_INET)
     } else {
-        let mut addr = [0u8; 16];
-        for (i, w) in ip6.iter().enumerate() {
-            let b = w.to_ne_bytes();
-            addr[i * 4] = b[0];
-            addr[i * 4 + 1] = b[1];
-            addr[i * 4 + 2] = b[2];
-            addr[i * 4 + 3] = b[3];
-        }
+        let addr = v6_bytes(ip6);
         let exact = Key::new(PORT_BITS + 128, V6Key { port: port_be, addr });
         let hit = match INTERCEPT_V6.get(&exact) {
             Some(v) => Some(*v),
@@ -189,7 +260,12 @@ pub fn ng_connect6(ctx: SockAddrContext) -> i32 {
     };
     let target = if family == AF_INET { [0, 0, 0xffff_u32.to_be(), cfg.proxy_v4] } else { cfg.proxy_v6 };
     if target == [0, 0, 0, 0] {
-        // No IPv6 listener configured: leave the connection alone rather than break it.
+        // No IPv6 listener configured: under fail-closed the destination must not be reached
+        // ungoverned, so refuse; under fail-open leave the connection alone.
+        if cfg.fail_closed != 0 {
+            count(stats::V6_REFUSED);
+            return DENY;
+        }
         return ALLOW;
     }
     let addr = if family == AF_INET { [ip6[3], 0, 0, 0] } else { ip6 };

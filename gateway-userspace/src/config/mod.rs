@@ -95,7 +95,9 @@ mod tests {
     fn an_open_admin_address_needs_a_token_and_open_defaults_are_warned_about() {
         let e = parse("admin: { address: 0.0.0.0:15000 }\n", "f.yaml").unwrap_err();
         assert_eq!(e.problems[0].path, "admin.address", "{e}");
-        assert!(parse("admin: { address: 0.0.0.0:15000, token: a-long-admin-token-123 }\n", "f.yaml").is_ok());
+        assert!(
+            parse("admin: { address: 0.0.0.0:15000, token: a-long-admin-token-123 }\n", "f.yaml").is_ok()
+        );
         let open = parse(
             "identities: [{ name: a, api_keys: [key-0123456789] }]\nllm: { providers: [{ name: p, kind: openai, endpoint: http://127.0.0.1:1 }] }\n",
             "f.yaml",

@@ -74,6 +74,8 @@ pub fn monotonic_ns() -> u64 {
 pub struct Interceptor {
     ebpf: Mutex<Ebpf>,
     pin_dir: PathBuf,
+    /// Names this process start's link pins (PID and start time).
+    instance: String,
     cgroup_root: PathBuf,
     /// Links we attached, by enrolled cgroup path.
     links: Mutex<BTreeMap<String, Vec<PinnedLink>>>,
@@ -108,7 +110,7 @@ impl Interceptor {
             .load(EBPF_OBJECT)?;
         let log_task = spawn_logger(&mut ebpf);
 
-        for name in [programs::CONNECT4, programs::CONNECT6, programs::GETPEERNAME4, programs::GETPEERNAME6] {
+        for name in programs::SOCK_ADDR {
             let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             p.load().map_err(|source| InterceptError::Program { name, source })?;
         }
@@ -130,6 +132,13 @@ impl Interceptor {
         let this = Arc::new(Self {
             ebpf: Mutex::new(ebpf),
             pin_dir,
+            instance: format!(
+                "p{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
             cgroup_root,
             links: Mutex::new(BTreeMap::new()),
             config_map: Mutex::new(config_map),
@@ -259,7 +268,7 @@ impl Interceptor {
                 continue;
             }
             let attached = self.attach(path)?;
-            tracing::info!(cgroup = %path, "cgroup enrolled; connect4/6, getpeername4/6 and sock_ops attached");
+            tracing::info!(cgroup = %path, "cgroup enrolled; connect4/6, sendmsg4/6, getpeername4/6 and sock_ops attached");
             links.insert(path.clone(), attached);
         }
         Ok(())
@@ -273,13 +282,7 @@ impl Interceptor {
         let ino = file.metadata().map_err(|e| cg_err(e.to_string()))?.ino();
         let mut ebpf = lock(&self.ebpf);
         let mut out = Vec::new();
-        for name in [
-            programs::CONNECT4,
-            programs::CONNECT6,
-            programs::GETPEERNAME4,
-            programs::GETPEERNAME6,
-            programs::SOCK_OPS,
-        ] {
+        for name in programs::SOCK_ADDR.into_iter().chain([programs::SOCK_OPS]) {
             let link: FdLink = if name == programs::SOCK_OPS {
                 let p: &mut SockOps = program(&mut ebpf, name)?;
                 let id = p
@@ -295,7 +298,10 @@ impl Interceptor {
                 let l = p.take_link(id).map_err(|source| InterceptError::Program { name, source })?;
                 l.try_into().map_err(|e: aya::programs::links::LinkError| cg_err(e.to_string()))?
             };
-            let pin = self.pin_dir.join("links").join(format!("{name}_cg{ino}_p{}", std::process::id()));
+            // Unique per process start, not per PID: a restarted container's nodegate is PID 1
+            // again, and must pin beside the links its predecessor left (they are replaced only
+            // once ours are attached, so fail-closed never has a gap).
+            let pin = self.pin_dir.join("links").join(format!("{name}_cg{ino}_{}", self.instance));
             let pinned = link
                 .pin(&pin)
                 .map_err(|e| InterceptError::Pin { path: pin.clone(), detail: e.to_string() })?;
