@@ -130,8 +130,8 @@ fn enrolled_client_is_redirected_others_go_direct() {
     let st = s.gw.status();
     assert_eq!(
         st["links"].as_array().map(Vec::len),
-        Some(5),
-        "connect4, connect6, getpeername4, getpeername6 and sock_ops on one cgroup: {st}"
+        Some(7),
+        "connect4, connect6, sendmsg4, sendmsg6, getpeername4, getpeername6 and sock_ops on one cgroup: {st}"
     );
 
     // The eBPF side's own log line reaches the proxy's log at debug level (aya-log).
@@ -192,11 +192,11 @@ fn fail_open_when_the_proxy_dies_and_a_restart_takes_over_the_pinned_maps() {
     );
     assert!(gw2.counter("redirected") >= redirected_before);
     let links = gw2.status()["links"].clone();
-    let mine = format!("_p{}", gw2.proc.pid());
+    let mine = format!("_p{}-", gw2.proc.pid());
     assert!(
         links
             .as_array()
-            .is_some_and(|l| l.len() == 5 && l.iter().all(|n| n.as_str().unwrap_or("").ends_with(&mine))),
+            .is_some_and(|l| l.len() == 7 && l.iter().all(|n| n.as_str().unwrap_or("").contains(&mine))),
         "old links not replaced: {links}"
     );
     let v = get(&svc(), "/restarted", Some(&s.topo.pod), Some(&s.enrolled));
