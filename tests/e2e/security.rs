@@ -667,3 +667,89 @@ intercept:
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Rewrites the gateway's config file and waits until the reload was applied (`n` reloads so far).
+fn reload(gw: &Gateway, ns: &Netns, yaml: &str, n: u64) {
+    let text = yaml.replace("{AUDIT}", &gw.audit.display().to_string());
+    std::fs::write(&gw.config, text).unwrap_or_else(|e| panic!("{e}"));
+    let want = format!("nodegate_config_reloads_total{{outcome=\"applied\"}} {n}");
+    wait_until(Duration::from_secs(10), "the reload to be applied", || {
+        get("127.0.0.1:15000", "/metrics", Some(ns), None)["body"].as_str().unwrap_or("").contains(&want)
+    });
+}
+
+#[test]
+fn a_reload_keeps_budget_counters_and_mcp_calls_in_flight() {
+    require_root();
+    let topo = Topology::new();
+    let node = &topo.node;
+    let _sim = llm_sim(node, "127.0.0.1:18331", "provider", &["--tokens", "10"]);
+    let _files = nodegate_tests::mcp::mcp_server(node, "files", "http", "127.0.0.1", 9171);
+    let (dir, pin) = Gateway::prepare("sec-reload");
+    let cfg = |limit_extra: &str, ttl: &str| {
+        format!(
+            r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+admin: {{ address: 127.0.0.1:15000 }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: agent-a, api_keys: ["{KEY_A}"] }}
+llm:
+  default: deny
+  allow: [ {{ selector: {{ principals: [agent-a] }}, models: ["*"] }} ]
+  providers: [ {{ name: sim, kind: openai, endpoint: "http://127.0.0.1:18331/v1" }} ]
+  models: [ {{ name: fast, targets: [ {{ provider: sim }} ] }} ]
+  budgets:
+    - {{ name: daily, selector: {{ principals: [agent-a] }}, tokens_per_day: 60{limit_extra} }}
+mcp:
+  list_ttl: {ttl}
+  servers: [ {{ name: files, url: "http://127.0.0.1:9171/mcp" }} ]
+"#
+        )
+    };
+    let gw = Gateway::start(&dir, &pin, &cfg("", "5m"), Some(node), None);
+    // Spend the budget until it refuses.
+    let mut ok = 0;
+    loop {
+        let (status, body) = chat(node, None, Some(KEY_A), "fast");
+        if status == 429 {
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        ok += 1;
+        assert!(ok < 20, "a 60-token budget never refused");
+    }
+    assert!(ok >= 2, "{ok}");
+    // New budget rules (a limit added): the tokens already spent stay spent.
+    reload(&gw, node, &cfg(", requests_per_minute: 100", "5m"), 1);
+    let (status, body) = chat(node, None, Some(KEY_A), "fast");
+    assert_eq!(status, 429, "a reload must not hand out a fresh budget: {body}");
+
+    // An MCP call in flight across a reload completes, and can still be cancelled by its session.
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"reload-test","version":"1"}}}"#;
+    let (session, _) = mcp_post(node, None, init);
+    let session = session.expect("session");
+    let marker = dir.join("cancelled");
+    let call = |id: u32, secs: f64| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"wait","arguments":{{"seconds":{secs},"marker":"{}"}}}}}}"#,
+            marker.display()
+        )
+    };
+    let (n, s, body) = (node.name.clone(), session.clone(), call(5, 2.0));
+    let waiter = std::thread::spawn(move || mcp_post_owned(n, &s, &body));
+    std::thread::sleep(Duration::from_millis(300));
+    reload(&gw, node, &cfg(", requests_per_minute: 100", "4m"), 2);
+    let answer = waiter.join().unwrap_or_default();
+    assert!(answer.contains("waited"), "a call in flight survives a reload: {answer}");
+
+    let (n, s, body) = (node.name.clone(), session.clone(), call(6, 10.0));
+    let waiter = std::thread::spawn(move || mcp_post_owned(n, &s, &body));
+    std::thread::sleep(Duration::from_millis(300));
+    reload(&gw, node, &cfg(", requests_per_minute: 100", "3m"), 3);
+    let cancel = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":6,"reason":"x"}}"#;
+    let _ = mcp_post(node, Some(&session), cancel);
+    let answer = waiter.join().unwrap_or_default();
+    assert!(answer.contains("cancelled"), "the reloaded gateway still knows the call in flight: {answer}");
+    wait_until(Duration::from_secs(5), "the server to see the cancellation", || marker.exists());
+}
