@@ -452,3 +452,90 @@ llm:
     assert_eq!(rec["provider"], "openai");
     assert_eq!(rec["output_tokens"], 4);
 }
+
+/// A stream asking for more output than its budget has left is admitted with its cap lowered to
+/// what is left (the provider is told, and the cut-off enforces it when the provider ignores
+/// it): it stops at the budget. Once nothing is left, streams are refused.
+#[test]
+fn a_stream_is_cut_at_what_the_budget_has_left() {
+    require_root();
+    let topo = Topology::new();
+    let _sim = llm_sim(&topo.node, "127.0.0.1:18151", "chatty", &["--tokens", "60", "--ignore-max-tokens"]);
+    let gw = gateway(
+        &topo,
+        "llm-cut-budget",
+        r#"
+  providers:
+    - { name: chatty, kind: openai, endpoint: "http://127.0.0.1:18151" }
+  models:
+    - { name: fast, targets: [ { provider: chatty } ] }
+  budgets:
+    - { name: small, selector: { principals: [agent-a] }, tokens_per_day: 120 }
+"#,
+    );
+    let stream = |max: u32| {
+        let body = format!(
+            r#"{{"model":"fast","stream":true,"max_tokens":{max},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        let auth = format!("Authorization: Bearer {AGENT_KEY}");
+        let args = [
+            "-sS",
+            "-N",
+            "--max-time",
+            "20",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            &auth,
+            "-d",
+            &body,
+            "http://127.0.0.1:15080/v1/chat/completions",
+        ];
+        let child = spawn_child(
+            std::path::Path::new("curl"),
+            &args,
+            Some(&topo.node),
+            None,
+            Stdio::piped(),
+            Stdio::piped(),
+        );
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The first stream fits whole (its 40-token cap is cut off, the server ignores it).
+    let first = stream(40);
+    assert!(first.trim_end().ends_with("200"), "{first}");
+    let rec = gw.wait_audit("first stream", |r| r["kind"] == "llm" && r["stream"] == true);
+    assert!(rec.get("output_capped").is_none(), "{rec}");
+    let spent_first = rec["input_tokens"].as_u64().unwrap_or(0) + rec["output_tokens"].as_u64().unwrap_or(0);
+    // The second asks for 80; what is left is less: it is admitted with a smaller cap.
+    let second = stream(80);
+    assert!(second.trim_end().ends_with("200"), "{second}");
+    let rec = gw.wait_audit("second stream", |r| r["kind"] == "llm" && r["output_capped"].is_u64());
+    let cap = rec["output_capped"].as_u64().unwrap_or(0);
+    assert!((1..80).contains(&cap), "{rec}");
+    let spent_second = rec["input_tokens"].as_u64().unwrap_or(0) + rec["output_tokens"].as_u64().unwrap_or(0);
+    assert!(
+        spent_first + spent_second <= 120,
+        "the stream was not stopped at what the budget had left: {spent_first} + {spent_second}: {rec}"
+    );
+    assert_eq!(
+        last_request(&topo, "127.0.0.1:18151")["body"]["max_tokens"],
+        cap,
+        "the provider is told the lowered cap"
+    );
+    // Then nothing is left for a stream: refused.
+    let third = stream(40);
+    assert!(third.trim_end().ends_with("429"), "{third}");
+    let spent: u64 = gw
+        .audit_lines()
+        .iter()
+        .filter(|r| r["kind"] == "llm" && r["status"] == 200)
+        .map(|r| r["input_tokens"].as_u64().unwrap_or(0) + r["output_tokens"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(spent <= 120, "spent {spent} of a 120-token budget");
+}

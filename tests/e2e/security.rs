@@ -747,7 +747,8 @@ mcp:
     let waiter = std::thread::spawn(move || mcp_post_owned(n, &s, &body));
     std::thread::sleep(Duration::from_millis(300));
     reload(&gw, node, &cfg(", requests_per_minute: 100", "3m"), 3);
-    let cancel = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":6,"reason":"x"}}"#;
+    let cancel =
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":6,"reason":"x"}}"#;
     let _ = mcp_post(node, Some(&session), cancel);
     let answer = waiter.join().unwrap_or_default();
     assert!(answer.contains("cancelled"), "the reloaded gateway still knows the call in flight: {answer}");

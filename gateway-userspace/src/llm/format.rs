@@ -135,6 +135,23 @@ pub fn cap_output(api: Api, p: &mut Parsed, cap: u64) {
     p.max_tokens = Some(cap);
 }
 
+/// Lowers the request's output cap to `cap` in whichever field it uses (adding the API's own
+/// field when it has none).
+pub fn lower_output(api: Api, p: &mut Parsed, cap: u64) {
+    let mut set = false;
+    for f in ["max_completion_tokens", "max_tokens", "max_output_tokens"] {
+        if p.body.contains_key(f) {
+            p.body.insert(f.into(), Value::from(cap));
+            set = true;
+        }
+    }
+    if !set {
+        let field = if api == Api::Responses { "max_output_tokens" } else { "max_tokens" };
+        p.body.insert(field.into(), Value::from(cap));
+    }
+    p.max_tokens = Some(cap);
+}
+
 /// The text a request sends to the model, for token estimation.
 pub fn prompt_text(api: Api, body: &Map<String, Value>) -> String {
     let mut out = String::new();

@@ -214,18 +214,45 @@ pub async fn handle(
     if strict {
         format::cap_output(api, &mut parsed, llm.cfg.default_max_tokens);
     }
-    let output_cap =
+    let mut output_cap =
         if api == Api::Embeddings { 0 } else { parsed.max_tokens.unwrap_or(llm.cfg.default_max_tokens) };
     let prompt_reserved = prompt_estimate.saturating_add(overhead);
-    let reservation = if api.charged() {
+    let mut reservation = None;
+    // A stream that asks for more output than a token budget has left is admitted with its cap
+    // lowered to what is left (told to the provider, and enforced by the cut-off): it stops at
+    // the budget instead of being refused outright. Budgets are tried again at most twice.
+    for attempt in 0..3 {
+        if !api.charged() {
+            break;
+        }
         let charge = Charge {
             requests: 1,
             tokens: prompt_reserved.saturating_add(output_cap),
             micro_usd: llm.micro_usd(&upstream_model, prompt_reserved, 0, output_cap),
         };
         match llm.budgets.reserve(&identity, charge).await {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                reservation = Some(r);
+                break;
+            }
             Err(refusal) => {
+                let room = refusal.tokens_left.map(|left| left.saturating_sub(prompt_reserved));
+                // The cut-off gives its running estimate a quarter of slack (see
+                // `stream::Accounted`): leave room for it, so even a provider that ignores the
+                // cap is stopped within what is left.
+                let cap = room.map(|r| r.saturating_sub(1) * 4 / 5);
+                if let Some(cap) = cap
+                    && attempt < 2
+                    && parsed.stream
+                    && llm.cfg.cut_off_streams
+                    && cap > 0
+                    && cap < output_cap
+                {
+                    output_cap = cap;
+                    format::lower_output(api, &mut parsed, cap);
+                    call.output_capped = Some(cap);
+                    continue;
+                }
                 ctx.metrics
                     .llm
                     .budget_refusals
@@ -250,9 +277,7 @@ pub async fn handle(
                 return refuse(&ctx, &conn, &identity, api, call, e, start);
             }
         }
-    } else {
-        None
-    };
+    }
     // A stream may not produce more output than was reserved for it.
     let allowance = (llm.cfg.cut_off_streams && reservation.as_ref().is_some_and(|r| !r.is_empty()))
         .then_some(output_cap);

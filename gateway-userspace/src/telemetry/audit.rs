@@ -100,6 +100,9 @@ pub struct LlmCall {
     pub cost_usd: f64,
     pub ttft_ms: Option<f64>,
     pub duration_ms: f64,
+    /// The output cap was lowered to this many tokens: what a token budget had left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_capped: Option<u64>,
     /// Providers (or pool endpoints) tried before this one answered.
     pub failovers: u32,
     /// Inference pool endpoint chosen, and why.

@@ -17,8 +17,8 @@ impl Memory {
     }
 
     /// Adds every item's amount if all stay within their limits; else the index of the first
-    /// that would not.
-    pub fn reserve(&self, now: u64, items: &[Item]) -> Result<(), usize> {
+    /// that would not and what is left in it.
+    pub fn reserve(&self, now: u64, items: &[Item]) -> Result<(), (usize, u64)> {
         let mut map = self.lock();
         if map.len() > 100_000 {
             map.retain(|_, (exp, _)| *exp > now);
@@ -26,7 +26,7 @@ impl Memory {
         for (i, it) in items.iter().enumerate() {
             let cur = map.get(&it.key).filter(|(exp, _)| *exp > now).map_or(0, |(_, v)| *v);
             if cur.saturating_add(it.amount) > it.limit {
-                return Err(i);
+                return Err((i, it.limit.saturating_sub(cur)));
             }
         }
         for it in items {

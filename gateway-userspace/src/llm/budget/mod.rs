@@ -99,6 +99,9 @@ pub struct Refusal {
     /// e.g. `tokens per minute`.
     pub limit: String,
     pub retry_after: Duration,
+    /// Tokens still left in the limit that refused, when it counts tokens: a call asking for
+    /// less output may still fit.
+    pub tokens_left: Option<u64>,
 }
 
 pub struct Budgets {
@@ -237,7 +240,7 @@ impl Budgets {
         };
         match result {
             Ok(()) => Ok(Reservation { items, reserved: charge, store }),
-            Err(i) => {
+            Err((i, left)) => {
                 let it = &items[i];
                 let what = match it.kind {
                     Kind::Requests => "requests",
@@ -248,6 +251,7 @@ impl Budgets {
                     budget: self.rules[it.rule].name.clone(),
                     limit: format!("{what} per {}", it.window.label()),
                     retry_after: Duration::from_secs(it.expires.saturating_sub(now).max(1)),
+                    tokens_left: (it.kind == Kind::Tokens).then_some(left),
                 })
             }
         }

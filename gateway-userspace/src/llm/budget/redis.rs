@@ -10,13 +10,13 @@ use super::Item;
 const RESERVE: &str = r#"
 for i = 1, #KEYS do
   local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if cur + tonumber(ARGV[3*i-1]) > tonumber(ARGV[3*i-2]) then return i end
+  if cur + tonumber(ARGV[3*i-1]) > tonumber(ARGV[3*i-2]) then return {i, cur} end
 end
 for i = 1, #KEYS do
   redis.call('INCRBY', KEYS[i], ARGV[3*i-1])
   if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[3*i]) end
 end
-return 0
+return {0, 0}
 "#;
 
 const ADJUST: &str = r#"
@@ -68,16 +68,23 @@ impl Redis {
         Ok(c)
     }
 
-    pub async fn reserve(&self, items: &[Item], now: u64) -> Result<Result<(), usize>, RedisError> {
+    /// Ok(Err((index, left))): the item that would go over its limit, and what is left in it.
+    pub async fn reserve(&self, items: &[Item], now: u64) -> Result<Result<(), (usize, u64)>, RedisError> {
         let mut con = self.conn().await?;
         let mut inv = self.reserve.prepare_invoke();
         for it in items {
             inv.key(&it.key).arg(it.limit).arg(it.amount).arg(it.expires.saturating_sub(now).max(1));
         }
-        let r: i64 = tokio::time::timeout(OP_TIMEOUT, inv.invoke_async(&mut con))
+        let (r, cur): (i64, i64) = tokio::time::timeout(OP_TIMEOUT, inv.invoke_async(&mut con))
             .await
             .map_err(|_| RedisError::Timeout(OP_TIMEOUT))??;
-        Ok(if r == 0 { Ok(()) } else { Err((r - 1) as usize) })
+        Ok(if r <= 0 {
+            Ok(())
+        } else {
+            let i = (r - 1) as usize;
+            let left = items.get(i).map_or(0, |it| it.limit.saturating_sub(cur.max(0) as u64));
+            Err((i, left))
+        })
     }
 
     pub async fn adjust(&self, items: &[(String, i64, u64)]) -> Result<(), RedisError> {
