@@ -387,7 +387,13 @@ mcp:
 
 /// One POST to nodegate's `/mcp` in the handshake era; returns (session id header, body).
 fn mcp_post(ns: &Netns, session: Option<&str>, body: &str) -> (Option<String>, String) {
+    mcp_post_as(ns, None, session, body)
+}
+
+/// As [`mcp_post`], presenting `key` when given.
+fn mcp_post_as(ns: &Netns, key: Option<&str>, session: Option<&str>, body: &str) -> (Option<String>, String) {
     let sid = session.map(|s| format!("Mcp-Session-Id: {s}"));
+    let auth = key.map(|k| format!("Authorization: Bearer {k}"));
     let mut args = vec![
         "-sS",
         "--max-time",
@@ -405,6 +411,9 @@ fn mcp_post(ns: &Netns, session: Option<&str>, body: &str) -> (Option<String>, S
     ];
     if let Some(s) = &sid {
         args.extend(["-H", s.as_str()]);
+    }
+    if let Some(a) = &auth {
+        args.extend(["-H", a.as_str()]);
     }
     args.push("http://127.0.0.1:15080/mcp");
     let child =
@@ -753,4 +762,97 @@ mcp:
     let answer = waiter.join().unwrap_or_default();
     assert!(answer.contains("cancelled"), "the reloaded gateway still knows the call in flight: {answer}");
     wait_until(Duration::from_secs(5), "the server to see the cancellation", || marker.exists());
+}
+
+#[test]
+fn notifications_about_a_hidden_server_do_not_reach_callers_who_may_not_see_it() {
+    require_root();
+    let topo = Topology::new();
+    let node = &topo.node;
+    let _files = nodegate_tests::mcp::mcp_server(node, "files", "http", "127.0.0.1", 9181);
+    let _ev = nodegate_tests::mcp::everything(node, "streamableHttp", 9182);
+    let (dir, pin) = Gateway::prepare("sec-mcp-notify");
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: agent-a, api_keys: ["{KEY_A}"] }}
+  - {{ name: agent-b, api_keys: ["{KEY_B}"] }}
+mcp:
+  servers:
+    - {{ name: files, url: "http://127.0.0.1:9181/mcp" }}
+    - {{ name: everything, url: "http://127.0.0.1:9182/mcp" }}
+  policies:
+    - {{ selector: {{ principals: [agent-a] }} }}
+    - {{ selector: {{ principals: [agent-b] }}, servers: [files] }}
+  default: deny
+"#
+    );
+    let _gw = Gateway::start(&dir, &pin, &cfg, Some(node), None);
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"notify-test","version":"1"}}}"#;
+    let (sa, _) = mcp_post_as(node, Some(KEY_A), None, init);
+    let (sb, _) = mcp_post_as(node, Some(KEY_B), None, init);
+    let (sa, sb) = (sa.expect("session A"), sb.expect("session B"));
+    // Both open their server streams (8 s), written to files.
+    let stream = |key: &str, session: &str, out: &std::path::Path| {
+        let (auth, sid) = (format!("Authorization: Bearer {key}"), format!("Mcp-Session-Id: {session}"));
+        let out = out.display().to_string();
+        spawn(
+            std::path::Path::new("curl"),
+            &[
+                "-sS",
+                "-N",
+                "--max-time",
+                "8",
+                "-o",
+                &out,
+                "-H",
+                "accept: text/event-stream",
+                "-H",
+                "MCP-Protocol-Version: 2025-11-25",
+                "-H",
+                &auth,
+                "-H",
+                &sid,
+                "http://127.0.0.1:15080/mcp",
+            ],
+            Some(node),
+            None,
+            Stdio::null(),
+            Stdio::null(),
+        )
+    };
+    let (out_a, out_b) = (dir.join("stream-a"), dir.join("stream-b"));
+    let mut a = stream(KEY_A, &sa, &out_a);
+    let mut b = stream(KEY_B, &sb, &out_b);
+    std::thread::sleep(Duration::from_millis(500));
+    // A subscribes to one of everything's resources and turns its updates on.
+    let (_, list) = mcp_post_as(
+        node,
+        Some(KEY_A),
+        Some(&sa),
+        r#"{"jsonrpc":"2.0","id":2,"method":"resources/list","params":{}}"#,
+    );
+    let uri = list
+        .split('"')
+        .find(|s| s.starts_with("demo://"))
+        .unwrap_or_else(|| panic!("no resource of everything in {list}"))
+        .to_string();
+    let sub =
+        format!(r#"{{"jsonrpc":"2.0","id":3,"method":"resources/subscribe","params":{{"uri":"{uri}"}}}}"#);
+    let (_, r) = mcp_post_as(node, Some(KEY_A), Some(&sa), &sub);
+    assert!(r.contains("\"result\""), "{r}");
+    let toggle = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"toggle-subscriber-updates","arguments":{}}}"#;
+    let (_, r) = mcp_post_as(node, Some(KEY_A), Some(&sa), toggle);
+    assert!(r.contains("\"result\""), "{r}");
+    let _ = a.child.wait();
+    let _ = b.child.wait();
+    let seen_a = std::fs::read_to_string(&out_a).unwrap_or_default();
+    let seen_b = std::fs::read_to_string(&out_b).unwrap_or_default();
+    assert!(seen_a.contains("notifications/resources/updated"), "A sees everything's updates: {seen_a}");
+    assert!(
+        !seen_b.contains("notifications/resources/updated") && !seen_b.contains(&uri),
+        "B may not see everything, nor its notifications: {seen_b}"
+    );
 }

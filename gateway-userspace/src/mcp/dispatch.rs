@@ -87,10 +87,13 @@ pub async fn request(
         | "resources/unsubscribe"
         | "completion/complete" => invoke(ctx, mcp, caller, id, method, params, request_bytes).await,
         "logging/setLevel" => {
+            // Only the servers this caller may see hear its logging level.
+            let rule = mcp.policy.rule_for(&caller.identity);
             let all = mcp
                 .catalog
                 .servers
                 .iter()
+                .filter(|s| rule.as_ref().is_none_or(|r| r.server_visible(&s.name)))
                 .map(|s| s.call(s.next_id(), "logging/setLevel", params.clone(), None));
             futures_util::future::join_all(all).await;
             ok(json!({}))

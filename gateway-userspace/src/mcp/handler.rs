@@ -120,7 +120,7 @@ pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> R
                 Ok(Some(_)) => {
                     let last =
                         req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-                    relay::server_stream(&mcp, last)
+                    relay::server_stream(&mcp, last, mcp.policy.rule_for(&identity))
                 }
                 Ok(None) => rpc_error(
                     StatusCode::BAD_REQUEST,

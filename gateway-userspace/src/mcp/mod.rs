@@ -35,10 +35,16 @@ use upstream::Server;
 pub const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 pub const MODERN_VERSIONS: [&str; 1] = [upstream::MODERN_VERSION];
 
-/// Notifications for every connected client (list_changed), with ids for resumption.
+/// One hub event: its id, the notification, and the server it is about (None: about the
+/// federation as a whole, such as list_changed), so streams show it only to callers whose
+/// policy sees that server.
+pub type Event = (String, Value, Option<Arc<str>>);
+
+/// Notifications for every connected client (list_changed, resource updates), with ids for
+/// resumption.
 pub struct Hub {
-    tx: broadcast::Sender<(String, Value)>,
-    recent: Mutex<VecDeque<(String, Value)>>,
+    tx: broadcast::Sender<Event>,
+    recent: Mutex<VecDeque<Event>>,
     boot: u64,
     seq: AtomicU64,
 }
@@ -60,24 +66,29 @@ impl Hub {
     }
 
     pub fn publish(&self, msg: Value) {
+        self.publish_from(None, msg);
+    }
+
+    /// Publishes a notification about `server`'s resources.
+    pub fn publish_from(&self, server: Option<Arc<str>>, msg: Value) {
         let id = self.next_event_id();
         if let Ok(mut r) = self.recent.lock() {
             if r.len() == RECENT {
                 r.pop_front();
             }
-            r.push_back((id.clone(), msg.clone()));
+            r.push_back((id.clone(), msg.clone(), server.clone()));
         }
-        let _ = self.tx.send((id, msg));
+        let _ = self.tx.send((id, msg, server));
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<(String, Value)> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
     }
 
     /// Events after `last` (a `Last-Event-ID` this process issued); none if it is unknown.
-    pub fn since(&self, last: &str) -> Vec<(String, Value)> {
+    pub fn since(&self, last: &str) -> Vec<Event> {
         let Ok(r) = self.recent.lock() else { return Vec::new() };
-        match r.iter().position(|(id, _)| id == last) {
+        match r.iter().position(|(id, _, _)| id == last) {
             Some(i) => r.iter().skip(i + 1).cloned().collect(),
             None => Vec::new(),
         }
@@ -312,7 +323,7 @@ fn watch_server(
                 tracing::debug!(server = %server.name, method, "list changed");
                 hub.publish(jsonrpc::notification(method, &Value::Null));
             } else if method == "notifications/resources/updated" {
-                hub.publish(msg);
+                hub.publish_from(Some(server.name.clone()), msg);
             }
         }
     });

@@ -433,7 +433,7 @@ async fn drive(mcp: &Arc<Mcp>, caller: &Caller, id: Value, mut p: Pending) -> Re
 fn follow(
     mcp: &Mcp,
     first: Vec<Bytes>,
-    shape: impl Fn(&Value) -> Option<Value> + Send + 'static,
+    shape: impl Fn(&Value, Option<&str>) -> Option<Value> + Send + 'static,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mut sub = mcp.hub.subscribe();
@@ -454,8 +454,8 @@ fn follow(
                 }
             };
             match next {
-                Ok((eid, msg)) => {
-                    if let Some(m) = shape(&msg)
+                Ok((eid, msg, server)) => {
+                    if let Some(m) = shape(&msg, server.as_deref())
                         && tx.send(sse_frame(&eid, &m)).await.is_err()
                     {
                         return;
@@ -469,11 +469,24 @@ fn follow(
     sse_response(rx)
 }
 
-/// The handshake era's GET stream; `last` replays what a reconnecting client missed.
-pub fn server_stream(mcp: &Mcp, last: Option<String>) -> Response<Body> {
+/// The handshake era's GET stream; `last` replays what a reconnecting client missed. A
+/// notification about one server's resources reaches only callers whose `rule` sees that server.
+pub fn server_stream(
+    mcp: &Mcp,
+    last: Option<String>,
+    rule: Option<Arc<crate::policy::McpRule>>,
+) -> Response<Body> {
+    let visible = move |server: Option<&str>| match (server, &rule) {
+        (Some(s), Some(r)) => r.server_visible(s),
+        _ => true,
+    };
     let replay = last.map(|l| mcp.hub.since(&l)).unwrap_or_default();
-    let first = replay.iter().map(|(eid, m)| sse_frame(eid, m)).collect();
-    follow(mcp, first, |m| Some(m.clone()))
+    let first = replay
+        .iter()
+        .filter(|(_, _, s)| visible(s.as_deref()))
+        .map(|(eid, m, _)| sse_frame(eid, m))
+        .collect();
+    follow(mcp, first, move |m, server| visible(server).then(|| m.clone()))
 }
 
 /// `subscriptions/listen` (2026-07-28): acknowledge the list_changed kinds asked for, then
@@ -495,7 +508,7 @@ pub fn listen(mcp: &Mcp, id: &Value, params: &Value) -> Response<Body> {
     let first = vec![sse_frame(&mcp.hub.next_event_id(), &ack)];
     let (tools, prompts, resources) =
         (want("toolsListChanged"), want("promptsListChanged"), want("resourcesListChanged"));
-    follow(mcp, first, move |m| {
+    follow(mcp, first, move |m, _| {
         let method = m.get("method").and_then(Value::as_str)?;
         let ok = match method {
             "notifications/tools/list_changed" => tools,
