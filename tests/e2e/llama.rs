@@ -346,3 +346,90 @@ llm:
         assert!(spent <= 400, "{mode}: the server counted {spent} tokens against a 400-token budget: {v}");
     }
 }
+
+/// With `tokenize: llama-cpp`, admission reserves the server's own count of the prompt (chat
+/// template included), exactly what the server then reports; a standard-mode burst with no
+/// calibrating call first stays within the budget.
+#[test]
+fn the_servers_own_token_count_makes_admission_exact() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let bin = llama_server();
+    assert!(std::path::Path::new(MODEL).exists(), "{MODEL} is missing");
+    let topo = Topology::new();
+    let _server = spawn(
+        &bin,
+        &[
+            "--model",
+            MODEL,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "18231",
+            "-c",
+            "4096",
+            "--no-webui",
+            "-t",
+            "2",
+            "--parallel",
+            "4",
+        ],
+        Some(&topo.node),
+        None,
+        Stdio::null(),
+        Stdio::null(),
+    );
+    wait_until(Duration::from_secs(120), "llama-server /health", || {
+        get("127.0.0.1:18231", "/health", Some(&topo.node), None)["status"] == 200
+    });
+    const KEY: &str = "sk-budget-agent-0123456789";
+    let (dir, pin) = Gateway::prepare("llama-tokenize");
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: agent, api_keys: ["{KEY}"] }}
+llm:
+  providers:
+    - {{ name: llama, kind: openai-compatible, endpoint: "http://127.0.0.1:18231", tokenize: llama-cpp }}
+  models:
+    - {{ name: smol, targets: [ {{ provider: llama, model: smollm2 }} ] }}
+  budgets:
+    - {{ name: daily, selector: {{ principals: [agent] }}, tokens_per_day: 400 }}
+"#
+    );
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    let node = Some(&topo.node);
+    let script = repo_root().join("tests/python/llm_clients.py").display().to_string();
+    let child = spawn_child(
+        std::path::Path::new("python3"),
+        &[&script, "concurrent", "http://127.0.0.1:15080", KEY, "smol", "40"],
+        node,
+        None,
+        Stdio::piped(),
+        Stdio::piped(),
+    );
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let ok = v["outcomes"]["ok"].as_u64().unwrap_or(0);
+    assert!(ok >= 3 && v["outcomes"]["429"].as_u64().unwrap_or(0) > 0, "{v}");
+    let mut recs = Vec::new();
+    wait_until(Duration::from_secs(10), "audit records of every answered call", || {
+        recs = gw.audit_lines().into_iter().filter(|r| r["kind"] == "llm" && r["status"] == 200).collect();
+        recs.len() >= ok as usize
+    });
+    for r in &recs {
+        assert_eq!(
+            r["reserved_input_tokens"], r["input_tokens"],
+            "admission reserved the server's own count: {r}"
+        );
+    }
+    let spent: u64 = recs
+        .iter()
+        .map(|r| r["input_tokens"].as_u64().unwrap_or(0) + r["output_tokens"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!("tokenize: {ok} calls answered, {spent} tokens spent by the server's count");
+    assert!(spent <= 400, "the server counted {spent} tokens against a 400-token budget: {v}");
+}

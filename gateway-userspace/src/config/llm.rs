@@ -90,6 +90,20 @@ pub struct Provider {
     pub endpoint: String,
     #[serde(default)]
     pub credentials: Option<Credentials>,
+    /// Ask the server itself how many tokens a prompt is, for budget admission: `llama-cpp`
+    /// (`/apply-template` + `/tokenize`) or `vllm` (`/tokenize`). Costs one or two round trips
+    /// per budgeted call; `none` (default) estimates and learns the template's overhead instead.
+    #[serde(default)]
+    pub tokenize: Tokenize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tokenize {
+    #[default]
+    None,
+    LlamaCpp,
+    Vllm,
 }
 
 /// Where a provider's key comes from: set exactly one. The key itself is never in the config

@@ -42,6 +42,7 @@ impl PoolState {
                     kind: ProviderKind::OpenaiCompatible,
                     endpoint: format!("http://{}", e.address),
                     credentials: None,
+                    tokenize: Default::default(),
                 };
                 match ProviderState::new(&p) {
                     Ok(s) => Some(Arc::new(endpoint::EndpointState::new(&e.address, Arc::new(s)))),

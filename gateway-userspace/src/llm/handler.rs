@@ -189,10 +189,35 @@ pub async fn handle(
     } else {
         (prompt_text.len() as u64).div_ceil(4)
     };
+    // The server's own count, where the operator asked for it: exact, so nothing to learn.
+    let mut counted = None;
+    if budgeted
+        && pool.is_none()
+        && let Some(first) = candidates.first()
+        && first.provider.tokenize != crate::config::Tokenize::None
+    {
+        match super::server_tokens::count(
+            &ctx.upstream,
+            &first.provider,
+            first.provider.tokenize,
+            &parsed.body,
+            &upstream_model,
+        )
+        .await
+        {
+            Ok(n) => counted = Some(n),
+            Err(e) => {
+                tracing::debug!(provider = %first.provider.name, error = %e, "the server's token count failed; estimating")
+            }
+        }
+    }
     // Strict: a pair never observed goes one call at a time until the provider's count of a
     // prompt teaches what its template adds.
     let mut probe = None;
-    if strict && let Some(sem) = llm.calibration.probe(&cal_provider, &upstream_model) {
+    if strict
+        && counted.is_none()
+        && let Some(sem) = llm.calibration.probe(&cal_provider, &upstream_model)
+    {
         match tokio::time::timeout(llm.cfg.admission_wait, sem.acquire_owned()).await {
             Ok(Ok(permit)) => probe = Some(permit),
             _ => {
@@ -216,7 +241,10 @@ pub async fn handle(
     }
     let mut output_cap =
         if api == Api::Embeddings { 0 } else { parsed.max_tokens.unwrap_or(llm.cfg.default_max_tokens) };
-    let prompt_reserved = prompt_estimate.saturating_add(overhead);
+    let prompt_reserved = counted.unwrap_or_else(|| prompt_estimate.saturating_add(overhead));
+    if budgeted {
+        call.reserved_input_tokens = Some(prompt_reserved);
+    }
     let mut reservation = None;
     // A stream that asks for more output than a token budget has left is admitted with its cap
     // lowered to what is left (told to the provider, and enforced by the cut-off): it stops at

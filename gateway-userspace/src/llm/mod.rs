@@ -11,6 +11,7 @@ pub mod format;
 pub mod handler;
 pub mod providers;
 pub mod route;
+pub mod server_tokens;
 pub mod sse;
 pub mod stream;
 pub mod tokens;

@@ -18,6 +18,8 @@ pub struct ProviderState {
     pub prefix: String,
     key: Option<HeaderValue>,
     cooldown_until: Mutex<Option<Instant>>,
+    /// How to ask the server for an exact prompt count (budget admission).
+    pub tokenize: crate::config::Tokenize,
     /// The addresses the endpoint's host resolves to: intercepted traffic is matched to this
     /// provider by its original destination only, never by a Host header the client chose.
     pub addrs: arc_swap::ArcSwap<Vec<std::net::SocketAddr>>,
@@ -111,6 +113,7 @@ impl ProviderState {
             prefix,
             key,
             cooldown_until: Mutex::new(None),
+            tokenize: p.tokenize,
             addrs: arc_swap::ArcSwap::from_pointee(Vec::new()),
         })
     }
@@ -171,6 +174,7 @@ mod tests {
             kind: ProviderKind::Openai,
             endpoint: "http://127.0.0.1:9/v1".into(),
             credentials: Some(Credentials { env: Some("NG_TEST_PROVIDER_KEY".into()), file: None }),
+            tokenize: Default::default(),
         };
         let s = ProviderState::new(&p).unwrap();
         let mut h = HeaderMap::new();

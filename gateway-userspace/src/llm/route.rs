@@ -98,6 +98,7 @@ fn ad_hoc(dst: SocketAddr) -> Option<Arc<ProviderState>> {
         kind: ProviderKind::OpenaiCompatible,
         endpoint: format!("http://{dst}"),
         credentials: None,
+        tokenize: Default::default(),
     };
     ProviderState::new(&p).ok().map(Arc::new)
 }

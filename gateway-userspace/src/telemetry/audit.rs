@@ -100,6 +100,10 @@ pub struct LlmCall {
     pub cost_usd: f64,
     pub ttft_ms: Option<f64>,
     pub duration_ms: f64,
+    /// Prompt tokens reserved at admission (estimate plus learned overhead, or the server's own
+    /// count); compare with `input_tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_input_tokens: Option<u64>,
     /// The output cap was lowered to this many tokens: what a token budget had left.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_capped: Option<u64>,
