@@ -240,45 +240,54 @@ inference:
     assert!(to_busy <= 1, "the busy server received {to_busy} of 4 new requests");
 }
 
+/// A llama-server on `port` in `ns` serving SmolLM2, ready when this returns.
+fn start_llama(ns: &Netns, port: u16, parallel: u32) -> Proc {
+    let (port_s, parallel_s) = (port.to_string(), parallel.to_string());
+    let args = [
+        "--model",
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port_s,
+        "-c",
+        "4096",
+        "--no-webui",
+        "-t",
+        "2",
+        "--parallel",
+        &parallel_s,
+    ];
+    let p = spawn(&llama_server(), &args, Some(ns), None, Stdio::null(), Stdio::null());
+    let addr = format!("127.0.0.1:{port}");
+    wait_until(Duration::from_secs(120), "llama-server /health", || {
+        get(&addr, "/health", Some(ns), None)["status"] == 200
+    });
+    p
+}
+
 /// Budgets hold against the model server's own token counts. SmolLM2's chat template adds a
 /// system prompt and role markers the client never sends: llama.cpp counts ~36 prompt tokens
-/// where the visible prompt is ~8. 40 concurrent calls against a 400-token budget:
-/// strict mode never spends more than the budget (the first call teaches the overhead while
-/// the others wait); standard mode, once the pair is calibrated, stays within it too.
+/// where the visible prompt is ~8. 40 concurrent calls against a 400-token budget, by the
+/// server's own count:
+/// - strict mode never spends more than the budget (the first call teaches the overhead while
+///   the others wait);
+/// - standard mode, once the pair is calibrated (one call first), stays within it too;
+/// - with `tokenize: llama-cpp`, admission reserves exactly what the server then counts, with
+///   no calibrating call.
 #[test]
 fn budgets_hold_against_the_servers_own_token_counts() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
-    let bin = llama_server();
     assert!(std::path::Path::new(MODEL).exists(), "{MODEL} is missing");
     let topo = Topology::new();
-    let _server = spawn(
-        &bin,
-        &[
-            "--model",
-            MODEL,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "18221",
-            "-c",
-            "4096",
-            "--no-webui",
-            "-t",
-            "2",
-            "--parallel",
-            "4",
-        ],
-        Some(&topo.node),
-        None,
-        Stdio::null(),
-        Stdio::null(),
-    );
-    wait_until(Duration::from_secs(120), "llama-server /health", || {
-        get("127.0.0.1:18221", "/health", Some(&topo.node), None)["status"] == 200
-    });
+    let _server = start_llama(&topo.node, 18221, 4);
     const KEY: &str = "sk-budget-agent-0123456789";
-    for mode in ["strict", "standard"] {
+    for mode in ["strict", "standard", "tokenize"] {
+        let (budget_mode, tokenize) = match mode {
+            "tokenize" => ("standard", "llama-cpp"),
+            m => (m, "none"),
+        };
         let (dir, pin) = Gateway::prepare(&format!("llama-budget-{mode}"));
         let cfg = format!(
             r#"
@@ -287,10 +296,10 @@ audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
 identities:
   - {{ name: agent, api_keys: ["{KEY}"] }}
 llm:
-  budget_mode: {mode}
+  budget_mode: {budget_mode}
   admission_wait: 60s
   providers:
-    - {{ name: llama, kind: openai-compatible, endpoint: "http://127.0.0.1:18221" }}
+    - {{ name: llama, kind: openai-compatible, endpoint: "http://127.0.0.1:18221", tokenize: {tokenize} }}
   models:
     - {{ name: smol, targets: [ {{ provider: llama, model: smollm2 }} ] }}
   budgets:
@@ -324,112 +333,29 @@ llm:
             "{mode}: the budget must refuse the rest: {v}"
         );
         // What the server itself counted, from every answered call's audit record.
-        let mut spent = 0;
+        let mut recs = Vec::new();
+        let expected = ok as usize + usize::from(mode == "standard");
         wait_until(Duration::from_secs(10), "audit records of every answered call", || {
-            let recs: Vec<Value> =
+            recs =
                 gw.audit_lines().into_iter().filter(|r| r["kind"] == "llm" && r["status"] == 200).collect();
-            spent = recs
-                .iter()
-                .map(|r| r["input_tokens"].as_u64().unwrap_or(0) + r["output_tokens"].as_u64().unwrap_or(0))
-                .sum::<u64>();
-            let expected = ok as usize + usize::from(mode == "standard");
             recs.len() >= expected && recs.iter().all(|r| r["estimated"] == false)
         });
-        let input = gw
-            .audit_lines()
-            .into_iter()
-            .find(|r| r["kind"] == "llm" && r["status"] == 200)
-            .map(|r| r["input_tokens"].clone());
+        if mode == "tokenize" {
+            for r in &recs {
+                assert_eq!(
+                    r["reserved_input_tokens"], r["input_tokens"],
+                    "admission reserved the server's own count: {r}"
+                );
+            }
+        }
+        let spent: u64 = recs
+            .iter()
+            .map(|r| r["input_tokens"].as_u64().unwrap_or(0) + r["output_tokens"].as_u64().unwrap_or(0))
+            .sum();
+        let prompt = recs.first().map(|r| r["input_tokens"].clone());
         eprintln!(
-            "{mode}: {ok} calls answered, {spent} tokens spent by the server's count (prompt {input:?})"
+            "{mode}: {ok} calls answered, {spent} tokens spent by the server's count (prompt {prompt:?})"
         );
         assert!(spent <= 400, "{mode}: the server counted {spent} tokens against a 400-token budget: {v}");
     }
-}
-
-/// With `tokenize: llama-cpp`, admission reserves the server's own count of the prompt (chat
-/// template included), exactly what the server then reports; a standard-mode burst with no
-/// calibrating call first stays within the budget.
-#[test]
-fn the_servers_own_token_count_makes_admission_exact() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
-    let bin = llama_server();
-    assert!(std::path::Path::new(MODEL).exists(), "{MODEL} is missing");
-    let topo = Topology::new();
-    let _server = spawn(
-        &bin,
-        &[
-            "--model",
-            MODEL,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "18231",
-            "-c",
-            "4096",
-            "--no-webui",
-            "-t",
-            "2",
-            "--parallel",
-            "4",
-        ],
-        Some(&topo.node),
-        None,
-        Stdio::null(),
-        Stdio::null(),
-    );
-    wait_until(Duration::from_secs(120), "llama-server /health", || {
-        get("127.0.0.1:18231", "/health", Some(&topo.node), None)["status"] == 200
-    });
-    const KEY: &str = "sk-budget-agent-0123456789";
-    let (dir, pin) = Gateway::prepare("llama-tokenize");
-    let cfg = format!(
-        r#"
-listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
-audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
-identities:
-  - {{ name: agent, api_keys: ["{KEY}"] }}
-llm:
-  providers:
-    - {{ name: llama, kind: openai-compatible, endpoint: "http://127.0.0.1:18231", tokenize: llama-cpp }}
-  models:
-    - {{ name: smol, targets: [ {{ provider: llama, model: smollm2 }} ] }}
-  budgets:
-    - {{ name: daily, selector: {{ principals: [agent] }}, tokens_per_day: 400 }}
-"#
-    );
-    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
-    let node = Some(&topo.node);
-    let script = repo_root().join("tests/python/llm_clients.py").display().to_string();
-    let child = spawn_child(
-        std::path::Path::new("python3"),
-        &[&script, "concurrent", "http://127.0.0.1:15080", KEY, "smol", "40"],
-        node,
-        None,
-        Stdio::piped(),
-        Stdio::piped(),
-    );
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    let ok = v["outcomes"]["ok"].as_u64().unwrap_or(0);
-    assert!(ok >= 3 && v["outcomes"]["429"].as_u64().unwrap_or(0) > 0, "{v}");
-    let mut recs = Vec::new();
-    wait_until(Duration::from_secs(10), "audit records of every answered call", || {
-        recs = gw.audit_lines().into_iter().filter(|r| r["kind"] == "llm" && r["status"] == 200).collect();
-        recs.len() >= ok as usize
-    });
-    for r in &recs {
-        assert_eq!(
-            r["reserved_input_tokens"], r["input_tokens"],
-            "admission reserved the server's own count: {r}"
-        );
-    }
-    let spent: u64 = recs
-        .iter()
-        .map(|r| r["input_tokens"].as_u64().unwrap_or(0) + r["output_tokens"].as_u64().unwrap_or(0))
-        .sum();
-    eprintln!("tokenize: {ok} calls answered, {spent} tokens spent by the server's count");
-    assert!(spent <= 400, "the server counted {spent} tokens against a 400-token budget: {v}");
 }

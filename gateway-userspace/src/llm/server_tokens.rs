@@ -53,7 +53,7 @@ async fn post(
     serde_json::from_slice(&bytes).map_err(|e| CountError::Upstream(path, e.to_string()))
 }
 
-async fn count_inner(
+async fn ask(
     up: &Upstream,
     p: &ProviderState,
     how: Tokenize,
@@ -101,7 +101,7 @@ async fn count_inner(
     }
 }
 
-/// The server's own count of the prompt `body` sends to `model`.
+/// The server's own count of the prompt `body` sends to `model`, within [`TIMEOUT`].
 pub async fn count(
     up: &Upstream,
     p: &ProviderState,
@@ -109,7 +109,7 @@ pub async fn count(
     body: &Map<String, Value>,
     model: &str,
 ) -> Result<u64, CountError> {
-    tokio::time::timeout(TIMEOUT, count_inner(up, p, how, body, model))
+    tokio::time::timeout(TIMEOUT, ask(up, p, how, body, model))
         .await
         .map_err(|_| CountError::Timeout(TIMEOUT))?
 }
