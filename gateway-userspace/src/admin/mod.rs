@@ -61,19 +61,11 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
 /// Whether the request carries the admin token (when one is configured). Compared as SHA-256
 /// digests in constant time.
 fn authorized(ctx: &Ctx, req: &Request<Incoming>) -> bool {
-    use sha2::{Digest as _, Sha256};
+    use crate::identity::credentials::{bearer, secret_matches};
     let cfg = ctx.config.load();
     let Some(token) = cfg.admin.token.as_ref() else { return true };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .unwrap_or("");
-    let (a, b) = (Sha256::digest(presented.as_bytes()), Sha256::digest(token.expose().as_bytes()));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let presented = bearer(req.headers(), &header::AUTHORIZATION).unwrap_or("");
+    secret_matches(presented, token.expose())
 }
 
 async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -38,6 +38,12 @@ fn ct_eq(a: &Digest, b: &Digest) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether `presented` is `expected`, compared as digests in constant time (for one secret such
+/// as the admin token).
+pub fn secret_matches(presented: &str, expected: &str) -> bool {
+    ct_eq(&digest(presented), &digest(expected))
+}
+
 impl Keys {
     pub fn new(mappings: &[IdentityMapping]) -> Self {
         let mut by_digest = HashMap::new();
@@ -89,18 +95,19 @@ const KEY_HEADERS: [(HeaderName, bool); 3] = [
     (HeaderName::from_static("x-api-key"), false),
 ];
 
-fn key_in(h: &HeaderMap, name: &HeaderName, bearer: bool) -> Option<String> {
+/// The token of a `Bearer` credential in header `name` (scheme matched case-insensitively).
+pub fn bearer<'h>(h: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+    let (scheme, rest) = h.get(name)?.to_str().ok()?.trim().split_once(' ')?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn key_in<'h>(h: &'h HeaderMap, name: &HeaderName, is_bearer: bool) -> Option<&'h str> {
+    if is_bearer {
+        return bearer(h, name);
+    }
     let v = h.get(name)?.to_str().ok()?.trim();
-    let key = if bearer {
-        let (scheme, rest) = v.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        rest.trim()
-    } else {
-        v
-    };
-    (!key.is_empty()).then(|| key.to_string())
+    (!v.is_empty()).then_some(v)
 }
 
 /// Who is calling: the connection's identity (what the kernel said) plus the principal of the
@@ -111,7 +118,7 @@ pub fn caller(keys: &Keys, conn: &Arc<Identity>, headers: &HeaderMap) -> Arc<Ide
     }
     for (name, bearer) in &KEY_HEADERS {
         let Some(key) = key_in(headers, name, *bearer) else { continue };
-        if let Some(principal) = keys.principal(&key, conn.cgroup_path.as_deref()) {
+        if let Some(principal) = keys.principal(key, conn.cgroup_path.as_deref()) {
             return Arc::new(Identity { principal: Some(principal), ..(**conn).clone() });
         }
     }
@@ -125,7 +132,7 @@ pub fn strip_credentials(keys: &Keys, headers: &mut HeaderMap) {
         return;
     }
     for (name, bearer) in &KEY_HEADERS {
-        if key_in(headers, name, *bearer).is_some_and(|k| keys.is_ours(&k)) {
+        if key_in(headers, name, *bearer).is_some_and(|k| keys.is_ours(k)) {
             headers.remove(name);
         }
     }

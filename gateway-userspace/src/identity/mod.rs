@@ -213,7 +213,8 @@ fn normalize(p: &str) -> String {
     if t.is_empty() { "/".into() } else { t.to_string() }
 }
 
-fn is_under(path: &str, prefix: &str) -> bool {
+/// Whether `path` is `prefix` or below it, on `/` segment boundaries.
+pub(crate) fn is_under(path: &str, prefix: &str) -> bool {
     prefix == "/"
         || path == prefix
         || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))

@@ -51,10 +51,7 @@ impl Calibration {
     /// `actual`.
     pub fn observe(&self, provider: &Arc<str>, model: &str, estimate: u64, actual: u64) {
         let mut map = self.lock();
-        if map.len() >= MAX_PAIRS && !map.contains_key(&(provider.clone(), model.to_string())) {
-            map.clear();
-        }
-        let e = map.entry((provider.clone(), model.to_string())).or_default();
+        let e = entry(&mut map, provider, model);
         e.shortfalls.push_back(actual.saturating_sub(estimate));
         if e.shortfalls.len() > WINDOW {
             e.shortfalls.pop_front();
@@ -71,15 +68,26 @@ impl Calibration {
     /// teaches the overhead; the others wait for it). None once the pair is observed.
     pub fn probe(&self, provider: &Arc<str>, model: &str) -> Option<Arc<Semaphore>> {
         let mut map = self.lock();
-        if map.len() >= MAX_PAIRS && !map.contains_key(&(provider.clone(), model.to_string())) {
-            map.clear();
-        }
-        let e = map.entry((provider.clone(), model.to_string())).or_default();
+        let e = entry(&mut map, provider, model);
         if e.observed {
             return None;
         }
         Some(e.probe.get_or_insert_with(|| Arc::new(Semaphore::new(1))).clone())
     }
+}
+
+/// The pair's entry, made if new; past [`MAX_PAIRS`] the learning starts over (a bound on what
+/// clients naming models can grow).
+fn entry<'m>(
+    map: &'m mut HashMap<(Arc<str>, String), Entry>,
+    provider: &Arc<str>,
+    model: &str,
+) -> &'m mut Entry {
+    let key = (provider.clone(), model.to_string());
+    if map.len() >= MAX_PAIRS && !map.contains_key(&key) {
+        map.clear();
+    }
+    map.entry(key).or_default()
 }
 
 /// A probe permit held for the length of one call.

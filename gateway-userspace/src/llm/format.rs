@@ -127,12 +127,9 @@ pub fn upstream_body(api: Api, p: &Parsed, model: &str) -> Vec<u8> {
 /// Sets the request's output cap (the field its API reads) when it has none, so the provider
 /// stops where the budget reservation stopped counting.
 pub fn cap_output(api: Api, p: &mut Parsed, cap: u64) {
-    if p.max_tokens.is_some() || api == Api::Embeddings {
-        return;
+    if p.max_tokens.is_none() && api != Api::Embeddings {
+        lower_output(api, p, cap);
     }
-    let field = if api == Api::Responses { "max_output_tokens" } else { "max_tokens" };
-    p.body.insert(field.into(), Value::from(cap));
-    p.max_tokens = Some(cap);
 }
 
 /// Lowers the request's output cap to `cap` in whichever field it uses (adding the API's own

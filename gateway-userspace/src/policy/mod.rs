@@ -68,11 +68,7 @@ impl Selector {
         let workload_ok = self.workloads.is_empty() || self.workloads.iter().any(|p| p.matches(&id.workload));
         let cgroup_ok = self.cgroups.is_empty()
             || id.cgroup_path.as_deref().is_some_and(|path| {
-                self.cgroups.iter().any(|c| {
-                    c.is_empty()
-                        || path == c
-                        || (path.starts_with(c.as_str()) && path.as_bytes().get(c.len()) == Some(&b'/'))
-                })
+                self.cgroups.iter().any(|c| c.is_empty() || crate::identity::is_under(path, c))
             });
         workload_ok && cgroup_ok
     }

@@ -45,7 +45,7 @@ pub fn within(p: &str, dir: &str) -> bool {
     if !p.starts_with('/') || !d.starts_with('/') {
         return false;
     }
-    d == "/" || p == d || (p.starts_with(&d) && p.as_bytes().get(d.len()) == Some(&b'/'))
+    crate::identity::is_under(&p, &d)
 }
 
 /// Adds the helpers to a CEL context.
