@@ -113,27 +113,6 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
     if ctx.is_own_address(authority.as_str()) {
         return error_response(StatusCode::LOOP_DETECTED, "CONNECT to nodegate itself");
     }
-    if !ctx.egress.load().allows(authority.host(), port) {
-        let mut rec = crate::telemetry::audit::Record::new(
-            "connection",
-            &conn.identity,
-            "explicit",
-            authority.to_string(),
-            "connect",
-            crate::telemetry::audit::Body::Connection {
-                peer: conn.peer.to_string(),
-                sni: None,
-                bytes_sent: 0,
-                bytes_received: 0,
-                duration_ms: start.elapsed().as_secs_f64() * 1e3,
-                error: Some("destination not in egress.allow".into()),
-            },
-        );
-        rec.decision = "deny";
-        rec.rule = Some(Arc::from("egress.allow"));
-        ctx.audit.emit(rec);
-        return error_response(StatusCode::FORBIDDEN, "destination not in egress.allow for explicit callers");
-    }
     let tunnel = Conn {
         mode: "explicit",
         peer: conn.peer,
@@ -142,6 +121,11 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
         protocol: "connect",
         class: TrafficClass::Auto,
     };
+    if !ctx.egress.load().allows(authority.host(), port) {
+        let why = "destination not in egress.allow";
+        super::audit_refused(&ctx, &tunnel, authority.to_string(), None, start, "egress.allow", why);
+        return error_response(StatusCode::FORBIDDEN, "destination not in egress.allow for explicit callers");
+    }
     let counters = io::Counters::new();
     let mut up = match ctx.upstream.dialer.connect_host(authority.host(), port).await {
         Ok(up) => up,

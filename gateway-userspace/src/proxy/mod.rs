@@ -136,6 +136,31 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Writes the audit record of a connection nodegate refused before relaying anything: decision
+/// `deny`, the rule that refused it, and why (`error`).
+pub fn audit_refused(
+    ctx: &Ctx,
+    conn: &Conn,
+    target: String,
+    sni: Option<String>,
+    start: Instant,
+    rule: &'static str,
+    why: &str,
+) {
+    let body = Body::Connection {
+        peer: conn.peer.to_string(),
+        sni,
+        bytes_sent: 0,
+        bytes_received: 0,
+        duration_ms: start.elapsed().as_secs_f64() * 1e3,
+        error: Some(why.to_string()),
+    };
+    let mut rec = Record::new("connection", &conn.identity, conn.mode, target, conn.protocol, body);
+    rec.decision = "deny";
+    rec.rule = Some(Arc::from(rule));
+    ctx.audit.emit(rec);
+}
+
 /// Writes a connection's audit record and byte metrics when it ends (both listeners).
 pub fn audit_connection(
     ctx: &Ctx,

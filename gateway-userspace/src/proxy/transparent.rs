@@ -15,10 +15,7 @@ use super::{
 use crate::{
     identity::Identity,
     intercept::origdst,
-    telemetry::{
-        audit::{Body, Record},
-        metrics::{ConnLabels, OutcomeLabels},
-    },
+    telemetry::metrics::{ConnLabels, OutcomeLabels},
 };
 
 /// Accepts until `shutdown` fires; connections run on `tracker`.
@@ -173,22 +170,6 @@ async fn refuse_ungoverned(ctx: &Ctx, conn: &Conn, mut stream: TcpStream, proto:
         Protocol::Tls { sni } => sni.clone(),
         _ => None,
     };
-    let mut rec = Record::new(
-        "connection",
-        &conn.identity,
-        conn.mode,
-        conn.target.map(|t| t.to_string()).unwrap_or_default(),
-        conn.protocol,
-        Body::Connection {
-            peer: conn.peer.to_string(),
-            sni,
-            bytes_sent: 0,
-            bytes_received: 0,
-            duration_ms: start.elapsed().as_secs_f64() * 1e3,
-            error: Some(why.into()),
-        },
-    );
-    rec.decision = "deny";
-    rec.rule = Some(std::sync::Arc::from("intercept.class"));
-    ctx.audit.emit(rec);
+    let target = conn.target.map(|t| t.to_string()).unwrap_or_default();
+    super::audit_refused(ctx, conn, target, sni, start, "intercept.class", why);
 }
