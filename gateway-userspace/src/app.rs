@@ -86,7 +86,12 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let live: config::Shared = Arc::new(ArcSwap::from_pointee(cfg.clone()));
     let up = upstream::Upstream::new(dialer);
     let mcp = crate::mcp::Mcp::build(&cfg.mcp, &up, &metrics, None);
+    let tls = crate::tls::Tls::build(&cfg, &metrics, None).context("setting up TLS")?;
+    if let Some(ca) = &tls.ca {
+        tracing::info!(fingerprint = %ca.fingerprint, "node CA loaded for TLS termination");
+    }
     let ctx = Arc::new(Ctx {
+        tls: ArcSwap::from_pointee(tls),
         config: live.clone(),
         metrics: metrics.clone(),
         audit,
@@ -152,6 +157,12 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                 let rebuilt = crate::llm::Llm::build(&new.llm, &llm_ctx.metrics, Some(&llm_ctx.llm.load()));
                 llm_ctx.llm.store(Arc::new(rebuilt));
                 llm_ctx.egress.store(Arc::new(proxy::egress::Egress::new(&new.egress)));
+                match crate::tls::Tls::build(&new, &llm_ctx.metrics, Some(&llm_ctx.tls.load())) {
+                    Ok(t) => llm_ctx.tls.store(Arc::new(t)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the new TLS settings cannot be used; keeping the previous ones")
+                    }
+                }
                 if new.mcp != llm_ctx.mcp.load().cfg {
                     let previous = llm_ctx.mcp.load_full();
                     let mcp = crate::mcp::Mcp::build(

@@ -27,6 +27,32 @@ pub enum Command {
         #[command(subcommand)]
         command: InterceptCommand,
     },
+    /// The node CA that terminated TLS is re-signed with.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a CA (ECDSA P-256): the certificate (give it to clients to trust) and its key
+    /// (mode 0600; point `tls.ca` at both).
+    Init {
+        #[arg(long, default_value = "nodegate-ca.crt")]
+        cert: PathBuf,
+        #[arg(long, default_value = "nodegate-ca.key")]
+        key: PathBuf,
+        /// Common name of the CA certificate.
+        #[arg(long, default_value = "nodegate node CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,3 +17,4 @@ pub mod mcp;
 pub mod policy;
 pub mod proxy;
 pub mod telemetry;
+pub mod tls;

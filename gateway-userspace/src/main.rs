@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nodegate::{
-    cli::{Cli, Command, InterceptCommand},
+    cli::{CaCommand, Cli, Command, InterceptCommand},
     config,
 };
 
@@ -27,6 +27,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { file } => match config::load(Some(&file)) {
+            Ok(cfg) if let Err(e) = nodegate::tls::Tls::build(&cfg, &nodegate::telemetry::metrics::Metrics::new(), None) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::FAILURE
+            }
             Ok(cfg) => {
                 let warnings = config::warnings(&cfg);
                 for w in &warnings {
@@ -45,6 +49,19 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Intercept { command } => intercept(command),
+        Command::Ca { command: CaCommand::Init { cert, key, name, days, force } } => {
+            match nodegate::tls::ca::init(&cert, &key, &name, days, force) {
+                Ok(fp) => {
+                    println!("wrote {} and {} (SHA-256 {fp})", cert.display(), key.display());
+                    println!("point tls.ca.cert and tls.ca.key at them; clients of terminated destinations must trust {}", cert.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod llm;
 mod mcp;
 pub mod reload;
 mod secret;
+mod tls;
 mod types;
 mod validate;
 
@@ -15,6 +16,7 @@ pub use inference::{Endpoint, Engine, Inference, Pool, Saturation, Strategy as P
 pub use llm::*;
 pub use mcp::*;
 pub use secret::{REDACTED, Secret};
+pub use tls::*;
 pub use types::*;
 pub use validate::{Problem, Target, parse_target, warnings};
 

@@ -24,6 +24,7 @@ pub struct Config {
     pub mcp: super::mcp::Mcp,
     /// Where explicit-listener callers may go (absolute-form requests and CONNECT).
     pub egress: Egress,
+    pub tls: super::tls::Tls,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,6 +256,12 @@ pub struct Destination {
     pub ports: Vec<u16>,
     #[serde(default)]
     pub class: Class,
+    /// TLS arriving for this destination: `passthrough` (default), `terminate` or `originate`.
+    #[serde(default)]
+    pub tls: super::tls::TlsMode,
+    /// How nodegate opens TLS to this destination (terminate, originate).
+    #[serde(default)]
+    pub upstream_tls: super::tls::DestinationUpstreamTls,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

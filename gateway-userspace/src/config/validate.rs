@@ -4,7 +4,7 @@ use std::{fmt, net::IpAddr};
 
 use ipnet::IpNet;
 
-use super::types::{Config, Destination, InterceptMode};
+use super::types::{Class, Config, Destination, InterceptMode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -179,6 +179,16 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     }
     for (i, d) in ic.destinations.iter().enumerate() {
         check_destination(i, d, &mut push);
+        check_destination_tls(cfg, i, d, &mut push);
+    }
+    if cfg.tls.leaf_cache == 0 {
+        push("tls.leaf_cache".into(), "must be at least 1".into());
+    }
+    if cfg.tls.leaf_ttl < std::time::Duration::from_secs(600) {
+        push("tls.leaf_ttl".into(), "must be at least 10m (leaves are minted again before they expire)".into());
+    }
+    if cfg.tls.handshake_timeout.is_zero() {
+        push("tls.handshake_timeout".into(), "must be greater than zero".into());
     }
     check_llm(&cfg.llm, &mut push);
     check_inference(&cfg.inference, &mut push);
@@ -301,6 +311,33 @@ fn check_destination(i: usize, d: &Destination, push: &mut impl FnMut(String, St
             format!("intercept.destinations[{i}].ports"),
             "0 (all ports) cannot be combined with other ports".into(),
         );
+    }
+}
+
+fn check_destination_tls(cfg: &Config, i: usize, d: &Destination, push: &mut impl FnMut(String, String)) {
+    use super::tls::TlsMode;
+    let at = |f: &str| format!("intercept.destinations[{i}].{f}");
+    if d.tls == TlsMode::Terminate && cfg.tls.ca.is_none() {
+        push(at("tls"), "`terminate` needs a node CA: set tls.ca (`nodegate ca init` makes one)".into());
+    }
+    if d.tls != TlsMode::Passthrough && d.class == Class::Tcp {
+        push(at("tls"), "a `tcp` destination is never read; terminate or originate needs another class".into());
+    }
+    let u = &d.upstream_tls;
+    if d.tls != TlsMode::Originate && (u.port.is_some() || u.server_name.is_some()) {
+        push(at("upstream_tls"), "`port` and `server_name` apply to `tls: originate` only".into());
+    }
+    if d.tls == TlsMode::Originate
+        && u.server_name.is_none()
+        && !matches!(parse_target(&d.address), Ok(Target::Host(_)))
+    {
+        push(
+            at("upstream_tls.server_name"),
+            "originating TLS to an IP or CIDR destination needs the name to verify the upstream as".into(),
+        );
+    }
+    if u.port == Some(0) {
+        push(at("upstream_tls.port"), "must not be 0".into());
     }
 }
 

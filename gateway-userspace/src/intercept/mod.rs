@@ -325,6 +325,11 @@ impl Interceptor {
         Some(found)
     }
 
+    /// Index of the `intercept.destinations` entry a connection to `dst` was redirected by.
+    pub fn rule_for(&self, dst: SocketAddr) -> Option<usize> {
+        lock(&self.table).rule_for(dst)
+    }
+
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
     }

@@ -131,6 +131,11 @@ impl Table {
         self.written.len()
     }
 
+    /// The rule a connection to `dst` matched (see [`lookup`]).
+    pub fn rule_for(&self, dst: std::net::SocketAddr) -> Option<usize> {
+        lookup(&self.written, dst)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.written.is_empty()
     }
@@ -143,4 +148,17 @@ pub fn host_entries(ips: &[IpAddr], d: &Destination, rule: usize) -> Desired {
         add(&mut out, IpNet::from(*ip), d, rule);
     }
     out
+}
+
+/// The rule a connection to `dst` matches, as the programs decide it: the longest prefix with
+/// the exact port, else the longest prefix with port 0 (any).
+pub fn lookup(rows: &Desired, dst: std::net::SocketAddr) -> Option<usize> {
+    let ip = dst.ip();
+    let best = |port: u16| {
+        rows.iter()
+            .filter(|(e, _)| e.port == port && e.net.contains(&ip))
+            .max_by_key(|(e, _)| e.net.prefix_len())
+            .map(|(_, v)| v.rule as usize)
+    };
+    best(dst.port()).or_else(|| best(0))
 }

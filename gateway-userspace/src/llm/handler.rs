@@ -147,7 +147,7 @@ pub async fn handle(
     // A local inference pool (by intercepted Service or model name) or the configured routes.
     let prompt_text = format::prompt_text(api, &parsed.body);
     let dst = match &via {
-        Via::Transparent { dst } => Some(*dst),
+        Via::Transparent { dst, .. } => Some(*dst),
         Via::Explicit => None,
     };
     let pool = ctx.pools.load().for_request(&parsed.model, dst).cloned();
@@ -335,6 +335,7 @@ pub async fn handle(
                 provider: ep.provider.clone(),
                 model: parsed.model.clone(),
                 endpoint: Some(ep),
+                origin: None,
             })
             .collect();
     }
@@ -349,7 +350,11 @@ pub async fn handle(
     let mut last_error = String::new();
     for (i, cand) in candidates.iter().enumerate() {
         let body = format::upstream_body(api, &parsed, &cand.model);
-        let uri = match cand.provider.url(&path) {
+        let uri = match &cand.origin {
+            Some(o) => o.uri(&format!("{}{path}", cand.provider.prefix)),
+            None => cand.provider.url(&path),
+        };
+        let uri = match uri {
             Ok(u) => u,
             Err(e) => {
                 last_error = format!("provider {}: bad URL: {e}", cand.provider.name);
@@ -368,10 +373,18 @@ pub async fn handle(
         }
         up_req.headers_mut().remove(header::CONTENT_LENGTH);
         crate::identity::strip_credentials(&keys, up_req.headers_mut());
-        cand.provider.inject(up_req.headers_mut());
+        if cand.origin.as_ref().is_none_or(|o| o.verified) {
+            cand.provider.inject(up_req.headers_mut());
+        } else {
+            // An upstream nobody verified gets no key, whatever the agent sent either.
+            crate::llm::providers::ProviderState::remove_credentials(up_req.headers_mut());
+        }
         let in_flight =
             cand.endpoint.as_ref().map(|ep| InFlight::new(ep.clone(), prompt_estimate + output_cap));
-        let result = ctx.upstream.llm.request(up_req).await;
+        let result = match &cand.origin {
+            Some(o) => o.request(up_req).await,
+            None => ctx.upstream.llm.request(up_req).await,
+        };
         if let (Err(_), Some(ep), Some(p)) = (&result, &cand.endpoint, &pool) {
             ep.failed(p.cfg.eject_after);
         }

@@ -123,12 +123,19 @@ impl ProviderState {
         format!("{}{}{}", self.base.to_string().trim_end_matches('/'), self.prefix, path_and_query).parse()
     }
 
+    /// Whether this https provider is the server `o` reaches with a verified certificate for the
+    /// provider's own host name and port.
+    pub fn is_named_by(&self, o: &crate::tls::client::Origin) -> bool {
+        let Some(auth) = self.base.authority() else { return false };
+        o.verified
+            && self.base.scheme_str() == Some("https")
+            && auth.host().eq_ignore_ascii_case(&o.server_name)
+            && auth.port_u16().unwrap_or(443) == o.addr.port()
+    }
+
     /// Removes whatever credentials the agent sent and adds the provider's.
     pub fn inject(&self, h: &mut HeaderMap) {
-        h.remove(header::AUTHORIZATION);
-        h.remove("x-api-key");
-        h.remove("api-key");
-        h.remove(header::PROXY_AUTHORIZATION);
+        Self::remove_credentials(h);
         if let Some(k) = &self.key {
             match self.kind {
                 ProviderKind::Anthropic => {
@@ -145,6 +152,14 @@ impl ProviderState {
         if let Some(host) = self.base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             h.insert(header::HOST, host);
         }
+    }
+
+    /// Removes every credential header an agent might have sent.
+    pub fn remove_credentials(h: &mut HeaderMap) {
+        h.remove(header::AUTHORIZATION);
+        h.remove("x-api-key");
+        h.remove("api-key");
+        h.remove(header::PROXY_AUTHORIZATION);
     }
 
     pub fn cooling(&self, now: Instant) -> bool {

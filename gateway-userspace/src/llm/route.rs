@@ -13,6 +13,9 @@ pub struct Candidate {
     pub model: String,
     /// The inference-pool endpoint this candidate is, if it is one.
     pub endpoint: Option<Arc<crate::inference::endpoint::EndpointState>>,
+    /// The intercepted destination itself over TLS nodegate opened (terminated or originated
+    /// connections): the request goes there, pinned, rather than to the provider's URL.
+    pub origin: Option<Arc<crate::tls::client::Origin>>,
 }
 
 /// How the request reached us.
@@ -22,6 +25,8 @@ pub enum Via {
     /// Intercepted on its way to `dst`.
     Transparent {
         dst: SocketAddr,
+        /// Set when nodegate terminated the client's TLS (or originates TLS upstream).
+        origin: Option<Arc<crate::tls::client::Origin>>,
     },
 }
 
@@ -40,6 +45,7 @@ impl Llm {
                             provider: p.clone(),
                             model: t.model.clone().unwrap_or_else(|| model.to_string()),
                             endpoint: None,
+                            origin: None,
                         },
                         t.weight,
                     ))
@@ -67,36 +73,41 @@ impl Llm {
         }
         match via {
             Via::Explicit => Vec::new(),
-            Via::Transparent { dst } => {
+            Via::Transparent { dst, origin } => {
                 let provider = match self.addressed_provider(via) {
                     Some(p) => p,
-                    None => match ad_hoc(*dst) {
+                    None => match ad_hoc(*dst, origin.as_deref()) {
                         Some(p) => p,
                         None => return Vec::new(),
                     },
                 };
-                vec![Candidate { provider, model: model.to_string(), endpoint: None }]
+                vec![Candidate { provider, model: model.to_string(), endpoint: None, origin: origin.clone() }]
             }
         }
     }
 
     /// The configured provider an intercepted request was addressed to: the one whose endpoint
-    /// is (or resolves to) the original destination. The request's Host header plays no part:
-    /// a pod must not be able to have a provider's key injected by naming that provider's host
-    /// on a connection to some other service.
+    /// is (or resolves to) the original destination, or, for TLS nodegate terminated, the
+    /// https provider whose host and port are the server name and port the upstream proved
+    /// with a verified certificate. The request's Host header plays no part: a pod must not be
+    /// able to have a provider's key injected by naming that provider's host on a connection to
+    /// some other service.
     pub fn addressed_provider(&self, via: &Via) -> Option<Arc<ProviderState>> {
-        let Via::Transparent { dst } = via else { return None };
-        self.providers.iter().find(|p| p.addrs.load().contains(dst)).cloned()
+        let Via::Transparent { dst, origin } = via else { return None };
+        self.providers
+            .iter()
+            .find(|p| p.addrs.load().contains(dst) || origin.as_deref().is_some_and(|o| p.is_named_by(o)))
+            .cloned()
     }
 }
 
 /// An intercepted OpenAI-compatible server nobody configured: counted and governed all the same,
 /// with no credentials injected.
-fn ad_hoc(dst: SocketAddr) -> Option<Arc<ProviderState>> {
+fn ad_hoc(dst: SocketAddr, origin: Option<&crate::tls::client::Origin>) -> Option<Arc<ProviderState>> {
     let p = Provider {
         name: format!("intercepted:{dst}"),
         kind: ProviderKind::OpenaiCompatible,
-        endpoint: format!("http://{dst}"),
+        endpoint: origin.map_or_else(|| format!("http://{dst}"), |o| o.base()),
         credentials: None,
         tokenize: Default::default(),
     };

@@ -144,7 +144,11 @@ pub async fn handle(
     crate::proxy::http::strip_hop_by_hop(&mut parts.headers);
     crate::identity::strip_credentials(&ctx.identities.keys(), &mut parts.headers);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    parts.uri = match format!("http://{dst}{path}").parse::<Uri>() {
+    let uri = match &conn.origin {
+        Some(o) => o.uri(&path),
+        None => format!("http://{dst}{path}").parse::<Uri>(),
+    };
+    parts.uri = match uri {
         Ok(u) => u,
         Err(e) => {
             return json_response(
@@ -156,7 +160,11 @@ pub async fn handle(
     parts.version = http::Version::HTTP_11;
     parts.headers.remove(header::CONTENT_LENGTH);
     let up = Request::from_parts(parts, full(bytes));
-    let resp = match ctx.upstream.http1.request(up).await {
+    let sent = match &conn.origin {
+        Some(o) => o.request(up).await,
+        None => ctx.upstream.http1.request(up).await,
+    };
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => {
             if let Some(rec) = record.as_mut() {

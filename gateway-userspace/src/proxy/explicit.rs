@@ -41,6 +41,7 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
         target: None,
         protocol: "http1",
         class: TrafficClass::Auto,
+        origin: None,
     });
     ctx.metrics
         .connections
@@ -120,6 +121,7 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
         target: None,
         protocol: "connect",
         class: TrafficClass::Auto,
+        origin: None,
     };
     if !ctx.egress.load().allows(authority.host(), port) {
         let why = "destination not in egress.allow";

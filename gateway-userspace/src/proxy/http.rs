@@ -222,7 +222,11 @@ pub async fn forward(
     if ctx.is_own_address(&authority) {
         return Ok(refuse(pending, StatusCode::LOOP_DETECTED, "request addressed to nodegate itself"));
     }
-    let uri: Uri = match format!("http://{authority}{path}").parse() {
+    let uri = match &conn.origin {
+        Some(o) => o.uri(&path),
+        None => format!("http://{authority}{path}").parse(),
+    };
+    let uri: Uri = match uri {
         Ok(u) => u,
         Err(e) => return Ok(refuse(pending, StatusCode::BAD_REQUEST, &format!("bad request target: {e}"))),
     };
@@ -256,7 +260,11 @@ pub async fn forward(
         })
         .boxed();
     let up = Request::from_parts(parts, body);
-    let result = if h2 { ctx.upstream.http2.request(up).await } else { ctx.upstream.http1.request(up).await };
+    let result = match &conn.origin {
+        Some(o) => o.request(up).await,
+        None if h2 => ctx.upstream.http2.request(up).await,
+        None => ctx.upstream.http1.request(up).await,
+    };
     ctx.metrics
         .request_duration
         .get_or_create(&ModeLabels { mode: conn.mode })
@@ -338,7 +346,7 @@ fn llm_call(
 ) -> Option<(crate::llm::format::Api, crate::llm::route::Via)> {
     let dst = conn.target?;
     let api = crate::llm::format::Api::from_path(req.uri().path())?;
-    let via = crate::llm::route::Via::Transparent { dst };
+    let via = crate::llm::route::Via::Transparent { dst, origin: conn.origin.clone() };
     let llm = ctx.llm.load();
     let is_provider = llm.addressed_provider(&via).is_some();
     (conn.class == gateway_common::TrafficClass::Llm || is_provider).then_some((api, via))

@@ -8,7 +8,7 @@ pub mod io;
 pub mod observed;
 pub mod sniff;
 pub mod splice;
-pub mod tls;
+pub mod terminate;
 pub mod transparent;
 pub mod upstream;
 
@@ -41,6 +41,8 @@ pub struct Ctx {
     pub mcp: arc_swap::ArcSwap<crate::mcp::Mcp>,
     /// Where explicit callers may go (`egress.allow`), swapped on reload.
     pub egress: arc_swap::ArcSwap<egress::Egress>,
+    /// TLS termination, upstream trust and passthrough policy, swapped on reload.
+    pub tls: arc_swap::ArcSwap<crate::tls::Tls>,
     /// Addresses nodegate listens on; a request for one of them would loop.
     pub own: Vec<SocketAddr>,
 }
@@ -58,7 +60,7 @@ impl Ctx {
 }
 
 /// One client connection, as handlers see it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Conn {
     /// `transparent` or `explicit`.
     pub mode: &'static str,
@@ -70,6 +72,9 @@ pub struct Conn {
     pub protocol: &'static str,
     /// Traffic class of the intercept entry that matched (`Auto` in explicit mode).
     pub class: gateway_common::TrafficClass,
+    /// TLS nodegate opens to the original destination (terminated or originated connections);
+    /// `None`: plain HTTP to `target`.
+    pub origin: Option<Arc<crate::tls::client::Origin>>,
 }
 
 /// Binds a listener with a large backlog (benchmarks and bursts of agents overflow the default)
@@ -147,6 +152,19 @@ pub fn audit_refused(
     rule: &'static str,
     why: &str,
 ) {
+    audit_refused_rule(ctx, conn, target, sni, start, rule.to_string(), why)
+}
+
+/// [`audit_refused`] for a rule named at run time (`tls.passthrough.rules[2]`).
+pub fn audit_refused_rule(
+    ctx: &Ctx,
+    conn: &Conn,
+    target: String,
+    sni: Option<String>,
+    start: Instant,
+    rule: String,
+    why: &str,
+) {
     let body = Body::Connection {
         peer: conn.peer.to_string(),
         sni,
@@ -157,7 +175,7 @@ pub fn audit_refused(
     };
     let mut rec = Record::new("connection", &conn.identity, conn.mode, target, conn.protocol, body);
     rec.decision = "deny";
-    rec.rule = Some(Arc::from(rule));
+    rec.rule = Some(Arc::from(rule.as_str()));
     ctx.audit.emit(rec);
 }
 

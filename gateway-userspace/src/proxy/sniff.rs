@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::tls;
+use crate::tls::hello as tls;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Protocol {

@@ -4,6 +4,8 @@
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use gateway_common::TrafficClass;
+
+use crate::config::TlsMode;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
@@ -15,7 +17,7 @@ use super::{
 use crate::{
     identity::Identity,
     intercept::origdst,
-    telemetry::metrics::{ConnLabels, OutcomeLabels},
+    telemetry::metrics::{ConnLabels, OutcomeLabels, TlsLabels},
 };
 
 /// Accepts until `shutdown` fires; connections run on `tracker`.
@@ -90,30 +92,64 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
             }
         }
     };
+    // The destination rule the connection matched says what to do with TLS.
+    let tls = ctx.tls.load_full();
+    let rule = ctx.interceptor.as_ref().and_then(|i| i.rule_for(o.dst));
+    let dest = tls.destination(rule, o.dst);
+    let terminate = dest.filter(|(_, d)| d.mode == TlsMode::Terminate && matches!(proto, Protocol::Tls { .. }));
+    let originate = dest.filter(|(_, d)| d.mode == TlsMode::Originate && !matches!(proto, Protocol::Tls { .. }));
+    let origin = match originate {
+        Some((i, d)) => match originated(&ctx, &tls, i, d, o.dst) {
+            Ok(origin) => Some(origin),
+            Err(e) => {
+                tracing::warn!(%peer, dst = %o.dst, error = %e, "cannot originate TLS for this destination; closing");
+                return;
+            }
+        },
+        None => None,
+    };
     let conn = Arc::new(Conn {
         mode: "transparent",
         peer,
         identity,
         target: Some(o.dst),
-        protocol: proto.label(),
+        protocol: if terminate.is_some() { "https" } else { proto.label() },
         class: o.class,
+        origin,
     });
     ctx.metrics
         .connections
         .get_or_create(&ConnLabels {
             mode: "transparent",
             identity: conn.identity.workload.clone(),
-            protocol: proto.label(),
+            protocol: conn.protocol,
         })
         .inc();
-    tracing::debug!(%peer, dst = %o.dst, via = o.via, identity = %conn.identity.workload, protocol = proto.label(), "accepted");
+    tracing::debug!(%peer, dst = %o.dst, via = o.via, identity = %conn.identity.workload, protocol = conn.protocol, "accepted");
 
+    if let (Some((i, _)), Protocol::Tls { sni }) = (terminate, &proto) {
+        super::terminate::serve(ctx.clone(), &tls, stream, conn, sni.clone(), i, start).await;
+        return;
+    }
     // A destination the operator classed for governing is never relayed opaquely: what does
-    // not read as HTTP (TLS until it can be terminated, a half-sent request, bytes that are no
-    // protocol at all) is refused and audited.
+    // not read as HTTP (TLS it was not told to terminate, a half-sent request, bytes that are
+    // no protocol at all) is refused and audited.
     if governed(o.class) && matches!(proto, Protocol::Tls { .. } | Protocol::Tcp) {
         refuse_ungoverned(&ctx, &conn, stream, &proto, start).await;
         return;
+    }
+    // TLS relayed unread: the passthrough policy decides by SNI.
+    if let Protocol::Tls { sni } = &proto {
+        let v = tls.passthrough.check(&conn.identity, sni.as_deref());
+        if !v.allow {
+            drop(stream);
+            ctx.metrics.tls.get_or_create(&TlsLabels { mode: "passthrough", outcome: "denied" }).inc();
+            let target = o.dst.to_string();
+            let why = format!("TLS to {} refused by {}", sni.as_deref().unwrap_or("(no server name)"), v.rule);
+            super::audit_refused_rule(&ctx, &conn, target, sni.clone(), start, v.rule, &why);
+            return;
+        }
+        ctx.metrics.tls.get_or_create(&TlsLabels { mode: "passthrough", outcome: "allowed" }).inc();
     }
     let counters = io::Counters::new();
     let client = io::Counted::new(stream, counters.clone());
@@ -140,6 +176,20 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     super::audit_connection(&ctx, &conn, o.dst.to_string(), sni, &counters, start, error);
 }
 
+/// The upstream of a destination with `tls: originate`: its `upstream_tls.port` (443) on the
+/// original address, named by `upstream_tls.server_name` or the destination's host name.
+fn originated(
+    ctx: &Ctx,
+    tls: &crate::tls::Tls,
+    rule: usize,
+    d: &crate::tls::DestTls,
+    dst: SocketAddr,
+) -> Result<Arc<crate::tls::client::Origin>, crate::tls::TlsError> {
+    let name = d.settings.server_name.clone().or_else(|| d.host.clone()).unwrap_or_else(|| dst.ip().to_string());
+    let addr = SocketAddr::new(dst.ip(), d.settings.port.unwrap_or(443));
+    tls.origin(&ctx.upstream.dialer, rule, addr, &name)
+}
+
 /// Classes whose traffic nodegate must read to enforce policy.
 fn governed(class: TrafficClass) -> bool {
     matches!(class, TrafficClass::Http | TrafficClass::Llm | TrafficClass::Mcp | TrafficClass::A2a)
@@ -151,7 +201,7 @@ async fn refuse_ungoverned(ctx: &Ctx, conn: &Conn, mut stream: TcpStream, proto:
     use tokio::io::AsyncWriteExt as _;
     let why = match proto {
         Protocol::Tls { .. } => {
-            "TLS to a destination classed for governing (TLS termination is not configured for it)"
+            "TLS to a destination classed for governing that is not set to `tls: terminate`"
         }
         _ => "no complete HTTP request within the sniff timeout, or not HTTP",
     };

@@ -42,6 +42,14 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabels {
+    /// `terminate` or `passthrough`.
+    pub mode: &'static str,
+    /// `ok`, `refused` (terminate), `allowed`, `denied` (passthrough).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModeLabels {
     pub mode: &'static str,
 }
@@ -61,6 +69,10 @@ pub struct Metrics {
     pub config_reloads: Family<OutcomeLabels, Counter>,
     pub audit_records: Counter,
     pub audit_dropped: Counter,
+    /// Intercepted TLS connections by what nodegate did with them.
+    pub tls: Family<TlsLabels, Counter>,
+    /// Leaf certificates minted from the node CA (a cache miss or a renewal each).
+    pub tls_leaves_minted: Counter,
     pub llm: super::llm_metrics::LlmMetrics,
     pub mcp: super::mcp_metrics::McpMetrics,
 }
@@ -131,9 +143,23 @@ impl Metrics {
             "Audit records dropped because the writer fell behind (queue full)",
             audit_dropped.clone(),
         );
+        let tls = Family::<TlsLabels, Counter>::default();
+        registry.register(
+            "nodegate_tls_connections",
+            "Intercepted TLS connections, by mode (terminate, passthrough) and outcome",
+            tls.clone(),
+        );
+        let tls_leaves_minted = Counter::default();
+        registry.register(
+            "nodegate_tls_leaf_certificates_minted",
+            "Leaf certificates minted from the node CA",
+            tls_leaves_minted.clone(),
+        );
         let llm = super::llm_metrics::LlmMetrics::register(&mut registry);
         let mcp = super::mcp_metrics::McpMetrics::register(&mut registry);
         Arc::new(Self {
+            tls,
+            tls_leaves_minted,
             llm,
             mcp,
             registry,

@@ -1,5 +1,6 @@
-//! Just enough TLS to read the server name from a ClientHello (for audit and, later, SNI
-//! policy and termination). Parsing is bounds-checked; anything malformed yields no SNI.
+//! Just enough TLS to read the server name from a ClientHello without consuming it (audit,
+//! passthrough policy, choosing termination). Parsing is bounds-checked; anything malformed
+//! yields no SNI.
 
 /// More bytes are needed to see the whole ClientHello.
 #[derive(Debug, PartialEq, Eq)]
