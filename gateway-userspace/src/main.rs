@@ -27,7 +27,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { file } => match config::load(Some(&file)) {
-            Ok(cfg) if let Err(e) = nodegate::tls::Tls::build(&cfg, &nodegate::telemetry::metrics::Metrics::new(), None) => {
+            Ok(cfg)
+                if let Err(e) =
+                    nodegate::tls::Tls::build(&cfg, &nodegate::telemetry::metrics::Metrics::new(), None) =>
+            {
                 eprintln!("{}: {e}", file.display());
                 ExitCode::FAILURE
             }
@@ -53,7 +56,10 @@ fn main() -> ExitCode {
             match nodegate::tls::ca::init(&cert, &key, &name, days, force) {
                 Ok(fp) => {
                     println!("wrote {} and {} (SHA-256 {fp})", cert.display(), key.display());
-                    println!("point tls.ca.cert and tls.ca.key at them; clients of terminated destinations must trust {}", cert.display());
+                    println!(
+                        "point tls.ca.cert and tls.ca.key at them; clients of terminated destinations must trust {}",
+                        cert.display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

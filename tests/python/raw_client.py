@@ -32,6 +32,9 @@ def main():
         data = b"POS"
     elif mode == "tls-hello":
         data = client_hello(b"api.provider.test")
+    elif mode == "tls-garbage":
+        # A TLS record header announcing a handshake, then bytes that are no ClientHello.
+        data = b"\x16\x03\x01\x00\x20" + b"\x07" * 32
     elif mode.startswith("json:"):
         body = mode[5:].encode()
         data = (

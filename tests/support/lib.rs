@@ -5,6 +5,7 @@
 //! These tests need root, a cgroup2 mount and BPF. They fail with a message when they cannot
 //! have them; they never pass silently.
 pub mod attack;
+pub mod certs;
 pub mod mcp;
 
 use std::{

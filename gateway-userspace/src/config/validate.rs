@@ -185,7 +185,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         push("tls.leaf_cache".into(), "must be at least 1".into());
     }
     if cfg.tls.leaf_ttl < std::time::Duration::from_secs(600) {
-        push("tls.leaf_ttl".into(), "must be at least 10m (leaves are minted again before they expire)".into());
+        push(
+            "tls.leaf_ttl".into(),
+            "must be at least 10m (leaves are minted again before they expire)".into(),
+        );
     }
     if cfg.tls.handshake_timeout.is_zero() {
         push("tls.handshake_timeout".into(), "must be greater than zero".into());
@@ -321,7 +324,10 @@ fn check_destination_tls(cfg: &Config, i: usize, d: &Destination, push: &mut imp
         push(at("tls"), "`terminate` needs a node CA: set tls.ca (`nodegate ca init` makes one)".into());
     }
     if d.tls != TlsMode::Passthrough && d.class == Class::Tcp {
-        push(at("tls"), "a `tcp` destination is never read; terminate or originate needs another class".into());
+        push(
+            at("tls"),
+            "a `tcp` destination is never read; terminate or originate needs another class".into(),
+        );
     }
     let u = &d.upstream_tls;
     if d.tls != TlsMode::Originate && (u.port.is_some() || u.server_name.is_some()) {

@@ -216,6 +216,20 @@ impl Mcp {
         self.catalog.servers.iter().find(|s| s.authority.as_deref() == Some(authority)).cloned()
     }
 
+    /// The configured server an intercepted connection reached: by its original destination,
+    /// or, for TLS nodegate terminated, by the name and port the upstream proved with a
+    /// verified certificate.
+    pub fn server_for(
+        &self,
+        dst: std::net::SocketAddr,
+        origin: Option<&crate::tls::client::Origin>,
+    ) -> Option<Arc<Server>> {
+        self.server_at(&dst.to_string()).or_else(|| {
+            let o = origin.filter(|o| o.verified)?;
+            self.server_at(&format!("{}:{}", o.server_name, o.addr.port()))
+        })
+    }
+
     /// Registers a request sent to a client of `owner`; returns the random id it goes out under.
     fn relay_request(&self, owner: &Arc<str>, to: Relayed) -> String {
         let key = format!("ng-{}", random_token());

@@ -33,8 +33,9 @@ pub async fn handle(
     dst: SocketAddr,
 ) -> Response<Body> {
     let mcp = ctx.mcp.load_full();
-    let server: Arc<str> =
-        mcp.server_at(&dst.to_string()).map_or_else(|| Arc::from(dst.to_string()), |s| s.name.clone());
+    let server: Arc<str> = mcp
+        .server_for(dst, conn.origin.as_deref())
+        .map_or_else(|| Arc::from(dst.to_string()), |s| s.name.clone());
     let start = Instant::now();
     let (mut parts, body) = req.into_parts();
     let bytes = match Limited::new(body, mcp.cfg.max_body_bytes).collect().await {

@@ -359,8 +359,9 @@ fn mcp_call(ctx: &Ctx, conn: &Conn, req: &Request<Incoming>) -> Option<std::net:
     if req.method() != http::Method::POST {
         return None;
     }
-    (conn.class == gateway_common::TrafficClass::Mcp || ctx.mcp.load().server_at(&dst.to_string()).is_some())
-        .then_some(dst)
+    (conn.class == gateway_common::TrafficClass::Mcp
+        || ctx.mcp.load().server_for(dst, conn.origin.as_deref()).is_some())
+    .then_some(dst)
 }
 
 fn refuse(mut pending: Pending, status: StatusCode, msg: &str) -> Response<Body> {

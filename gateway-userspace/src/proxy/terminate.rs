@@ -60,7 +60,8 @@ pub async fn serve(
             return;
         }
         Err(_) => {
-            let why = format!("client did not complete its TLS handshake within {:?}", tls.cfg.handshake_timeout);
+            let why =
+                format!("client did not complete its TLS handshake within {:?}", tls.cfg.handshake_timeout);
             refuse("tls.handshake", &why, Some(name));
             return;
         }

@@ -96,8 +96,10 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     let tls = ctx.tls.load_full();
     let rule = ctx.interceptor.as_ref().and_then(|i| i.rule_for(o.dst));
     let dest = tls.destination(rule, o.dst);
-    let terminate = dest.filter(|(_, d)| d.mode == TlsMode::Terminate && matches!(proto, Protocol::Tls { .. }));
-    let originate = dest.filter(|(_, d)| d.mode == TlsMode::Originate && !matches!(proto, Protocol::Tls { .. }));
+    let terminate =
+        dest.filter(|(_, d)| d.mode == TlsMode::Terminate && matches!(proto, Protocol::Tls { .. }));
+    let originate =
+        dest.filter(|(_, d)| d.mode == TlsMode::Originate && !matches!(proto, Protocol::Tls { .. }));
     let origin = match originate {
         Some((i, d)) => match originated(&ctx, &tls, i, d, o.dst) {
             Ok(origin) => Some(origin),
@@ -145,7 +147,8 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
             drop(stream);
             ctx.metrics.tls.get_or_create(&TlsLabels { mode: "passthrough", outcome: "denied" }).inc();
             let target = o.dst.to_string();
-            let why = format!("TLS to {} refused by {}", sni.as_deref().unwrap_or("(no server name)"), v.rule);
+            let why =
+                format!("TLS to {} refused by {}", sni.as_deref().unwrap_or("(no server name)"), v.rule);
             super::audit_refused_rule(&ctx, &conn, target, sni.clone(), start, v.rule, &why);
             return;
         }
@@ -185,7 +188,8 @@ fn originated(
     d: &crate::tls::DestTls,
     dst: SocketAddr,
 ) -> Result<Arc<crate::tls::client::Origin>, crate::tls::TlsError> {
-    let name = d.settings.server_name.clone().or_else(|| d.host.clone()).unwrap_or_else(|| dst.ip().to_string());
+    let name =
+        d.settings.server_name.clone().or_else(|| d.host.clone()).unwrap_or_else(|| dst.ip().to_string());
     let addr = SocketAddr::new(dst.ip(), d.settings.port.unwrap_or(443));
     tls.origin(&ctx.upstream.dialer, rule, addr, &name)
 }

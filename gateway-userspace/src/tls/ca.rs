@@ -25,7 +25,9 @@ pub enum CaError {
     Read(String, std::io::Error),
     #[error("{0}: not a PEM certificate")]
     Cert(String),
-    #[error("{0}: not a PEM private key nodegate can sign with (ECDSA P-256/P-384, Ed25519 or RSA, PKCS#8): {1}")]
+    #[error(
+        "{0}: not a PEM private key nodegate can sign with (ECDSA P-256/P-384, Ed25519 or RSA, PKCS#8): {1}"
+    )]
     Key(String, rcgen::Error),
     #[error("{0} is not a CA certificate (basic constraints CA:TRUE are required)")]
     NotCa(String),
@@ -85,8 +87,8 @@ impl NodeCa {
         let (cert_name, key_name) = (cert.display().to_string(), key.display().to_string());
         let cert_pem = read(cert)?;
         let key_pem = read(key)?;
-        let ca_der: CertificateDer<'static> =
-            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| CaError::Cert(cert_name.clone()))?;
+        let ca_der: CertificateDer<'static> = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|_| CaError::Cert(cert_name.clone()))?;
         let (_, x509) =
             x509_parser::parse_x509_certificate(&ca_der).map_err(|_| CaError::Cert(cert_name.clone()))?;
         if !x509.is_ca() {
@@ -104,8 +106,8 @@ impl NodeCa {
         let fingerprint = fingerprint(&ca_der);
         let leaf_key = KeyPair::generate().map_err(|e| CaError::Mint(e.to_string()))?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let leaf_signer = rustls::crypto::ring::sign::any_supported_type(&der)
-            .map_err(|e| CaError::Mint(e.to_string()))?;
+        let leaf_signer =
+            rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| CaError::Mint(e.to_string()))?;
         Ok(Self {
             issuer,
             ca_der,
@@ -154,7 +156,8 @@ impl NodeCa {
     }
 
     fn mint(&self, name: &str) -> Result<CertifiedKey, CaError> {
-        let mut params = CertificateParams::new(vec![name.to_string()]).map_err(|e| CaError::Mint(e.to_string()))?;
+        let mut params =
+            CertificateParams::new(vec![name.to_string()]).map_err(|e| CaError::Mint(e.to_string()))?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
         params.distinguished_name = dn;
@@ -165,7 +168,8 @@ impl NodeCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&self.leaf_key, &self.issuer).map_err(|e| CaError::Mint(e.to_string()))?;
+        let cert =
+            params.signed_by(&self.leaf_key, &self.issuer).map_err(|e| CaError::Mint(e.to_string()))?;
         Ok(CertifiedKey::new(vec![cert.der().clone(), self.ca_der.clone()], self.leaf_signer.clone()))
     }
 }
@@ -250,7 +254,10 @@ mod tests {
         let (_, leaf) = x509_parser::parse_x509_certificate(&a.cert[0]).unwrap();
         let san = leaf.subject_alternative_name().unwrap().unwrap();
         assert!(format!("{:?}", san.value).contains("api.example.com"));
-        assert!(init(&dir.join("ca.crt"), &dir.join("ca.key"), "x", 1, false).is_err(), "no silent overwrite");
+        assert!(
+            init(&dir.join("ca.crt"), &dir.join("ca.key"), "x", 1, false).is_err(),
+            "no silent overwrite"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

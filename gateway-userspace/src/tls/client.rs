@@ -67,7 +67,10 @@ pub fn roots(extra: &[PathBuf]) -> Result<Arc<RootCertStore>, ClientError> {
 }
 
 /// A client config for one destination's settings. ALPN is set by the connector.
-pub fn config(roots: &Arc<RootCertStore>, d: &DestinationUpstreamTls) -> Result<Arc<ClientConfig>, ClientError> {
+pub fn config(
+    roots: &Arc<RootCertStore>,
+    d: &DestinationUpstreamTls,
+) -> Result<Arc<ClientConfig>, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -202,19 +205,19 @@ impl Origin {
     }
 
     /// Sends `req` (its URI from [`Origin::uri`]) over the pinned pool.
-    pub fn request(
-        &self,
-        mut req: http::Request<Body>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
+    pub fn request(&self, mut req: http::Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
         // The pool speaks whatever ALPN chose; hyper needs HTTP/1.1 requests for that.
         *req.version_mut() = http::Version::HTTP_11;
         self.client.request(req)
     }
 }
 
+/// A pinned client's key: address, server name, destination rule.
+type OriginKey = (SocketAddr, Arc<str>, usize);
+
 /// Pinned clients by (address, name, destination rule), bounded.
 pub struct Origins {
-    cache: Mutex<HashMap<(SocketAddr, Arc<str>, usize), Arc<Origin>>>,
+    cache: Mutex<HashMap<OriginKey, Arc<Origin>>>,
     cap: usize,
 }
 

@@ -56,19 +56,21 @@ impl Tls {
         previous: Option<&Tls>,
     ) -> Result<Self, TlsError> {
         let t = &cfg.tls;
-        let same = |p: &&Tls| p.cfg.ca == t.ca && p.cfg.leaf_ttl == t.leaf_ttl && p.cfg.leaf_cache == t.leaf_cache;
+        let same =
+            |p: &&Tls| p.cfg.ca == t.ca && p.cfg.leaf_ttl == t.leaf_ttl && p.cfg.leaf_cache == t.leaf_cache;
         let ca = match (previous.filter(same), &t.ca) {
             (Some(p), _) => p.ca.clone(),
             (None, None) => None,
             (None, Some(files)) => {
                 let minted = metrics.tls_leaves_minted.clone();
                 Some(Arc::new(ca::NodeCa::load(&files.cert, &files.key, t.leaf_ttl, t.leaf_cache, minted)?))
-            },
+            }
         };
         let server = ca.as_ref().map(|ca| {
-            let mut s = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_no_client_auth().with_cert_resolver(ca.clone()));
+            let mut s =
+                ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .map(|b| b.with_no_client_auth().with_cert_resolver(ca.clone()));
             if let Ok(s) = s.as_mut() {
                 s.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             }

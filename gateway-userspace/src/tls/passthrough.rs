@@ -52,7 +52,9 @@ impl SniPolicy {
             rules: p
                 .rules
                 .iter()
-                .map(|r| (Selector::new(&r.selector), r.sni.iter().map(|s| Host::new(s)).collect(), r.decision))
+                .map(|r| {
+                    (Selector::new(&r.selector), r.sni.iter().map(|s| Host::new(s)).collect(), r.decision)
+                })
                 .collect(),
             default: p.default,
             no_sni: p.no_sni.unwrap_or(p.default),
@@ -92,7 +94,11 @@ mod tests {
                     sni: vec!["*.openai.com".into()],
                     decision: Decision::Allow,
                 },
-                SniRule { selector: Sel::default(), sni: vec!["evil.example".into()], decision: Decision::Deny },
+                SniRule {
+                    selector: Sel::default(),
+                    sni: vec!["evil.example".into()],
+                    decision: Decision::Deny,
+                },
             ],
             default: Decision::Deny,
             no_sni: None,
@@ -101,7 +107,10 @@ mod tests {
         assert!(p.check(&agent, Some("API.openai.com.")).allow);
         assert!(!p.check(&agent, Some("openai.com")).allow, "*.x matches names below x only");
         assert!(!p.check(&agent, Some("api.openai.com.evil.example")).allow);
-        assert_eq!(p.check(&Identity::named("other"), Some("api.openai.com")).rule, "tls.passthrough.default");
+        assert_eq!(
+            p.check(&Identity::named("other"), Some("api.openai.com")).rule,
+            "tls.passthrough.default"
+        );
         assert_eq!(p.check(&agent, Some("evil.example")).rule, "tls.passthrough.rules[1]");
         let none = p.check(&agent, None);
         assert!(!none.allow);
