@@ -42,17 +42,27 @@ fn pki(dir: &Path) -> Pki {
 
 /// tests/python/tls_server.py: TLS on `host:port` with `leaf`, relaying to `backend`.
 fn tls_front(ns: &Netns, host: &str, port: u16, leaf: &certs::Leaf, backend: &str) -> Proc {
+    tls_front_mtls(ns, host, port, leaf, backend, None)
+}
+
+/// [`tls_front`] that requires a client certificate from `client_ca` when given.
+fn tls_front_mtls(
+    ns: &Netns,
+    host: &str,
+    port: u16,
+    leaf: &certs::Leaf,
+    backend: &str,
+    client_ca: Option<&Path>,
+) -> Proc {
     let script = repo_root().join("tests/python/tls_server.py").display().to_string();
     let (bh, bp) = backend.rsplit_once(':').unwrap_or((backend, "80"));
     let (c, k, p) = (leaf.cert.display().to_string(), leaf.key.display().to_string(), port.to_string());
-    let mut proc = spawn(
-        Path::new("python3"),
-        &[&script, host, &p, &c, &k, bh, bp],
-        Some(ns),
-        None,
-        Stdio::piped(),
-        Stdio::inherit(),
-    );
+    let ca = client_ca.map(|c| c.display().to_string());
+    let mut args = vec![script.as_str(), host, &p, &c, &k, bh, bp];
+    if let Some(ca) = &ca {
+        args.extend(["--client-ca", ca.as_str()]);
+    }
+    let mut proc = spawn(Path::new("python3"), &args, Some(ns), None, Stdio::piped(), Stdio::inherit());
     let mut line = String::new();
     if let Some(out) = proc.child.stdout.take() {
         let _ = std::io::BufReader::new(out).read_line(&mut line);
@@ -278,8 +288,17 @@ fn passthrough_is_decided_by_sni_and_bad_upstream_certificates_are_refused() {
     let _f1 = tls_front(&topo.node, OTHER_IP, 443, &pass, "127.0.0.1:18442");
     let _f2 = tls_front(&topo.node, OTHER_IP, 8444, &expired, "127.0.0.1:18442");
     let _f3 = tls_front(&topo.node, OTHER_IP, 8445, &other, "127.0.0.1:18442");
+    // Two upstreams that require a client certificate from the upstream CA: nodegate presents
+    // one to the first (configured) and none to the second.
+    let mtls = pki.upstream.issue(&dir, "mtls", &["mtls.test"], false);
+    let client = pki.upstream.issue(&dir, "client", &["nodegate.node.test"], false);
+    let ca = Some(pki.upstream.cert.as_path());
+    let _f4 = tls_front_mtls(&topo.node, OTHER_IP, 8446, &mtls, "127.0.0.1:18442", ca);
+    let _f5 = tls_front_mtls(&topo.node, OTHER_IP, 8447, &mtls, "127.0.0.1:18442", ca);
     let extra = format!(
-        "    - {{ address: {OTHER_IP}, ports: [443] }}\n    - {{ address: {OTHER_IP}, ports: [8444, 8445], class: http, tls: terminate }}\ntls:\n  ca: {{ cert: \"{}\", key: \"{}\" }}\n  upstream: {{ ca_files: [\"{}\"] }}\n  passthrough:\n    default: deny\n    rules:\n      - {{ selector: {{ workloads: [research-agent] }}, sni: [\"allowed.pass.test\"], decision: allow }}\n",
+        "    - {{ address: {OTHER_IP}, ports: [443] }}\n    - {{ address: {OTHER_IP}, ports: [8444, 8445, 8447], class: http, tls: terminate }}\n    - {{ address: {OTHER_IP}, ports: [8446], class: http, tls: terminate, upstream_tls: {{ client_cert: {{ cert: \"{}\", key: \"{}\" }} }} }}\ntls:\n  ca: {{ cert: \"{}\", key: \"{}\" }}\n  upstream: {{ ca_files: [\"{}\"] }}\n  passthrough:\n    default: deny\n    rules:\n      - {{ selector: {{ workloads: [research-agent] }}, sni: [\"allowed.pass.test\"], decision: allow }}\n",
+        client.cert.display(),
+        client.key.display(),
         pki.node_cert.display(),
         pki.node_key.display(),
         pki.upstream.cert.display()
@@ -352,6 +371,13 @@ intercept:
         assert_eq!(rec["status"], 502, "{rec}");
         assert!(rec["error"].as_str().unwrap_or("").contains(why), "{rec}");
     }
+
+    // Mutual TLS upstream: with the configured client certificate the request goes through;
+    // an upstream that wants one and gets none answers nothing nodegate can pass on.
+    let (_, out, err) = curl(&node_ca, "mtls.test", 8446);
+    assert!(out.ends_with("200"), "client certificate presented: {out} {err}");
+    let (_, out, _) = curl(&node_ca, "mtls.test", 8447);
+    assert!(out.ends_with("502"), "no client certificate, no answer: {out}");
 }
 
 #[test]
