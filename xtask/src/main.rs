@@ -5,6 +5,7 @@ mod bench_llm;
 mod bench_mcp;
 mod bench_pick;
 mod bench_redirect;
+mod bench_tls;
 
 use std::process::Command;
 
@@ -45,6 +46,9 @@ enum Bench {
     Inference(bench_inference::Args),
     /// MCP tools/call through nodegate vs direct; tools/list over 10 federated servers.
     Mcp(bench_mcp::Args),
+    /// New TLS connections/s and request latency: direct, passthrough, terminate (cached and
+    /// fresh leaf) and haproxy terminating the same way (needs root and haproxy).
+    Tls(bench_tls::Args),
 }
 
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
@@ -110,5 +114,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { which: Bench::Pick } => bench_pick::run(),
         Cmd::Bench { which: Bench::Inference(a) } => bench_inference::run(a),
         Cmd::Bench { which: Bench::Mcp(a) } => bench_mcp::run(a),
+        Cmd::Bench { which: Bench::Tls(a) } => bench_tls::run(a),
     }
 }
