@@ -396,4 +396,28 @@ mod tests {
         assert!(parse_target("10.96.0.1/12").unwrap_err().contains("host bits"));
         assert!(parse_target("not a host").is_err());
     }
+
+    #[test]
+    fn tls_destinations_are_checked() {
+        let yaml = r#"
+intercept:
+  destinations:
+    - { address: 10.0.0.1, ports: [443], class: llm, tls: terminate }
+    - { address: 10.0.0.2, ports: [80], tls: originate }
+    - { address: 10.0.0.3, ports: [443], class: tcp, tls: terminate }
+    - { address: 10.0.0.4, ports: [443], upstream_tls: { port: 8443 } }
+tls: { leaf_ttl: 1m }
+"#;
+        let e = crate::config::parse(yaml, "t").unwrap_err();
+        let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "intercept.destinations[0].tls",
+            "intercept.destinations[1].upstream_tls.server_name",
+            "intercept.destinations[2].tls",
+            "intercept.destinations[3].upstream_tls",
+            "tls.leaf_ttl",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+    }
 }

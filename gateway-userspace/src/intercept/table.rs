@@ -162,3 +162,24 @@ pub fn lookup(rows: &Desired, dst: std::net::SocketAddr) -> Option<usize> {
     };
     best(dst.port()).or_else(|| best(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_prefers_the_exact_port_then_the_longest_prefix() {
+        let mut rows = Desired::new();
+        let mut put = |net: &str, port: u16, rule: u32| {
+            rows.insert(Entry { net: net.parse().unwrap(), port }, InterceptValue { class: 0, rule });
+        };
+        put("10.0.0.0/8", 443, 0);
+        put("10.1.0.0/16", 443, 1);
+        put("10.1.2.3/32", 0, 2);
+        let at = |s: &str| lookup(&rows, s.parse().unwrap());
+        assert_eq!(at("10.1.2.3:443"), Some(1), "an exact-port row wins over a port-0 row");
+        assert_eq!(at("10.1.2.3:80"), Some(2));
+        assert_eq!(at("10.9.9.9:443"), Some(0));
+        assert_eq!(at("11.0.0.1:443"), None);
+    }
+}
