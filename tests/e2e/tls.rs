@@ -123,7 +123,9 @@ fn sdk_in_pod(
     json(&out, scenario)
 }
 
-fn llm_config(cg: &str, pki: &Pki, extra_dest: &str) -> String {
+/// The suites' config: an enrolled cgroup named `research-agent`, the node CA, the upstream
+/// CA trusted, `passthrough` lines under `tls:`, `destinations` (YAML list items), then `rest`.
+fn config(cg: &str, pki: &Pki, passthrough: &str, destinations: &str, rest: &str) -> String {
     format!(
         r#"
 listeners: {{ transparent: 0.0.0.0:{TRANSPARENT_PORT}, explicit: null }}
@@ -133,28 +135,36 @@ identities:
 tls:
   ca: {{ cert: "{}", key: "{}" }}
   upstream: {{ ca_files: ["{}"] }}
+{passthrough}
 intercept:
   enabled: true
   cgroups: ["{cg}/enrolled"]
   redirect_to: {NODE_IP}:{TRANSPARENT_PORT}
   pin_path: "{{PIN}}"
   destinations:
-    - {{ address: {SVC_IP}, ports: [443], class: llm, tls: terminate }}
-    - {{ address: {SVC_IP}, ports: [80], class: llm, tls: originate, upstream_tls: {{ server_name: api.llm.test }} }}
-{extra_dest}
-llm:
-  default: deny
-  allow:
-    - {{ selector: {{ workloads: [research-agent] }}, models: ["*"] }}
-  providers:
-    - {{ name: upstream-llm, kind: openai, endpoint: "https://api.llm.test", credentials: {{ env: NG_TLS_SIM_KEY }} }}
-  budgets:
-    - {{ name: tls-team, selector: {{ workloads: [research-agent] }}, tokens_per_day: 60 }}
+{destinations}
+{rest}
 "#,
         pki.node_cert.display(),
         pki.node_key.display(),
         pki.upstream.cert.display()
     )
+}
+
+fn llm_config(cg: &str, pki: &Pki) -> String {
+    let destinations = format!(
+        r#"    - {{ address: {SVC_IP}, ports: [443], class: llm, tls: terminate }}
+    - {{ address: {SVC_IP}, ports: [80], class: llm, tls: originate, upstream_tls: {{ server_name: api.llm.test }} }}"#
+    );
+    let llm = r#"llm:
+  default: deny
+  allow:
+    - { selector: { workloads: [research-agent] }, models: ["*"] }
+  providers:
+    - { name: upstream-llm, kind: openai, endpoint: "https://api.llm.test", credentials: { env: NG_TLS_SIM_KEY } }
+  budgets:
+    - { name: tls-team, selector: { workloads: [research-agent] }, tokens_per_day: 60 }"#;
+    config(cg, pki, "", &destinations, llm)
 }
 
 #[test]
@@ -170,7 +180,7 @@ fn https_to_a_provider_is_terminated_counted_budgeted_and_re_encrypted() {
     let _front = tls_front(&topo.node, SVC_IP, 443, &leaf, "127.0.0.1:18441");
     // SAFETY: set before the gateway process is spawned; read only by it.
     unsafe { std::env::set_var("NG_TLS_SIM_KEY", SIM_KEY) };
-    let gw = Gateway::start(&dir, &pin, &llm_config(&cg, &pki, ""), Some(&topo.node), None);
+    let gw = Gateway::start(&dir, &pin, &llm_config(&cg, &pki), Some(&topo.node), None);
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, format!("127.0.0.1 localhost\n{SVC_IP} api.llm.test\n"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -295,28 +305,18 @@ fn passthrough_is_decided_by_sni_and_bad_upstream_certificates_are_refused() {
     let ca = Some(pki.upstream.cert.as_path());
     let _f4 = tls_front_mtls(&topo.node, OTHER_IP, 8446, &mtls, "127.0.0.1:18442", ca);
     let _f5 = tls_front_mtls(&topo.node, OTHER_IP, 8447, &mtls, "127.0.0.1:18442", ca);
-    let extra = format!(
-        "    - {{ address: {OTHER_IP}, ports: [443] }}\n    - {{ address: {OTHER_IP}, ports: [8444, 8445, 8447], class: http, tls: terminate }}\n    - {{ address: {OTHER_IP}, ports: [8446], class: http, tls: terminate, upstream_tls: {{ client_cert: {{ cert: \"{}\", key: \"{}\" }} }} }}\ntls:\n  ca: {{ cert: \"{}\", key: \"{}\" }}\n  upstream: {{ ca_files: [\"{}\"] }}\n  passthrough:\n    default: deny\n    rules:\n      - {{ selector: {{ workloads: [research-agent] }}, sni: [\"allowed.pass.test\"], decision: allow }}\n",
+    let destinations = format!(
+        r#"    - {{ address: {OTHER_IP}, ports: [443] }}
+    - {{ address: {OTHER_IP}, ports: [8444, 8445, 8447], class: http, tls: terminate }}
+    - {{ address: {OTHER_IP}, ports: [8446], class: http, tls: terminate, upstream_tls: {{ client_cert: {{ cert: "{}", key: "{}" }} }} }}"#,
         client.cert.display(),
         client.key.display(),
-        pki.node_cert.display(),
-        pki.node_key.display(),
-        pki.upstream.cert.display()
     );
-    let cfg = format!(
-        r#"
-listeners: {{ transparent: 0.0.0.0:{TRANSPARENT_PORT}, explicit: null }}
-audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
-identities:
-  - {{ name: research-agent, cgroup: "{cg}/enrolled" }}
-intercept:
-  enabled: true
-  cgroups: ["{cg}/enrolled"]
-  redirect_to: {NODE_IP}:{TRANSPARENT_PORT}
-  pin_path: "{{PIN}}"
-  destinations:
-{extra}"#
-    );
+    let passthrough = r#"  passthrough:
+    default: deny
+    rules:
+      - { selector: { workloads: [research-agent] }, sni: ["allowed.pass.test"], decision: allow }"#;
+    let cfg = config(&cg, &pki, passthrough, &destinations, "");
     let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap_or_else(|e| panic!("{e}"));
@@ -391,34 +391,15 @@ fn mcp_over_https_is_terminated_and_its_tool_policy_holds() {
     let _ev = everything(&topo.node, "streamableHttp", 9443);
     let leaf = pki.upstream.issue(&dir, "mcp", &["mcp.test"], false);
     let _front = tls_front(&topo.node, SVC_IP, 8443, &leaf, "127.0.0.1:9443");
-    let cfg = format!(
-        r#"
-listeners: {{ transparent: 0.0.0.0:{TRANSPARENT_PORT}, explicit: null }}
-audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
-identities:
-  - {{ name: research-agent, cgroup: "{cg}/enrolled" }}
-tls:
-  ca: {{ cert: "{}", key: "{}" }}
-  upstream: {{ ca_files: ["{}"] }}
-intercept:
-  enabled: true
-  cgroups: ["{cg}/enrolled"]
-  redirect_to: {NODE_IP}:{TRANSPARENT_PORT}
-  pin_path: "{{PIN}}"
-  destinations:
-    - {{ address: {SVC_IP}, ports: [8443], class: mcp, tls: terminate }}
-mcp:
+    let destinations = format!("    - {{ address: {SVC_IP}, ports: [8443], class: mcp, tls: terminate }}");
+    let mcp = r#"mcp:
   default: deny
   servers:
-    - {{ name: everything, url: "https://mcp.test:8443/mcp" }}
+    - { name: everything, url: "https://mcp.test:8443/mcp" }
   policies:
-    - selector: {{ workloads: [research-agent] }}
-      tools: ["everything/echo"]
-"#,
-        pki.node_cert.display(),
-        pki.node_key.display(),
-        pki.upstream.cert.display()
-    );
+    - selector: { workloads: [research-agent] }
+      tools: ["everything/echo"]"#;
+    let cfg = config(&cg, &pki, "", &destinations, mcp);
     let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, format!("127.0.0.1 localhost\n{SVC_IP} mcp.test\n"))
