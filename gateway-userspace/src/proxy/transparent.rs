@@ -94,12 +94,16 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     };
     // The destination rule the connection matched says what to do with TLS.
     let tls = ctx.tls.load_full();
-    let rule = ctx.interceptor.as_ref().and_then(|i| i.rule_for(o.dst));
-    let dest = tls.destination(rule, o.dst);
-    let terminate =
-        dest.filter(|(_, d)| d.mode == TlsMode::Terminate && matches!(proto, Protocol::Tls { .. }));
-    let originate =
-        dest.filter(|(_, d)| d.mode == TlsMode::Originate && !matches!(proto, Protocol::Tls { .. }));
+    // Looked up only when it can matter: TLS, or plain HTTP where some destination originates.
+    let is_tls = matches!(proto, Protocol::Tls { .. });
+    let dest = if is_tls || (tls.originates && matches!(proto, Protocol::Http1 | Protocol::Http2)) {
+        let rule = ctx.interceptor.as_ref().and_then(|i| i.rule_for(o.dst));
+        tls.destination(rule, o.dst)
+    } else {
+        None
+    };
+    let terminate = dest.filter(|(_, d)| d.mode == TlsMode::Terminate && is_tls);
+    let originate = dest.filter(|(_, d)| d.mode == TlsMode::Originate && !is_tls);
     let origin = match originate {
         Some((i, d)) => match originated(&ctx, &tls, i, d, o.dst) {
             Ok(origin) => Some(origin),

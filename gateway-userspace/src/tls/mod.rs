@@ -43,6 +43,8 @@ pub struct Tls {
     pub passthrough: passthrough::SniPolicy,
     roots: Arc<RootCertStore>,
     dests: Vec<DestTls>,
+    /// Some destination originates TLS (so plain connections need their rule looked up).
+    pub originates: bool,
     /// Rows of IP and CIDR destinations, for lookups when no eBPF table is kept (iptables mode).
     statics: table::Desired,
     origins: client::Origins,
@@ -98,7 +100,9 @@ impl Tls {
                 })
             })
             .collect::<Result<Vec<_>, TlsError>>()?;
+        let originates = dests.iter().any(|d| d.mode == TlsMode::Originate);
         Ok(Self {
+            originates,
             cfg: t.clone(),
             ca,
             server,
