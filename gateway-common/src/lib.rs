@@ -16,9 +16,10 @@ pub mod maps {
     pub const ORIG_DST: &str = "NG_ORIG_DST";
     pub const STATS: &str = "NG_STATS";
     pub const PEER: &str = "NG_PEER";
+    pub const ENROLLED: &str = "NG_ENROLLED";
     /// Every map nodegate pins; used to clean up a pin directory.
-    pub const ALL: [&str; 8] =
-        [INTERCEPT_V4, INTERCEPT_V6, CONFIG, HEARTBEAT, PENDING, ORIG_DST, STATS, PEER];
+    pub const ALL: [&str; 9] =
+        [INTERCEPT_V4, INTERCEPT_V6, CONFIG, HEARTBEAT, PENDING, ORIG_DST, STATS, PEER, ENROLLED];
 }
 
 /// Program names (function names in the eBPF object).
@@ -45,6 +46,11 @@ pub const ORIG_DST_MAX_ENTRIES: u32 = 65_536;
 /// Capacity of the cookie -> original destination map read by getpeername (redirected sockets
 /// alive now; LRU, so closed ones age out).
 pub const PEER_MAX_ENTRIES: u32 = 65_536;
+/// Capacity of the enrolled-cgroup set (pods on one node that are intercepted).
+pub const ENROLLED_MAX_ENTRIES: u32 = 16_384;
+/// Deepest cgroup level the programs look at for an enrolled ancestor (the kubelet's pod
+/// cgroups sit at level 2 or 3 below the root; a nested hierarchy adds a few).
+pub const ENROLLED_MAX_DEPTH: u32 = 16;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -121,7 +127,10 @@ pub struct ProxyConfig {
     pub proxy_v6: [u32; 4],
     /// SO_MARK the proxy sets on its own upstream sockets; they are never redirected.
     pub proxy_mark: u32,
-    pub _pad: u32,
+    /// 1: only processes in a cgroup listed in the enrolled map, or below one, are
+    /// intercepted (Kubernetes: the programs sit at the kubepods level, pods are enrolled by
+    /// map update); 0: everything below the cgroups the programs are attached to.
+    pub enrolled_only: u32,
     /// Heartbeat older than this (CLOCK_MONOTONIC nanoseconds) counts as a dead proxy.
     pub heartbeat_timeout_ns: u64,
 }

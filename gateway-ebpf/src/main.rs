@@ -15,6 +15,10 @@
 //! - IPv6 to an intercepted destination with no IPv6 listener configured is refused under
 //!   fail-closed, never sent direct.
 //!
+//! With `enrolled_only` set (Kubernetes), the programs sit at the kubepods cgroup and act only
+//! for processes whose cgroup or an ancestor of it is in `NG_ENROLLED`: enrolling a pod is a map
+//! update, and pods not enrolled are never touched.
+//!
 //! The proxy's own sockets carry `proxy_mark` and are never redirected. When the heartbeat the
 //! proxy writes is stale, intercepted connections go direct (fail-open) or are refused
 //! (fail-closed). These programs do not decide policy: they only move connections and record who
@@ -24,14 +28,17 @@
 
 use aya_ebpf::{
     bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, bpf_sock_addr},
-    helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_socket_cookie,
+        bpf_ktime_get_ns,
+    },
     macros::{cgroup_sock_addr, map, sock_ops},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::{SockAddrContext, SockOpsContext},
 };
 use aya_log_ebpf::debug;
 use gateway_common::{
-    AF_INET, AF_INET6, INTERCEPT_MAX_ENTRIES, InterceptValue, ORIG_DST_MAX_ENTRIES, OrigDst,
+    AF_INET, AF_INET6, ENROLLED_MAX_DEPTH, ENROLLED_MAX_ENTRIES, INTERCEPT_MAX_ENTRIES, InterceptValue, ORIG_DST_MAX_ENTRIES, OrigDst,
     PEER_MAX_ENTRIES, PENDING_MAX_ENTRIES, PORT_BITS, ProxyConfig, SockKey, V4Key, V6Key, stats,
 };
 
@@ -54,6 +61,8 @@ static PENDING: LruHashMap<u64, OrigDst> = LruHashMap::pinned(PENDING_MAX_ENTRIE
 static ORIG_DST: LruHashMap<SockKey, OrigDst> = LruHashMap::pinned(ORIG_DST_MAX_ENTRIES, 0);
 #[map(name = "NG_PEER")]
 static PEER: LruHashMap<u64, OrigDst> = LruHashMap::pinned(PEER_MAX_ENTRIES, 0);
+#[map(name = "NG_ENROLLED")]
+static ENROLLED: HashMap<u64, u32> = HashMap::pinned(ENROLLED_MAX_ENTRIES, 0);
 #[map(name = "NG_STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stats::COUNT, 0);
 
@@ -86,6 +95,9 @@ fn decide(sa: *mut bpf_sock_addr) -> Verdict {
         count(stats::OWN_TRAFFIC);
         return Verdict::Direct;
     }
+    if cfg.enrolled_only != 0 && !enrolled() {
+        return Verdict::Direct;
+    }
     let beat = HEARTBEAT.get(0).copied().unwrap_or(0);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -98,6 +110,24 @@ fn decide(sa: *mut bpf_sock_addr) -> Verdict {
         return Verdict::Direct;
     }
     Verdict::Redirect(cfg)
+}
+
+/// Whether the calling process's cgroup, or one of its ancestors, is in the enrolled set
+/// (Kubernetes: the pod's cgroup is enrolled, its containers' cgroups sit below it).
+#[inline(always)]
+fn enrolled() -> bool {
+    for level in 1..=ENROLLED_MAX_DEPTH {
+        // SAFETY: helper without preconditions; 0 means the process is not that deep.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if id == 0 {
+            return false;
+        }
+        // SAFETY: the value is not kept.
+        if unsafe { ENROLLED.get(&id) }.is_some() {
+            return true;
+        }
+    }
+    false
 }
 
 #[inline(always)]

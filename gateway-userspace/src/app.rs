@@ -45,7 +45,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let (audit, audit_task) = audit::start(&cfg.audit, metrics.clone())
         .with_context(|| format!("opening audit output {:?}", cfg.audit.path))?;
     let cgroup_root = cfg.intercept.cgroup_root.clone().or_else(identity::detect_cgroup2_root);
-    let identities = Arc::new(Resolver::new(cgroup_root, &cfg.identities, &cfg.intercept.cgroups));
+    let identities = Arc::new(Resolver::new(cgroup_root.clone(), &cfg.identities, &search_first(&cfg)));
 
     let explicit = cfg
         .listeners
@@ -78,6 +78,17 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         }
         None
     };
+    let cluster = if cfg.kubernetes.enabled {
+        let target = interceptor.clone().map(|i| i as Arc<dyn crate::k8s::enroll::Target>);
+        let root = cgroup_root.as_deref().filter(|_| target.is_some());
+        let c = crate::k8s::Cluster::start(&cfg.kubernetes, root, target)
+            .await
+            .context("starting the kubernetes watches")?;
+        identities.set_pods(c.store.clone());
+        Some(Arc::new(c))
+    } else {
+        None
+    };
     let dialer = upstream::Dialer {
         mark: cfg.intercept.enabled.then_some(cfg.intercept.proxy_mark),
         timeout: cfg.timeouts.connect,
@@ -97,6 +108,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         audit,
         identities: identities.clone(),
         interceptor: interceptor.clone(),
+        cluster,
         upstream: up,
         mcp: ArcSwap::new(mcp),
         llm: ArcSwap::from_pointee(crate::llm::Llm::build(&cfg.llm, &metrics, None)),
@@ -153,7 +165,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         tokio::spawn(async move {
             while changed_rx.changed().await.is_ok() {
                 let new = changed_rx.borrow_and_update().clone();
-                identities.update(&new.identities, &new.intercept.cgroups);
+                identities.update(&new.identities, &search_first(&new));
                 let rebuilt = crate::llm::Llm::build(&new.llm, &llm_ctx.metrics, Some(&llm_ctx.llm.load()));
                 llm_ctx.llm.store(Arc::new(rebuilt));
                 llm_ctx.egress.store(Arc::new(proxy::egress::Egress::new(&new.egress)));
@@ -184,9 +196,10 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                     || new.admin != started_with.admin
                     || new.intercept.enabled != started_with.intercept.enabled
                     || new.intercept.pin_path != started_with.intercept.pin_path
+                    || new.kubernetes != started_with.kubernetes
                 {
                     tracing::warn!(
-                        "listener addresses, intercept.enabled and intercept.pin_path take effect on restart only"
+                        "listener addresses, intercept.enabled, intercept.pin_path and the kubernetes section take effect on restart only"
                     );
                 }
                 if let Some(i) = &interceptor
@@ -222,6 +235,16 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     tracing::info!("nodegate stopped");
     Ok(())
+}
+
+/// Where identity looks first for a cgroup id: the enrolled cgroups, and the kubelet's pods.
+fn search_first(cfg: &config::Config) -> Vec<String> {
+    let mut v = cfg.intercept.cgroups.clone();
+    if cfg.kubernetes.enabled {
+        v.push(cfg.kubernetes.kubepods.clone().unwrap_or_else(|| "/kubepods.slice".into()));
+        v.push("/kubepods".into());
+    }
+    v
 }
 
 /// Starts one metrics scraper per pool; they end when the returned sender fires (a reload) or

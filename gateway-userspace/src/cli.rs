@@ -27,6 +27,19 @@ pub enum Command {
         #[command(subcommand)]
         command: InterceptCommand,
     },
+    /// The pods on this node: what each is named as, and whether it is intercepted (asks the
+    /// running agent's admin endpoint `/pods`).
+    Pods {
+        /// Take the admin address and token from this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Admin address (overrides the config; default 127.0.0.1:15000).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Print the JSON the agent answered.
+        #[arg(long)]
+        json: bool,
+    },
     /// The node CA that terminated TLS is re-signed with.
     Ca {
         #[command(subcommand)]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod identity;
 pub mod inference;
 pub mod intercept;
+pub mod k8s;
 pub mod llm;
 pub mod mcp;
 pub mod policy;

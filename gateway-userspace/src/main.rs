@@ -52,6 +52,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Intercept { command } => intercept(command),
+        Command::Pods { config, admin, json } => pods(config, admin, json),
         Command::Ca { command: CaCommand::Init { cert, key, name, days, force } } => {
             match nodegate::tls::ca::init(&cert, &key, &name, days, force) {
                 Ok(fp) => {
@@ -79,6 +80,38 @@ fn pin_dir(
         return Ok(p);
     }
     config::load(config.as_deref()).map(|c| c.intercept.pin_path).map_err(|e| e.to_string())
+}
+
+fn pods(config: Option<std::path::PathBuf>, admin: Option<std::net::SocketAddr>, json: bool) -> ExitCode {
+    let cfg = match config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nodegate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = admin.unwrap_or(cfg.admin.address);
+    let token = std::env::var("NODEGATE_ADMIN_TOKEN").ok().or_else(|| cfg.admin.token.map(|t| t.expose().to_string()));
+    match nodegate::k8s::status::fetch(addr, token.as_deref()) {
+        Ok(body) if json => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok(body) => match nodegate::k8s::status::table(&body) {
+            Ok(t) => {
+                print!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nodegate: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("nodegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn intercept(cmd: InterceptCommand) -> ExitCode {

@@ -6,6 +6,7 @@
 //! have them; they never pass silently.
 pub mod attack;
 pub mod certs;
+pub mod kube;
 pub mod mcp;
 
 use std::{

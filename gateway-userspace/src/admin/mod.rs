@@ -78,15 +78,20 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
     }
     Ok(match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" => {
-            if admin.ready.load(Ordering::Acquire) {
-                reply(StatusCode::OK, "text/plain", "ready\n".into())
-            } else {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into())
-            }
-        }
+        "/readyz" => readyz(&admin),
+        "/pods" => match &ctx.cluster {
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "kubernetes is not enabled\n".into()),
+            Some(c) => reply(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&crate::k8s::status::report(c)).unwrap_or_default() + "\n",
+            ),
+        },
         "/metrics" => {
             refresh_intercept_metrics(ctx);
+            if let Some(c) = &ctx.cluster {
+                ctx.metrics.k8s.refresh(c);
+            }
             ctx.mcp.load().export_health();
             match ctx.metrics.encode() {
                 Ok(text) => {
@@ -119,9 +124,28 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /healthz /readyz /metrics /config_dump /intercept/status\n".into(),
+            "not found: try /healthz /readyz /metrics /config_dump /intercept/status /mcp/servers /pods\n".into(),
         ),
     })
+}
+
+/// Ready once the listeners are up and, with Kubernetes on, both watches have listed once. An
+/// API server gone away later does not make the agent unready (it serves its last good view,
+/// which is what a node agent must do); the body says so.
+fn readyz(admin: &Admin) -> Response<Full<Bytes>> {
+    if !admin.ready.load(Ordering::Acquire) {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into());
+    }
+    let Some(c) = &admin.ctx.cluster else {
+        return reply(StatusCode::OK, "text/plain", "ready\n".into());
+    };
+    let stale_after = admin.ctx.config.load().kubernetes.stale_after;
+    let synced = c.store.pods_health.report().synced && c.store.namespaces_health.report().synced;
+    match c.health(stale_after) {
+        Ok(()) => reply(StatusCode::OK, "text/plain", "ready\nkubernetes: connected\n".into()),
+        Err(detail) if synced => reply(StatusCode::OK, "text/plain", format!("ready (degraded)\n{detail}\n")),
+        Err(detail) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready\n{detail}\n")),
+    }
 }
 
 /// Copies state kept elsewhere (the kernel's counters, the heartbeat age, the inference

@@ -2,6 +2,7 @@
 //! hot reload. Loading returns every problem found, each with its path in the file.
 mod env;
 mod inference;
+mod kubernetes;
 mod llm;
 mod mcp;
 pub mod reload;
@@ -13,6 +14,7 @@ mod validate;
 use std::{fmt, path::Path, sync::Arc};
 
 pub use inference::{Endpoint, Engine, Inference, Pool, Saturation, Strategy as PickStrategy, Weights};
+pub use kubernetes::{Enroll, Kubernetes};
 pub use llm::*;
 pub use mcp::*;
 pub use secret::{REDACTED, Secret};

@@ -25,6 +25,7 @@ pub struct Config {
     /// Where explicit-listener callers may go (absolute-form requests and CONNECT).
     pub egress: Egress,
     pub tls: super::tls::Tls,
+    pub kubernetes: super::kubernetes::Kubernetes,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +178,19 @@ pub struct Selector {
     /// Principals proven by a credential (an `identities[].api_keys` entry's `name`); a
     /// caller without a valid credential matches no non-empty list.
     pub principals: Vec<String>,
+    /// Kubernetes: the caller pod's namespace (patterns as for `workloads`). A caller that is
+    /// not a known pod matches no non-empty pod field.
+    pub namespaces: Vec<String>,
+    /// Kubernetes: the caller pod's service account name.
+    pub service_accounts: Vec<String>,
+    /// Kubernetes: labels the caller pod must carry, every one (`*` as a value: any value).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Kubernetes: the container name within the pod.
+    pub containers: Vec<String>,
+    /// How the caller was named: `pod` (a known pod on this node), `unknown_pod` (a kubelet pod
+    /// cgroup no watched pod owns), `config` (an `identities` mapping), `cgroup` (a cgroup path,
+    /// no mapping), `unknown` (nothing known).
+    pub sources: Vec<crate::identity::Source>,
 }
 
 /// What a protocol's policy decides for a caller no rule matches.

@@ -132,8 +132,34 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         }
     }
     let ebpf = ic.enabled && ic.mode == InterceptMode::Ebpf;
-    if ebpf && ic.cgroups.is_empty() {
-        push("intercept.cgroups".into(), "interception is enabled but no cgroup is enrolled".into());
+    if ebpf && ic.cgroups.is_empty() && !cfg.kubernetes.enabled {
+        push(
+            "intercept.cgroups".into(),
+            "interception is enabled but no cgroup is enrolled (list cgroups, or enable kubernetes to enroll pods by label)"
+                .into(),
+        );
+    }
+    let k = &cfg.kubernetes;
+    if k.enabled {
+        if let Some(url) = &k.api_server
+            && url.parse::<http::Uri>().map_or(true, |u| u.scheme().is_none() || u.host().is_none())
+        {
+            push("kubernetes.api_server".into(), format!("{url:?} is not an absolute http(s) URL"));
+        }
+        if k.enroll.label.is_empty() || k.enroll.value.is_empty() {
+            push("kubernetes.enroll".into(), "label and value must not be empty".into());
+        }
+        if let Some(kp) = &k.kubepods
+            && !kp.starts_with('/')
+        {
+            push("kubernetes.kubepods".into(), format!("{kp:?} must be a path below the cgroup2 mount, starting with /"));
+        }
+        if ic.enabled && ic.mode != InterceptMode::Ebpf {
+            push(
+                "kubernetes.enabled".into(),
+                "enrolling pods by label needs intercept.mode: ebpf (iptables rules are per network namespace)".into(),
+            );
+        }
     }
     if ic.enabled
         && cfg.listeners.transparent.is_none()

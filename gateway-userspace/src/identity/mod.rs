@@ -2,8 +2,10 @@
 //!
 //! In transparent mode the kernel tells us the cgroup id of the process that called connect();
 //! this module turns it into a cgroup path (the id is the inode of the cgroup's directory) and a
-//! workload name (from config mappings; the Kubernetes pod mapping plugs in here later). Results
-//! are cached per cgroup id. This module does not decide policy; it only names the caller.
+//! workload name: with Kubernetes on, the pod the kubelet cgroup belongs to (`namespace/name`,
+//! with its service account, labels and container), else a config mapping, else the path.
+//! Cgroup paths are cached per cgroup id; the pod is looked up on every call, so a relabelled pod
+//! is named by its current labels. This module does not decide policy; it only names the caller.
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
@@ -19,9 +21,13 @@ pub mod sockdiag;
 
 pub use credentials::{Keys, caller, strip_credentials};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
+    /// A pod on this node, as the Kubernetes API describes it.
+    Pod,
+    /// A kubelet pod cgroup that no watched pod owns (not listed yet, or not this node's view).
+    UnknownPod,
     /// Named by a config mapping of its cgroup.
     Config,
     /// Named by its cgroup path (no mapping matched).
@@ -43,6 +49,10 @@ pub struct Identity {
     /// Path below the cgroup2 mount, when found.
     pub cgroup_path: Option<Arc<str>>,
     pub source: Source,
+    /// The pod (Kubernetes), when the cgroup is a known pod's.
+    pub pod: Option<Arc<crate::k8s::pod::Pod>>,
+    /// The container within the pod, when the cgroup is a container's and its id is known.
+    pub container: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -53,6 +63,8 @@ impl Identity {
             cgroup_id: 0,
             cgroup_path: None,
             source: Source::Unknown,
+            pod: None,
+            container: None,
         }
     }
 
@@ -63,6 +75,8 @@ impl Identity {
             cgroup_id: 0,
             cgroup_path: None,
             source: Source::Config,
+            pod: None,
+            container: None,
         }
     }
 
@@ -85,7 +99,17 @@ pub struct Resolver {
     mappings: Mutex<Vec<(String, Arc<str>)>>,
     /// API key digests -> principal, for callers that present one.
     keys: arc_swap::ArcSwap<Keys>,
-    cache: Mutex<HashMap<u64, Arc<Identity>>>,
+    /// Cgroup id -> where it is (path and, for kubelet cgroups, pod UID and container id).
+    cache: Mutex<HashMap<u64, Arc<Located>>>,
+    /// This node's pods, when Kubernetes is on.
+    pods: arc_swap::ArcSwapOption<crate::k8s::store::Store>,
+}
+
+/// What a cgroup id's directory says, cached: it never changes for the life of the cgroup.
+#[derive(Debug)]
+struct Located {
+    path: Option<Arc<str>>,
+    pod: Option<crate::k8s::cgroup::PodCgroup>,
 }
 
 impl Resolver {
@@ -96,6 +120,7 @@ impl Resolver {
             mappings: Mutex::new(Vec::new()),
             keys: arc_swap::ArcSwap::from_pointee(Keys::default()),
             cache: Mutex::new(HashMap::new()),
+            pods: arc_swap::ArcSwapOption::empty(),
         };
         r.update(mappings, search_first);
         r
@@ -114,20 +139,28 @@ impl Resolver {
         lock(&self.cache).clear();
     }
 
+    /// Names pods from this view from now on.
+    pub fn set_pods(&self, store: Arc<crate::k8s::store::Store>) {
+        self.pods.store(Some(store));
+    }
+
     /// The identity of cgroup `id`. May walk the cgroup filesystem on a cache miss: call from a
     /// blocking context (see [`Self::resolve_async`]).
     pub fn resolve(&self, id: u64) -> Arc<Identity> {
-        if let Some(hit) = lock(&self.cache).get(&id) {
-            return hit.clone();
-        }
-        let path = self.find_path(id);
-        let ident = Arc::new(self.name(id, path));
-        let mut cache = lock(&self.cache);
-        if cache.len() >= CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(id, ident.clone());
-        ident
+        let hit = lock(&self.cache).get(&id).cloned();
+        let located = match hit {
+            Some(l) => l,
+            None => {
+                let l = Arc::new(Located::new(self.find_path(id)));
+                let mut cache = lock(&self.cache);
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(id, l.clone());
+                l
+            }
+        };
+        Arc::new(self.name(id, &located))
     }
 
     /// The identity of the cgroup at `path` (below the cgroup2 mount), e.g. a same-host caller's.
@@ -137,7 +170,7 @@ impl Resolver {
             .as_ref()
             .and_then(|r| std::fs::metadata(r.join(path.trim_start_matches('/'))).ok())
             .map_or(0, |m| m.ino());
-        Arc::new(self.name(id, Some(path.to_string())))
+        Arc::new(self.name(id, &Located::new(Some(path.to_string()))))
     }
 
     /// The API keys of the live config, as digests.
@@ -146,8 +179,8 @@ impl Resolver {
     }
 
     pub async fn resolve_async(self: &Arc<Self>, id: u64) -> Arc<Identity> {
-        if let Some(hit) = lock(&self.cache).get(&id) {
-            return hit.clone();
+        if let Some(hit) = lock(&self.cache).get(&id).cloned() {
+            return Arc::new(self.name(id, &hit));
         }
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.resolve(id))
@@ -155,36 +188,34 @@ impl Resolver {
             .unwrap_or_else(|_| Arc::new(Identity { cgroup_id: id, ..Identity::unknown() }))
     }
 
-    fn name(&self, id: u64, path: Option<String>) -> Identity {
-        let Some(path) = path else {
-            return Identity {
-                workload: Arc::from(format!("cgroup:{id}")),
-                principal: None,
-                cgroup_id: id,
-                cgroup_path: None,
-                source: Source::Unknown,
-            };
+    fn name(&self, id: u64, at: &Located) -> Identity {
+        let base = Identity { cgroup_id: id, cgroup_path: at.path.clone(), ..Identity::unknown() };
+        let Some(path) = at.path.clone() else {
+            return Identity { workload: Arc::from(format!("cgroup:{id}")), ..base };
         };
+        if let (Some(pc), Some(store)) = (&at.pod, self.pods.load().as_ref()) {
+            return match store.pod(&pc.uid) {
+                Some(pod) => Identity {
+                    workload: Arc::from(pod.workload()),
+                    source: Source::Pod,
+                    container: pc.container_id.as_deref().and_then(|c| pod.container_named_by(c)),
+                    pod: Some(pod),
+                    ..base
+                },
+                None => Identity {
+                    workload: Arc::from(format!("unknown-pod/{}", pc.uid)),
+                    source: Source::UnknownPod,
+                    ..base
+                },
+            };
+        }
         let mapped = lock(&self.mappings)
             .iter()
             .find(|(prefix, _)| is_under(&path, prefix))
             .map(|(_, name)| name.clone());
-        let path: Arc<str> = Arc::from(path);
         match mapped {
-            Some(workload) => Identity {
-                workload,
-                principal: None,
-                cgroup_id: id,
-                cgroup_path: Some(path),
-                source: Source::Config,
-            },
-            None => Identity {
-                workload: path.clone(),
-                principal: None,
-                cgroup_id: id,
-                cgroup_path: Some(path),
-                source: Source::Cgroup,
-            },
+            Some(workload) => Identity { workload, source: Source::Config, ..base },
+            None => Identity { workload: path, source: Source::Cgroup, ..base },
         }
     }
 
@@ -199,6 +230,13 @@ impl Resolver {
             }
         }
         None
+    }
+}
+
+impl Located {
+    fn new(path: Option<String>) -> Self {
+        let pod = path.as_deref().and_then(crate::k8s::cgroup::parse);
+        Self { path: path.map(Arc::from), pod }
     }
 }
 

@@ -82,6 +82,8 @@ pub struct Interceptor {
     config_map: Mutex<Array<MapData, ProxyConfig>>,
     heartbeat: Mutex<Array<MapData, u64>>,
     orig: Mutex<HashMap<MapData, SockKey, OrigDst>>,
+    /// Pod cgroups whose processes are intercepted when `enrolled_only` (Kubernetes).
+    enrolled: Mutex<HashMap<MapData, u64, u32>>,
     table: Mutex<table::Table>,
     resolved: dns::Resolved,
     destinations: Mutex<Vec<crate::config::Destination>>,
@@ -124,6 +126,8 @@ impl Interceptor {
         let heartbeat =
             Array::try_from(take(&mut ebpf, maps::HEARTBEAT)?).map_err(map_err(maps::HEARTBEAT))?;
         let orig = HashMap::try_from(take(&mut ebpf, maps::ORIG_DST)?).map_err(map_err(maps::ORIG_DST))?;
+        let enrolled =
+            HashMap::try_from(take(&mut ebpf, maps::ENROLLED)?).map_err(map_err(maps::ENROLLED))?;
         let v4 =
             LpmTrie::try_from(take(&mut ebpf, maps::INTERCEPT_V4)?).map_err(map_err(maps::INTERCEPT_V4))?;
         let v6 =
@@ -144,6 +148,7 @@ impl Interceptor {
             config_map: Mutex::new(config_map),
             heartbeat: Mutex::new(heartbeat),
             orig: Mutex::new(orig),
+            enrolled: Mutex::new(enrolled),
             table: Mutex::new(table::Table::new(v4, v6)),
             resolved: Default::default(),
             destinations: Mutex::new(Vec::new()),
@@ -196,7 +201,7 @@ impl Interceptor {
             proxy_port: u32::from(redirect.port().to_be()),
             proxy_v6: proxy_v6.unwrap_or_default(),
             proxy_mark: ic.proxy_mark,
-            _pad: 0,
+            enrolled_only: u32::from(cfg.kubernetes.enabled),
             heartbeat_timeout_ns: ic.heartbeat.timeout.as_nanos() as u64,
         };
         lock(&self.config_map).set(0, settings, 0).map_err(map_err(maps::CONFIG))?;
@@ -211,7 +216,18 @@ impl Interceptor {
         if hosts_changed {
             self.restart_dns(ic);
         }
-        self.sync_cgroups(&ic.cgroups)
+        let mut cgroups = ic.cgroups.clone();
+        if cfg.kubernetes.enabled {
+            let kubepods = crate::k8s::kubepods(&cfg.kubernetes, &self.cgroup_root)
+                .map_err(|e| InterceptError::Cgroup { path: "kubepods".into(), detail: e.to_string() })?;
+            cgroups.push(kubepods);
+        }
+        self.sync_cgroups(&cgroups)
+    }
+
+    /// The cgroup2 mount the programs attach under.
+    pub fn cgroup_root(&self) -> &Path {
+        &self.cgroup_root
     }
 
     fn restart_dns(self: &Arc<Self>, ic: &crate::config::Intercept) {
@@ -367,6 +383,24 @@ impl Interceptor {
                 tracing::warn!(pin_dir = %self.pin_dir.display(), error = %e, "could not remove every pin")
             }
         }
+    }
+}
+
+/// Kubernetes enrollment writes the pod cgroups into `NG_ENROLLED`.
+impl crate::k8s::enroll::Target for Interceptor {
+    fn enroll(&self, cgroup_id: u64) -> Result<(), String> {
+        lock(&self.enrolled).insert(cgroup_id, 1, 0).map_err(|e| e.to_string())
+    }
+
+    fn unenroll(&self, cgroup_id: u64) -> Result<(), String> {
+        match lock(&self.enrolled).remove(&cgroup_id) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn enrolled(&self) -> Vec<u64> {
+        lock(&self.enrolled).keys().flatten().collect()
     }
 }
 

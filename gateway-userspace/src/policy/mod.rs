@@ -37,20 +37,40 @@ impl Pattern {
 }
 
 /// Matches identities: every non-empty field must match (workload name patterns, cgroup path
-/// prefixes on segment boundaries, principal name patterns).
+/// prefixes on segment boundaries, principal name patterns, and the pod's namespace, service
+/// account, labels and container; how the caller was named).
 #[derive(Debug, Clone)]
 pub struct Selector {
     workloads: Vec<Pattern>,
     cgroups: Vec<String>,
     principals: Vec<Pattern>,
+    namespaces: Vec<Pattern>,
+    service_accounts: Vec<Pattern>,
+    labels: Vec<(String, Pattern)>,
+    containers: Vec<Pattern>,
+    sources: Vec<crate::identity::Source>,
+}
+
+fn patterns(v: &[String]) -> Vec<Pattern> {
+    v.iter().map(|p| Pattern::new(p)).collect()
+}
+
+/// Empty list: anything; otherwise `value` must be present and match one pattern.
+fn any_of(pats: &[Pattern], value: Option<&str>) -> bool {
+    pats.is_empty() || value.is_some_and(|v| pats.iter().any(|p| p.matches(v)))
 }
 
 impl Selector {
     pub fn new(s: &config::Selector) -> Self {
         Self {
-            workloads: s.workloads.iter().map(|w| Pattern::new(w)).collect(),
+            workloads: patterns(&s.workloads),
             cgroups: s.cgroups.iter().map(|c| c.trim_end_matches('/').to_string()).collect(),
-            principals: s.principals.iter().map(|p| Pattern::new(p)).collect(),
+            principals: patterns(&s.principals),
+            namespaces: patterns(&s.namespaces),
+            service_accounts: patterns(&s.service_accounts),
+            labels: s.labels.iter().map(|(k, v)| (k.clone(), Pattern::new(v))).collect(),
+            containers: patterns(&s.containers),
+            sources: s.sources.clone(),
         }
     }
 
@@ -60,17 +80,24 @@ impl Selector {
     }
 
     pub fn matches(&self, id: &Identity) -> bool {
-        let principal_ok = self.principals.is_empty()
-            || id.principal.as_deref().is_some_and(|p| self.principals.iter().any(|pat| pat.matches(p)));
-        if !principal_ok {
+        if !any_of(&self.principals, id.principal.as_deref()) || !any_of(&self.workloads, Some(&id.workload)) {
             return false;
         }
-        let workload_ok = self.workloads.is_empty() || self.workloads.iter().any(|p| p.matches(&id.workload));
+        if !self.sources.is_empty() && !self.sources.contains(&id.source) {
+            return false;
+        }
         let cgroup_ok = self.cgroups.is_empty()
             || id.cgroup_path.as_deref().is_some_and(|path| {
                 self.cgroups.iter().any(|c| c.is_empty() || crate::identity::is_under(path, c))
             });
-        workload_ok && cgroup_ok
+        if !cgroup_ok {
+            return false;
+        }
+        let pod = id.pod.as_deref();
+        any_of(&self.namespaces, pod.map(|p| &*p.namespace))
+            && any_of(&self.service_accounts, pod.map(|p| &*p.service_account))
+            && any_of(&self.containers, id.container.as_deref())
+            && self.labels.iter().all(|(k, v)| pod.and_then(|p| p.labels.get(k)).is_some_and(|l| v.matches(l)))
     }
 }
 
@@ -125,7 +152,7 @@ mod tests {
         let s = Selector::new(&config::Selector {
             workloads: vec!["agent-*".into()],
             cgroups: vec!["/pods".into()],
-            principals: vec![],
+            ..Default::default()
         });
         assert!(s.matches(&id("agent-a", Some("/pods/a"))));
         assert!(!s.matches(&id("agent-a", Some("/podsx/a"))), "prefix on a path segment boundary only");

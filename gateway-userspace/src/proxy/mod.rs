@@ -32,6 +32,8 @@ pub struct Ctx {
     pub audit: Audit,
     pub identities: Arc<identity::Resolver>,
     pub interceptor: Option<Arc<Interceptor>>,
+    /// The Kubernetes view (pods, enrollment), when `kubernetes.enabled`.
+    pub cluster: Option<Arc<crate::k8s::Cluster>>,
     pub upstream: upstream::Upstream,
     /// The LLM gateway's compiled config, swapped on reload.
     pub llm: arc_swap::ArcSwap<crate::llm::Llm>,

@@ -30,6 +30,9 @@ pub struct Record {
     pub cgroup_id: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<Arc<str>>,
+    /// Kubernetes: the caller pod (namespace, name, uid, service account, container).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
     /// `transparent` or `explicit`.
     pub mode: &'static str,
     /// Where the client meant to go: the original destination or the requested authority.
@@ -43,6 +46,30 @@ pub struct Record {
     pub trace_id: Option<String>,
     #[serde(flatten)]
     pub body: Body,
+}
+
+/// The caller pod as audit records name it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PodRef {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    pub uid: Arc<str>,
+    pub service_account: Arc<str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Arc<str>>,
+}
+
+impl PodRef {
+    pub fn of(id: &Identity) -> Option<Self> {
+        let p = id.pod.as_deref()?;
+        Some(Self {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+            service_account: p.service_account.clone(),
+            container: id.container.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -160,6 +187,7 @@ impl Record {
             principal: id.principal.clone(),
             cgroup_id: id.cgroup_id,
             cgroup: id.cgroup_path.clone(),
+            pod: PodRef::of(id),
             mode,
             target,
             protocol,

@@ -75,6 +75,7 @@ pub struct Metrics {
     pub tls_leaves_minted: Counter,
     pub llm: super::llm_metrics::LlmMetrics,
     pub mcp: super::mcp_metrics::McpMetrics,
+    pub k8s: super::k8s_metrics::K8sMetrics,
 }
 
 impl Metrics {
@@ -157,7 +158,9 @@ impl Metrics {
         );
         let llm = super::llm_metrics::LlmMetrics::register(&mut registry);
         let mcp = super::mcp_metrics::McpMetrics::register(&mut registry);
+        let k8s = super::k8s_metrics::K8sMetrics::register(&mut registry);
         Arc::new(Self {
+            k8s,
             tls,
             tls_leaves_minted,
             llm,
