@@ -38,8 +38,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use gateway_common::{
-    AF_INET, AF_INET6, ENROLLED_MAX_DEPTH, ENROLLED_MAX_ENTRIES, INTERCEPT_MAX_ENTRIES, InterceptValue, ORIG_DST_MAX_ENTRIES, OrigDst,
-    PEER_MAX_ENTRIES, PENDING_MAX_ENTRIES, PORT_BITS, ProxyConfig, SockKey, V4Key, V6Key, stats,
+    AF_INET, AF_INET6, ENROLLED_MAX_DEPTH, ENROLLED_MAX_ENTRIES, INTERCEPT_MAX_ENTRIES, InterceptValue,
+    ORIG_DST_MAX_ENTRIES, OrigDst, PEER_MAX_ENTRIES, PENDING_MAX_ENTRIES, PORT_BITS, ProxyConfig, SockKey,
+    V4Key, V6Key, stats,
 };
 
 const ALLOW: i32 = 1;

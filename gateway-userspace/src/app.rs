@@ -47,6 +47,16 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let cgroup_root = cfg.intercept.cgroup_root.clone().or_else(identity::detect_cgroup2_root);
     let identities = Arc::new(Resolver::new(cgroup_root.clone(), &cfg.identities, &search_first(&cfg)));
 
+    // The node-local address pods are redirected to must exist before a listener binds it.
+    let node_address = match cfg.kubernetes.node_address.filter(|_| cfg.kubernetes.enabled) {
+        Some(addr) => {
+            let placed = crate::k8s::address::ensure(addr, &cfg.kubernetes.node_interface)
+                .with_context(|| format!("putting the node-local address {addr} in place"))?;
+            tracing::info!(%addr, interface = %placed.interface, created = placed.created_interface, "node-local address in place");
+            Some((addr, placed))
+        }
+        None => None,
+    };
     let explicit = cfg
         .listeners
         .explicit
@@ -219,6 +229,15 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     // Detach first: new connections go direct while we drain the ones we have.
     if let Some(i) = &interceptor {
         i.shutdown(cfg.intercept.keep_pinned);
+    }
+    // Programs kept attached (an upgrade) still redirect to the address: it stays with them.
+    if let Some((addr, placed)) = &node_address
+        && !cfg.intercept.keep_pinned
+    {
+        match crate::k8s::address::remove(*addr, placed) {
+            Ok(()) => tracing::info!(%addr, interface = %placed.interface, "node-local address removed"),
+            Err(e) => tracing::warn!(%addr, error = %e, "could not remove the node-local address"),
+        }
     }
     let _ = stop_tx.send(true);
     for s in servers {

@@ -91,7 +91,9 @@ fn pods(config: Option<std::path::PathBuf>, admin: Option<std::net::SocketAddr>,
         }
     };
     let addr = admin.unwrap_or(cfg.admin.address);
-    let token = std::env::var("NODEGATE_ADMIN_TOKEN").ok().or_else(|| cfg.admin.token.map(|t| t.expose().to_string()));
+    let token = std::env::var("NODEGATE_ADMIN_TOKEN")
+        .ok()
+        .or_else(|| cfg.admin.token.map(|t| t.expose().to_string()));
     match nodegate::k8s::status::fetch(addr, token.as_deref()) {
         Ok(body) if json => {
             print!("{body}");

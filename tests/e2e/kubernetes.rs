@@ -14,10 +14,23 @@ const NODE: &str = "node-1";
 const LLM_PORT: u16 = 18111;
 const API: &str = "127.0.0.1:16443";
 
-fn config(kubepods: &str, api: &str, extra: &str) -> String {
+const NODE_LOCAL: &str = "169.254.20.11";
+
+/// `node_local`: the agent creates the node-local address and listens there; else the test
+/// topology's node address is the redirect target.
+fn config(kubepods: &str, api: &str, extra: &str, node_local: bool) -> String {
+    let (listen, address, redirect) = if node_local {
+        (format!("{NODE_LOCAL}:{TRANSPARENT_PORT}"), format!("node_address: {NODE_LOCAL}"), String::new())
+    } else {
+        (
+            format!("0.0.0.0:{TRANSPARENT_PORT}"),
+            String::new(),
+            format!("redirect_to: {NODE_IP}:{TRANSPARENT_PORT}"),
+        )
+    };
     format!(
         r#"
-listeners: {{ transparent: 0.0.0.0:{TRANSPARENT_PORT}, explicit: null }}
+listeners: {{ transparent: "{listen}", explicit: null }}
 admin: {{ address: 127.0.0.1:15000 }}
 log: {{ level: "nodegate=debug,info" }}
 audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
@@ -29,9 +42,10 @@ kubernetes:
   kubepods: "{kubepods}"
   rescan_interval: 200ms
   stale_after: 1s
+  {address}
 intercept:
   enabled: true
-  redirect_to: {NODE_IP}:{TRANSPARENT_PORT}
+  {redirect}
   pin_path: "{{PIN}}"
   heartbeat: {{ interval: 200ms, timeout: 1s }}
   destinations:
@@ -59,9 +73,20 @@ fn intercepted(topo: &Topology, cg: &Cgroup, path: &str) -> bool {
 fn chat(topo: &Topology, cg: &Cgroup) -> (u16, serde_json::Value) {
     let url = format!("http://{SVC_IP}:{LLM_PORT}/v1/chat/completions");
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
-    let args =
-        ["-s", "-m", "10", "-w", "\n%{http_code}", "-H", "content-type: application/json", "--data-binary", body, &url];
-    let child = spawn_child(Path::new("curl"), &args, Some(&topo.pod), Some(cg), Stdio::piped(), Stdio::null());
+    let args = [
+        "-s",
+        "-m",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        body,
+        &url,
+    ];
+    let child =
+        spawn_child(Path::new("curl"), &args, Some(&topo.pod), Some(cg), Stdio::piped(), Stdio::null());
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("curl: {e}"));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
@@ -108,7 +133,15 @@ fn pods_enrolled_by_label_are_intercepted_and_named_as_pods() {
         }
         .json()
     };
-    api.apply_pod(&pod("agents", "researcher-0", &u_res, "researcher", json!({"team": "x"}), json!({}), &c_res));
+    api.apply_pod(&pod(
+        "agents",
+        "researcher-0",
+        &u_res,
+        "researcher",
+        json!({"team": "x"}),
+        json!({}),
+        &c_res,
+    ));
     api.apply_pod(&pod("agents", "intern-0", &u_int, "default", json!({"team": "y"}), json!({}), &c_int));
     api.apply_pod(&pod("batch", "batch-0", &u_bat, "default", json!({}), json!({}), &c_bat));
     api.apply_pod(&pod(
@@ -137,7 +170,8 @@ fn pods_enrolled_by_label_are_intercepted_and_named_as_pods() {
     - {{ selector: {{ namespaces: [agents], service_accounts: [researcher], labels: {{ team: x }} }}, models: ["*"] }}"#
     );
     let (dir, pin) = Gateway::prepare("k8s");
-    let gw = Gateway::start(&dir, &pin, &config(&kubepods.rel, &api.api, &policy), Some(&topo.node), None);
+    let gw =
+        Gateway::start(&dir, &pin, &config(&kubepods.rel, &api.api, &policy, false), Some(&topo.node), None);
 
     // Enrollment is asynchronous to readiness: wait for the namespace-labelled pods.
     wait_until(Duration::from_secs(10), "researcher pod enrolled", || {
@@ -194,7 +228,9 @@ fn pods_enrolled_by_label_are_intercepted_and_named_as_pods() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "nodegate pods failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        table.lines().any(|l| l.starts_with("agents/researcher-0") && l.contains("researcher") && l.contains(" yes ")),
+        table
+            .lines()
+            .any(|l| l.starts_with("agents/researcher-0") && l.contains("researcher") && l.contains(" yes ")),
         "{table}"
     );
 
@@ -244,7 +280,17 @@ fn cgroupfs_layout_outage_and_relist_keep_the_view_right() {
     api.apply_pod(&spec("worker-1", &uid2, &cid2));
     let _upstream = upstream(&topo.node, "upstream");
     let (dir, pin) = Gateway::prepare("k8s-outage");
-    let gw = Gateway::start(&dir, &pin, &config(&kubepods.rel, &api.api, ""), Some(&topo.node), None);
+    let mut gw =
+        Gateway::start(&dir, &pin, &config(&kubepods.rel, &api.api, "", true), Some(&topo.node), None);
+    let addrs = || {
+        let out = std::process::Command::new("ip").args(["-n", &topo.node.name, "-4", "-o", "addr"]).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default()
+    };
+    assert!(
+        addrs().contains(&format!("inet {NODE_LOCAL}/32")),
+        "the agent must create its node-local address: {}",
+        addrs()
+    );
     wait_until(Duration::from_secs(10), "pods enrolled by pod label", || {
         intercepted(&topo, &agent.container, "/a") && intercepted(&topo, &other.container, "/b")
     });
@@ -280,8 +326,14 @@ fn cgroupfs_layout_outage_and_relist_keep_the_view_right() {
         !intercepted(&topo, &other.container, "/after-relist")
     });
     assert!(api.stats()["expired"].as_u64().unwrap_or(0) >= 1, "no watch was answered 410: {}", api.stats());
-    assert!(intercepted(&topo, &agent.container, "/still"), "the relist must keep the pod that is still there");
+    assert!(
+        intercepted(&topo, &agent.container, "/still"),
+        "the relist must keep the pod that is still there"
+    );
 
+    // A clean stop (not an upgrade that keeps the programs) takes its address away too.
+    gw.stop();
+    assert!(!addrs().contains(NODE_LOCAL), "the node-local address outlived the agent: {}", addrs());
     drop(gw);
     drop((agent, other));
     drop(qos);

@@ -62,8 +62,9 @@ impl KubeApi {
             None => Command::new("curl").args(&args).output(),
         }
         .unwrap_or_else(|e| panic!("curl: {e}"));
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("fixture {method} {path}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("fixture {method} {path}: {e}: {}", String::from_utf8_lossy(&out.stdout))
+        })
     }
 
     pub fn apply_pod(&self, pod: &Value) -> Value {
@@ -157,7 +158,9 @@ impl PodCgroups {
         let pod = match qos {
             Qos::Guaranteed => format!("{kubepods}/kubepods-pod{u}.slice"),
             Qos::Burstable => format!("{kubepods}/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice"),
-            Qos::BestEffort => format!("{kubepods}/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice"),
+            Qos::BestEffort => {
+                format!("{kubepods}/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice")
+            }
         };
         let pod = Cgroup::new(&pod);
         let container = Cgroup::new(&format!("{}/cri-containerd-{container_id}.scope", pod.rel));
@@ -204,7 +207,9 @@ fn fastrand_u8() -> u8 {
     static STATE: AtomicU64 = AtomicU64::new(0);
     let mut s = STATE.load(Ordering::Relaxed);
     if s == 0 {
-        s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+        s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
     }
     s ^= s << 13;

@@ -124,7 +124,8 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /healthz /readyz /metrics /config_dump /intercept/status /mcp/servers /pods\n".into(),
+            "not found: try /healthz /readyz /metrics /config_dump /intercept/status /mcp/servers /pods\n"
+                .into(),
         ),
     })
 }

@@ -22,6 +22,12 @@ pub struct Kubernetes {
     /// once; pods are enrolled by map update.
     pub kubepods: Option<String>,
     pub enroll: Enroll,
+    /// The node-local address pods are redirected to (a pod's 127.0.0.1 is its own). The agent
+    /// puts it on `node_interface` (a dummy link it creates; `lo` where the kernel has no dummy
+    /// driver) before binding, and `intercept.redirect_to` defaults to it with the transparent
+    /// listener's port. Unset: nothing is created; set `intercept.redirect_to` yourself.
+    pub node_address: Option<std::net::Ipv4Addr>,
+    pub node_interface: String,
     /// This agent's own pod UID (the chart sets `POD_UID` from the downward API): never
     /// enrolled, whatever its labels say.
     pub own_pod_uid: Option<String>,
@@ -43,6 +49,8 @@ impl Default for Kubernetes {
             kubeconfig: None,
             kubepods: None,
             enroll: Enroll::default(),
+            node_address: None,
+            node_interface: "nodegate0".into(),
             own_pod_uid: None,
             rescan_interval: Duration::from_secs(1),
             stale_after: Duration::from_secs(30),

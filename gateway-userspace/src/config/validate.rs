@@ -152,7 +152,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         if let Some(kp) = &k.kubepods
             && !kp.starts_with('/')
         {
-            push("kubernetes.kubepods".into(), format!("{kp:?} must be a path below the cgroup2 mount, starting with /"));
+            push(
+                "kubernetes.kubepods".into(),
+                format!("{kp:?} must be a path below the cgroup2 mount, starting with /"),
+            );
         }
         if ic.enabled && ic.mode != InterceptMode::Ebpf {
             push(

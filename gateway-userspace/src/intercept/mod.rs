@@ -184,6 +184,10 @@ impl Interceptor {
         let ic = &cfg.intercept;
         let redirect = ic
             .redirect_to
+            .or_else(|| {
+                let node = cfg.kubernetes.node_address.filter(|_| cfg.kubernetes.enabled)?;
+                Some(SocketAddr::new(node.into(), cfg.listeners.transparent?.port()))
+            })
             .or(cfg.listeners.transparent)
             .ok_or(InterceptError::Map { name: maps::CONFIG, detail: "no redirect target".into() })?;
         let proxy_v4 = match redirect {

@@ -30,14 +30,27 @@ pub trait Target: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum State {
-    Enrolled { cgroup: String, cgroup_id: u64, by: &'static str },
+    Enrolled {
+        cgroup: String,
+        cgroup_id: u64,
+        by: &'static str,
+    },
     /// Wanted, but its cgroup is not there yet (or could not be written).
-    Pending { reason: String },
-    NotEnrolled { reason: &'static str },
+    Pending {
+        reason: String,
+    },
+    NotEnrolled {
+        reason: &'static str,
+    },
 }
 
 /// Whether `pod` should be intercepted, and why (or why not).
-pub fn wanted(pod: &Pod, ns_labels: Option<&BTreeMap<String, String>>, cfg: &Enroll, own_uid: Option<&str>) -> Result<&'static str, &'static str> {
+pub fn wanted(
+    pod: &Pod,
+    ns_labels: Option<&BTreeMap<String, String>>,
+    cfg: &Enroll,
+    own_uid: Option<&str>,
+) -> Result<&'static str, &'static str> {
     if own_uid.is_some_and(|u| u == &*pod.uid) {
         return Err("nodegate's own pod");
     }
@@ -166,7 +179,9 @@ impl Enroller {
                     State::NotEnrolled { reason }
                 }
                 Ok(by) => match pod_cgroup(&self.cgroup_root, &self.kubepods, &pod.uid) {
-                    None => State::Pending { reason: format!("no cgroup for pod {} below {}", pod.uid, self.kubepods) },
+                    None => State::Pending {
+                        reason: format!("no cgroup for pod {} below {}", pod.uid, self.kubepods),
+                    },
                     Some((cgroup, id)) => {
                         if ours.get(&pod.uid) == Some(&id) {
                             State::Enrolled { cgroup, cgroup_id: id, by }
@@ -253,14 +268,16 @@ mod tests {
     fn enrollment_rules() {
         let cfg = Enroll::default();
         let on = [("nodegate.io/intercept", "enabled")];
-        let ns_on: BTreeMap<String, String> = on.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let ns_on: BTreeMap<String, String> =
+            on.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert_eq!(wanted(&pod("u1", &on, &[]), None, &cfg, None), Ok("pod label"));
         assert_eq!(wanted(&pod("u1", &[], &[]), Some(&ns_on), &cfg, None), Ok("namespace label"));
         assert_eq!(wanted(&pod("u1", &[], &[]), None, &cfg, None), Err("not labelled"));
         let out = [("nodegate.io/intercept", "disabled")];
         assert_eq!(wanted(&pod("u1", &[], &out), Some(&ns_on), &cfg, None), Err("opted out by annotation"));
         assert_eq!(wanted(&pod("me", &on, &[]), Some(&ns_on), &cfg, Some("me")), Err("nodegate's own pod"));
-        let sel = Enroll { pod_selector: [("app".to_string(), "agent".to_string())].into(), ..Enroll::default() };
+        let sel =
+            Enroll { pod_selector: [("app".to_string(), "agent".to_string())].into(), ..Enroll::default() };
         assert_eq!(wanted(&pod("u1", &on, &[]), None, &sel, None), Err("pod_selector not matched"));
     }
 
@@ -290,8 +307,18 @@ mod tests {
         let store = Arc::new(Store::default());
         let map = Arc::new(FakeMap::default());
         lock(&map.0).push(4242); // left by a previous agent
-        let e = Enroller::new(store.clone(), map.clone(), root.clone(), "/kubepods".into(), Enroll::default(), None);
-        store.replace_pods(vec![pod(uid, &[("nodegate.io/intercept", "enabled")], &[]), pod("other", &[], &[])]);
+        let e = Enroller::new(
+            store.clone(),
+            map.clone(),
+            root.clone(),
+            "/kubepods".into(),
+            Enroll::default(),
+            None,
+        );
+        store.replace_pods(vec![
+            pod(uid, &[("nodegate.io/intercept", "enabled")], &[]),
+            pod("other", &[], &[]),
+        ]);
         e.pass();
         assert_eq!(map.enrolled(), vec![4242, ino], "not synced yet: the old entry stays");
         store.pods_health.ok(true);

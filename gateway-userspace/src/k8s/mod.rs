@@ -5,6 +5,7 @@
 //! path, so identity can name a connection's caller as the pod it is; `enroll` keeps the eBPF
 //! enrolled map in step with the pods that are labelled for interception. This module talks to
 //! the API server and reads cgroup directories; it does not decide policy.
+pub mod address;
 pub mod cgroup;
 pub mod enroll;
 pub mod pod;
@@ -24,7 +25,9 @@ pub enum K8sError {
     ApiServer { url: String, detail: String },
     #[error("kubernetes client configuration: {0}")]
     Config(String),
-    #[error("no kubelet pod cgroup below {root}: set kubernetes.kubepods (looked for /kubepods.slice and /kubepods)")]
+    #[error(
+        "no kubelet pod cgroup below {root}: set kubernetes.kubepods (looked for /kubepods.slice and /kubepods)"
+    )]
     NoKubepods { root: String },
 }
 
@@ -95,7 +98,12 @@ impl Cluster {
         let mut tasks = vec![
             tokio::spawn(watch::pods(client.clone(), node.clone(), store.clone())),
             tokio::spawn(watch::namespaces(client.clone(), store.clone())),
-            tokio::spawn(watch::recover(client, node.clone(), store.clone(), std::time::Duration::from_secs(1))),
+            tokio::spawn(watch::recover(
+                client,
+                node.clone(),
+                store.clone(),
+                std::time::Duration::from_secs(1),
+            )),
         ];
         let kubepods = match cgroup_root {
             Some(root) => Some(kubepods(cfg, root)?),
@@ -103,8 +111,18 @@ impl Cluster {
         };
         let enroller = match (target, cgroup_root, &kubepods) {
             (Some(target), Some(root), Some(kp)) => {
-                let own = cfg.own_pod_uid.clone().or_else(|| std::env::var("POD_UID").ok().filter(|u| !u.is_empty()));
-                let e = enroll::Enroller::new(store.clone(), target, root.to_path_buf(), kp.clone(), cfg.enroll.clone(), own);
+                let own = cfg
+                    .own_pod_uid
+                    .clone()
+                    .or_else(|| std::env::var("POD_UID").ok().filter(|u| !u.is_empty()));
+                let e = enroll::Enroller::new(
+                    store.clone(),
+                    target,
+                    root.to_path_buf(),
+                    kp.clone(),
+                    cfg.enroll.clone(),
+                    own,
+                );
                 tasks.push(tokio::spawn(e.clone().run(cfg.rescan_interval)));
                 Some(e)
             }
@@ -116,7 +134,9 @@ impl Cluster {
 
     /// Whether both watches are connected and listed; the reason when not.
     pub fn health(&self, stale_after: std::time::Duration) -> Result<(), String> {
-        for (what, h) in [("pods", self.store.pods_health.report()), ("namespaces", self.store.namespaces_health.report())] {
+        for (what, h) in
+            [("pods", self.store.pods_health.report()), ("namespaces", self.store.namespaces_health.report())]
+        {
             if !h.synced {
                 return Err(format!("kubernetes {what} not listed yet{}", err_suffix(&h.last_error)));
             }

@@ -48,8 +48,9 @@ impl Pod {
             });
         }
         // Containers in the spec that have no status yet still have a name.
-        for c in spec.into_iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter())) {
-            if !containers.iter().any(|k| &*k.name == c.name) {
+        for c in spec.into_iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
+        {
+            if !containers.iter().any(|k| *k.name == c.name) {
                 containers.push(Container { name: Arc::from(c.name.as_str()), id: None });
             }
         }

@@ -86,19 +86,39 @@ pub fn table(body: &str) -> Result<String, String> {
     let mut out = String::new();
     let api = |r: &str| {
         let h = &v["api"][r];
-        if h["connected"] == true { "connected".to_string() } else { format!("unreachable ({})", h["last_error"].as_str().unwrap_or("-")) }
+        if h["connected"] == true {
+            "connected".to_string()
+        } else {
+            format!("unreachable ({})", h["last_error"].as_str().unwrap_or("-"))
+        }
     };
-    let _ = writeln!(out, "node {}  kubepods {}  api: pods {}, namespaces {}", v["node"].as_str().unwrap_or("?"), v["kubepods"].as_str().unwrap_or("-"), api("pods"), api("namespaces"));
+    let _ = writeln!(
+        out,
+        "node {}  kubepods {}  api: pods {}, namespaces {}",
+        v["node"].as_str().unwrap_or("?"),
+        v["kubepods"].as_str().unwrap_or("-"),
+        api("pods"),
+        api("namespaces")
+    );
     let _ = writeln!(out, "{:<40} {:<20} {:<13} DETAIL", "IDENTITY", "SERVICE ACCOUNT", "INTERCEPTED");
     for p in v["pods"].as_array().into_iter().flatten() {
         let e = &p["enrollment"];
         let (state, detail) = match e["state"].as_str() {
-            Some("enrolled") => ("yes", format!("{} ({})", e["cgroup"].as_str().unwrap_or("?"), e["by"].as_str().unwrap_or("?"))),
+            Some("enrolled") => (
+                "yes",
+                format!("{} ({})", e["cgroup"].as_str().unwrap_or("?"), e["by"].as_str().unwrap_or("?")),
+            ),
             Some("pending") => ("pending", e["reason"].as_str().unwrap_or("").to_string()),
             Some("not_enrolled") => ("no", e["reason"].as_str().unwrap_or("").to_string()),
             _ => ("-", "interception off".to_string()),
         };
-        let _ = writeln!(out, "{:<40} {:<20} {:<13} {detail}", p["identity"].as_str().unwrap_or("?"), p["service_account"].as_str().unwrap_or("?"), state);
+        let _ = writeln!(
+            out,
+            "{:<40} {:<20} {:<13} {detail}",
+            p["identity"].as_str().unwrap_or("?"),
+            p["service_account"].as_str().unwrap_or("?"),
+            state
+        );
     }
     Ok(out)
 }

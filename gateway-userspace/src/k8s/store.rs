@@ -87,7 +87,8 @@ impl Store {
 
     /// A relist: the pods listed are all there is.
     pub fn replace_pods(&self, all: Vec<Pod>) {
-        let next: HashMap<Arc<str>, Arc<Pod>> = all.into_iter().map(|p| (p.uid.clone(), Arc::new(p))).collect();
+        let next: HashMap<Arc<str>, Arc<Pod>> =
+            all.into_iter().map(|p| (p.uid.clone(), Arc::new(p))).collect();
         *write(&self.pods) = next;
         self.bump();
     }

@@ -88,7 +88,8 @@ pub async fn namespaces(client: Client, store: Arc<Store>) {
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     futures_util::pin_mut!(stream);
     let mut relist: Option<Vec<(String, BTreeMap<String, String>)>> = None;
-    let entry = |n: &Namespace| Some((n.metadata.name.clone()?, n.metadata.labels.clone().unwrap_or_default()));
+    let entry =
+        |n: &Namespace| Some((n.metadata.name.clone()?, n.metadata.labels.clone().unwrap_or_default()));
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(watcher::Event::Init) => relist = Some(Vec::new()),

@@ -80,7 +80,8 @@ impl Selector {
     }
 
     pub fn matches(&self, id: &Identity) -> bool {
-        if !any_of(&self.principals, id.principal.as_deref()) || !any_of(&self.workloads, Some(&id.workload)) {
+        if !any_of(&self.principals, id.principal.as_deref()) || !any_of(&self.workloads, Some(&id.workload))
+        {
             return false;
         }
         if !self.sources.is_empty() && !self.sources.contains(&id.source) {
@@ -97,7 +98,10 @@ impl Selector {
         any_of(&self.namespaces, pod.map(|p| &*p.namespace))
             && any_of(&self.service_accounts, pod.map(|p| &*p.service_account))
             && any_of(&self.containers, id.container.as_deref())
-            && self.labels.iter().all(|(k, v)| pod.and_then(|p| p.labels.get(k)).is_some_and(|l| v.matches(l)))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| pod.and_then(|p| p.labels.get(k)).is_some_and(|l| v.matches(l)))
     }
 }
 
