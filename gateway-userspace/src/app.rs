@@ -227,12 +227,17 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     ready.store(false, Ordering::Release);
     // Detach first: new connections go direct while we drain the ones we have.
+    let uninstalling = match &ctx.cluster {
+        Some(c) if cfg.intercept.keep_pinned => c.uninstalling().await,
+        _ => false,
+    };
+    let keep = cfg.intercept.keep_pinned && !uninstalling;
     if let Some(i) = &interceptor {
-        i.shutdown(cfg.intercept.keep_pinned);
+        i.shutdown(keep);
     }
     // Programs kept attached (an upgrade) still redirect to the address: it stays with them.
     if let Some((addr, placed)) = &node_address
-        && !cfg.intercept.keep_pinned
+        && !keep
     {
         match crate::k8s::address::remove(*addr, placed) {
             Ok(()) => tracing::info!(%addr, interface = %placed.interface, "node-local address removed"),

@@ -338,3 +338,73 @@ fn cgroupfs_layout_outage_and_relist_keep_the_view_right() {
     drop((agent, other));
     drop(qos);
 }
+
+/// A DaemonSet pod cannot tell a rolling update from `helm uninstall` by its SIGTERM; its
+/// DaemonSet can. Present: programs, pins and the node-local address stay for the next agent.
+/// Gone: nothing is left behind.
+#[test]
+fn upgrade_keeps_programs_and_uninstall_leaves_nothing() {
+    require_root();
+    let topo = Topology::new();
+    let base = Cgroup::new(&format!("/{}", unique("ngk8s")));
+    let kubepods = Cgroup::new(&format!("{}/kubepods", base.rel));
+    let qos = qos_parents(&kubepods.rel, false);
+    let (uid, cid) = ids();
+    let agent = PodCgroups::cgroupfs(&kubepods.rel, Qos::BestEffort, &uid, &cid);
+    let api = KubeApi::start(API, Some(&topo.node));
+    api.apply_namespace("agents", label(true));
+    api.apply_daemonset("nodegate-system", "nodegate");
+    api.apply_pod(
+        &PodSpec {
+            namespace: "agents",
+            name: "worker-0",
+            uid: &uid,
+            node: NODE,
+            service_account: "worker",
+            labels: json!({}),
+            annotations: json!({}),
+            containers: &[("main", &cid)],
+        }
+        .json(),
+    );
+    let _upstream = upstream(&topo.node, "upstream");
+    let (dir, pin) = Gateway::prepare("k8s-upgrade");
+    let cfg = config(&kubepods.rel, &api.api, "", true)
+        .replace(
+            "  rescan_interval: 200ms",
+            "  rescan_interval: 200ms\n  daemonset: nodegate-system/nodegate",
+        )
+        .replace("intercept:\n  enabled: true\n", "intercept:\n  enabled: true\n  keep_pinned: true\n");
+    assert!(cfg.contains("keep_pinned: true") && cfg.contains("daemonset:"), "{cfg}");
+    let addrs = || {
+        let out = std::process::Command::new("ip").args(["-n", &topo.node.name, "-4", "-o", "addr"]).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default()
+    };
+
+    let mut first = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    wait_until(Duration::from_secs(10), "pod enrolled", || intercepted(&topo, &agent.container, "/v1"));
+    first.stop();
+    let verdict = |gw: &Gateway| {
+        gw.log_text().lines().find(|l| l.contains("upgrade or uninstall?")).unwrap_or_default().to_string()
+    };
+    assert!(verdict(&first).contains("Some(false)"), "{}", first.log_text());
+    assert!(
+        pin.join("links").read_dir().is_ok_and(|mut d| d.next().is_some()),
+        "an upgrade must keep the links pinned"
+    );
+    assert!(addrs().contains(NODE_LOCAL), "an upgrade must keep the node-local address: {}", addrs());
+
+    let mut second = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    wait_until(Duration::from_secs(10), "the new agent serves the pod", || {
+        intercepted(&topo, &agent.container, "/v2")
+    });
+    api.delete_daemonset("nodegate-system", "nodegate");
+    second.stop();
+    assert!(verdict(&second).contains("Some(true)"), "{}", second.log_text());
+    assert!(!pin.exists(), "uninstall left pins behind: {:?}", pin.read_dir().map(|d| d.count()));
+    assert!(!addrs().contains(NODE_LOCAL), "uninstall left the node-local address: {}", addrs());
+    assert!(!intercepted(&topo, &agent.container, "/after"), "programs still attached after uninstall");
+    drop((first, second));
+    drop(agent);
+    drop(qos);
+}

@@ -10,10 +10,10 @@ namespaces, in the same JSON:
   ADDED, MODIFIED, DELETED, BOOKMARK (when allowWatchBookmarks=true, every --bookmark-interval),
   and, for a resourceVersion older than the compacted history, the ERROR event with a 410
   Expired Status that a real server sends.
-- /api/v1/namespaces/NS/pods/NAME and /version.
+- /api/v1/namespaces/NS/pods/NAME, /apis/apps/v1/namespaces/NS/daemonsets/NAME and /version.
 
 A control listener (plain JSON over HTTP) drives it: POST /pods (create or replace a Pod object),
-DELETE /pods/NS/NAME, POST /namespaces, POST /compact (drop history and end every watch, so
+DELETE /pods/NS/NAME, POST /namespaces, POST /daemonsets, DELETE /daemonsets/NS/NAME, POST /compact (drop history and end every watch, so
 watchers must relist; with {"delete": [[ns, name]]} pods vanish without an event), POST /down
 (close the API listener and every watch: connections are refused), POST /up, GET /stats.
 """
@@ -32,7 +32,7 @@ class State:
         self.lock = threading.Condition()
         self.rv = 100
         self.compacted = 0  # watches from a resourceVersion below this get 410
-        self.objects = {"pods": {}, "namespaces": {}}  # key -> object
+        self.objects = {"pods": {}, "namespaces": {}, "daemonsets": {}}  # key -> object
         self.history = []  # (rv, resource, type, object)
         self.generation = 0  # bumped to end every open watch
         self.stats = {"lists": 0, "watches": 0, "expired": 0, "bookmarks": 0}
@@ -122,6 +122,11 @@ def make_api_handler(state, args, server_ref):
             url = urlparse(self.path)
             q = {k: v[0] for k, v in parse_qs(url.query).items()}
             parts = [p for p in url.path.split("/") if p]
+            if parts[:3] == ["apis", "apps", "v1"] and len(parts) == 7 and parts[5] == "daemonsets":
+                obj = state.objects["daemonsets"].get((parts[4], parts[6]))
+                if obj is None:
+                    return self.status(404, "NotFound", f'daemonsets.apps "{parts[6]}" not found')
+                return self.send_json(200, dict(obj, kind="DaemonSet", apiVersion="apps/v1"))
             if url.path == "/version":
                 return self.send_json(200, {"major": "1", "minor": "34", "gitVersion": "v1.34.0-fixture"})
             if parts[:2] != ["api", "v1"] or len(parts) < 3:
@@ -261,6 +266,8 @@ def main():
                 return self.reply(state.apply("pods", self.body()))
             if path == "/namespaces":
                 return self.reply(state.apply("namespaces", self.body()))
+            if path == "/daemonsets":
+                return self.reply(state.apply("daemonsets", self.body()))
             if path == "/compact":
                 state.compact(self.body().get("delete", []))
                 return self.reply({"compacted": state.compacted})
@@ -282,6 +289,8 @@ def main():
             parts = [p for p in self.path.split("/") if p]
             if len(parts) == 3 and parts[0] == "pods":
                 return self.reply({"deleted": state.delete("pods", (parts[1], parts[2])) is not None})
+            if len(parts) == 3 and parts[0] == "daemonsets":
+                return self.reply({"deleted": state.delete("daemonsets", (parts[1], parts[2])) is not None})
             if len(parts) == 2 and parts[0] == "namespaces":
                 return self.reply({"deleted": state.delete("namespaces", ("", parts[1])) is not None})
             self.send_error(404)

@@ -79,6 +79,14 @@ impl KubeApi {
         self.curl("POST", "/namespaces", Some(&json!({"metadata": {"name": name, "labels": labels}})));
     }
 
+    pub fn apply_daemonset(&self, ns: &str, name: &str) {
+        self.curl("POST", "/daemonsets", Some(&json!({"metadata": {"name": name, "namespace": ns}})));
+    }
+
+    pub fn delete_daemonset(&self, ns: &str, name: &str) {
+        self.curl("DELETE", &format!("/daemonsets/{ns}/{name}"), None);
+    }
+
     /// Drops the watch history and ends every watch (watchers get 410 and relist); `silent`
     /// pods are deleted without a DELETED event, so only a relist can notice.
     pub fn compact(&self, silent: &[(&str, &str)]) {

@@ -31,6 +31,12 @@ pub struct Kubernetes {
     /// This agent's own pod UID (the chart sets `POD_UID` from the downward API): never
     /// enrolled, whatever its labels say.
     pub own_pod_uid: Option<String>,
+    /// The DaemonSet this agent runs in (`namespace/name`; default from `POD_NAMESPACE` and
+    /// `NODEGATE_DAEMONSET`, which the chart sets). On shutdown the agent asks for it: gone or
+    /// being deleted means `helm uninstall`, so programs, pins and the node-local address are
+    /// removed even with `intercept.keep_pinned`; present means an upgrade or a restart, so they
+    /// stay for the next agent.
+    pub daemonset: Option<String>,
     /// How often pods whose cgroup has not appeared yet are looked for again.
     #[serde(with = "humantime_serde")]
     pub rescan_interval: Duration,
@@ -52,6 +58,7 @@ impl Default for Kubernetes {
             node_address: None,
             node_interface: "nodegate0".into(),
             own_pod_uid: None,
+            daemonset: None,
             rescan_interval: Duration::from_secs(1),
             stale_after: Duration::from_secs(30),
         }

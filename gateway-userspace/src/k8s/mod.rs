@@ -8,6 +8,7 @@
 pub mod address;
 pub mod cgroup;
 pub mod enroll;
+pub mod owner;
 pub mod pod;
 pub mod status;
 pub mod store;
@@ -37,6 +38,8 @@ pub struct Cluster {
     pub node: String,
     pub kubepods: Option<String>,
     pub enroller: Option<Arc<enroll::Enroller>>,
+    pub client: kube::Client,
+    daemonset: Option<(String, String)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -99,7 +102,7 @@ impl Cluster {
             tokio::spawn(watch::pods(client.clone(), node.clone(), store.clone())),
             tokio::spawn(watch::namespaces(client.clone(), store.clone())),
             tokio::spawn(watch::recover(
-                client,
+                client.clone(),
                 node.clone(),
                 store.clone(),
                 std::time::Duration::from_secs(1),
@@ -129,7 +132,18 @@ impl Cluster {
             _ => None,
         };
         tracing::info!(%node, kubepods = kubepods.as_deref().unwrap_or("-"), enrollment = enroller.is_some(), "kubernetes view started");
-        Ok(Self { store, node, kubepods, enroller, tasks })
+        Ok(Self { store, node, kubepods, enroller, client, daemonset: owner::daemonset(cfg), tasks })
+    }
+
+    /// Whether this shutdown is an uninstall (the agent's DaemonSet is gone or going). False
+    /// when no DaemonSet is known or the API server cannot say: keeping programs attached is
+    /// the safe side (the heartbeat's fail mode governs, `nodegate intercept cleanup` clears).
+    pub async fn uninstalling(&self) -> bool {
+        let Some((ns, name)) = &self.daemonset else { return false };
+        let gone =
+            owner::uninstalling(self.client.clone(), ns, name, std::time::Duration::from_secs(3)).await;
+        tracing::info!(daemonset = %format!("{ns}/{name}"), uninstall = ?gone, "shutdown: upgrade or uninstall?");
+        gone == Some(true)
     }
 
     /// Whether both watches are connected and listed; the reason when not.
