@@ -13,7 +13,8 @@ namespaces, in the same JSON:
 - /api/v1/namespaces/NS/pods/NAME, /apis/apps/v1/namespaces/NS/daemonsets/NAME and /version.
 
 A control listener (plain JSON over HTTP) drives it: POST /pods (create or replace a Pod object),
-DELETE /pods/NS/NAME, POST /namespaces, POST /daemonsets, DELETE /daemonsets/NS/NAME, POST /compact (drop history and end every watch, so
+DELETE /pods/NS/NAME, POST /namespaces, POST /daemonsets, DELETE /daemonsets/NS/NAME, POST /batch {"pods": [...], "rate": N} and /batch_delete {"keys": [[ns, name]], "rate": N} (apply or delete
+at N per second, in the background; `batches_done` in /stats counts finished ones), POST /compact (drop history and end every watch, so
 watchers must relist; with {"delete": [[ns, name]]} pods vanish without an event), POST /down
 (close the API listener and every watch: connections are refused), POST /up, GET /stats.
 """
@@ -35,7 +36,7 @@ class State:
         self.objects = {"pods": {}, "namespaces": {}, "daemonsets": {}}  # key -> object
         self.history = []  # (rv, resource, type, object)
         self.generation = 0  # bumped to end every open watch
-        self.stats = {"lists": 0, "watches": 0, "expired": 0, "bookmarks": 0}
+        self.stats = {"lists": 0, "watches": 0, "expired": 0, "bookmarks": 0, "batches_done": 0}
 
     def bump(self):
         self.rv += 1
@@ -268,6 +269,26 @@ def main():
                 return self.reply(state.apply("namespaces", self.body()))
             if path == "/daemonsets":
                 return self.reply(state.apply("daemonsets", self.body()))
+            if path in ("/batch", "/batch_delete"):
+                body = self.body()
+                items = body.get("pods") or body.get("keys") or []
+                gap = 1.0 / float(body.get("rate") or 1000)
+
+                def run():
+                    start = time.monotonic()
+                    for i, item in enumerate(items):
+                        delay = start + i * gap - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                        if path == "/batch":
+                            state.apply("pods", item)
+                        else:
+                            state.delete("pods", tuple(item))
+                    with state.lock:
+                        state.stats["batches_done"] += 1
+
+                threading.Thread(target=run, daemon=True).start()
+                return self.reply({"started": len(items)})
             if path == "/compact":
                 state.compact(self.body().get("delete", []))
                 return self.reply({"compacted": state.compacted})

@@ -52,7 +52,13 @@ impl KubeApi {
 
     fn curl(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let url = format!("{}{path}", self.control);
-        let data = body.map(|b| b.to_string());
+        // The body goes through a file: a batch of pods is larger than an argument may be.
+        let file = body.map(|b| {
+            let f = std::env::temp_dir().join(crate::unique("kube-body-"));
+            std::fs::write(&f, b.to_string()).unwrap_or_else(|e| panic!("write {}: {e}", f.display()));
+            f
+        });
+        let data = file.as_ref().map(|f| format!("@{}", f.display()));
         let mut args: Vec<&str> = vec!["-s", "-m", "10", "-X", method, &url];
         if let Some(d) = &data {
             args.extend(["-H", "content-type: application/json", "--data-binary", d]);
@@ -62,6 +68,9 @@ impl KubeApi {
             None => Command::new("curl").args(&args).output(),
         }
         .unwrap_or_else(|e| panic!("curl: {e}"));
+        if let Some(f) = file {
+            let _ = std::fs::remove_file(f);
+        }
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!("fixture {method} {path}: {e}: {}", String::from_utf8_lossy(&out.stdout))
         })
@@ -91,6 +100,16 @@ impl KubeApi {
     /// pods are deleted without a DELETED event, so only a relist can notice.
     pub fn compact(&self, silent: &[(&str, &str)]) {
         self.curl("POST", "/compact", Some(&json!({"delete": silent})));
+    }
+
+    /// Applies `pods` at `rate` per second in the background.
+    pub fn batch(&self, pods: &[Value], rate: u32) {
+        self.curl("POST", "/batch", Some(&json!({"pods": pods, "rate": rate})));
+    }
+
+    /// Deletes `keys` (namespace, name) at `rate` per second in the background.
+    pub fn batch_delete(&self, keys: &[(String, String)], rate: u32) {
+        self.curl("POST", "/batch_delete", Some(&json!({"keys": keys, "rate": rate})));
     }
 
     pub fn down(&self) {

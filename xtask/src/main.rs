@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask test` (build every binary, then run every test) and
 //! `cargo xtask bench redirect` (the interception benchmark).
 mod bench_inference;
+mod bench_k8s;
 mod bench_llm;
 mod bench_mcp;
 mod bench_pick;
@@ -49,6 +50,9 @@ enum Bench {
     /// New TLS connections/s and request latency: direct, passthrough, terminate (cached and
     /// fresh leaf) and haproxy terminating the same way (needs root and haproxy).
     Tls(bench_tls::Args),
+    /// Pod churn on one node: watch event -> enrolled map write latency, memory per pod (needs
+    /// root).
+    K8s(bench_k8s::Args),
 }
 
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
@@ -115,5 +119,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { which: Bench::Inference(a) } => bench_inference::run(a),
         Cmd::Bench { which: Bench::Mcp(a) } => bench_mcp::run(a),
         Cmd::Bench { which: Bench::Tls(a) } => bench_tls::run(a),
+        Cmd::Bench { which: Bench::K8s(a) } => bench_k8s::run(a),
     }
 }

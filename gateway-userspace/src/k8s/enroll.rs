@@ -12,7 +12,6 @@ use std::{
     os::unix::fs::MetadataExt,
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::Instant,
 };
 
 use super::{pod::Pod, store::Store};
@@ -31,7 +30,7 @@ pub trait Target: Send + Sync {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum State {
     Enrolled {
-        cgroup: String,
+        cgroup: Arc<str>,
         cgroup_id: u64,
         by: &'static str,
     },
@@ -54,13 +53,13 @@ pub fn wanted(
     if own_uid.is_some_and(|u| u == &*pod.uid) {
         return Err("nodegate's own pod");
     }
-    if pod.annotations.get(&cfg.opt_out).is_some_and(|v| v == "disabled") {
+    if pod.annotations.get(&cfg.opt_out) == Some("disabled") {
         return Err("opted out by annotation");
     }
-    if !cfg.pod_selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v)) {
+    if !cfg.pod_selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v.as_str())) {
         return Err("pod_selector not matched");
     }
-    if pod.labels.get(&cfg.label) == Some(&cfg.value) {
+    if pod.labels.get(&cfg.label) == Some(cfg.value.as_str()) {
         return Ok("pod label");
     }
     if ns_labels.is_some_and(|l| l.get(&cfg.label) == Some(&cfg.value)) {
@@ -102,8 +101,20 @@ pub struct Enroller {
     states: Mutex<HashMap<Arc<str>, State>>,
     /// Pod uid -> cgroup id this agent enrolled.
     ours: Mutex<HashMap<Arc<str>, u64>>,
-    /// Microseconds from a store change to its enrollment being written, last 1,024.
-    pub latencies_us: Mutex<Vec<u64>>,
+    /// Microseconds from a watch event's arrival to the map write it caused (the oldest event of
+    /// each pass that wrote), the last `LATENCIES_KEPT`.
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+const LATENCIES_KEPT: usize = 4096;
+
+/// Percentiles of the enrollment latency, for `/pods` and the churn benchmark.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
 }
 
 impl Enroller {
@@ -132,6 +143,19 @@ impl Enroller {
         lock(&self.states).clone()
     }
 
+    pub fn latency(&self) -> Latency {
+        let mut v = lock(&self.latencies_us).clone();
+        v.sort_unstable();
+        let at =
+            |q: f64| v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0);
+        Latency {
+            samples: v.len(),
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+            max_us: v.last().copied().unwrap_or(0),
+        }
+    }
+
     pub fn enrolled_count(&self) -> usize {
         lock(&self.ours).len()
     }
@@ -143,18 +167,18 @@ impl Enroller {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let started = tokio::select! {
+            tokio::select! {
                 r = changes.changed() => {
                     if r.is_err() { return; }
-                    Some(Instant::now())
                 }
-                _ = tick.tick() => None,
+                _ = tick.tick() => {}
             };
+            let started = self.store.take_pending_since();
             let this = self.clone();
             let wrote = tokio::task::spawn_blocking(move || this.pass()).await.unwrap_or(false);
             if let (Some(t), true) = (started, wrote) {
                 let mut l = lock(&self.latencies_us);
-                if l.len() >= 1024 {
+                if l.len() >= LATENCIES_KEPT {
                     l.remove(0);
                 }
                 l.push(t.elapsed().as_micros() as u64);
@@ -178,25 +202,27 @@ impl Enroller {
                     }
                     State::NotEnrolled { reason }
                 }
+                // Enrolled already: a pod's cgroup lives as long as the pod, so no second look.
+                Ok(by) if let Some(&id) = ours.get(&pod.uid) => {
+                    let cgroup = match self.states_get(&pod.uid) {
+                        Some(State::Enrolled { cgroup, .. }) => cgroup,
+                        _ => Arc::from(""),
+                    };
+                    State::Enrolled { cgroup, cgroup_id: id, by }
+                }
                 Ok(by) => match pod_cgroup(&self.cgroup_root, &self.kubepods, &pod.uid) {
                     None => State::Pending {
                         reason: format!("no cgroup for pod {} below {}", pod.uid, self.kubepods),
                     },
-                    Some((cgroup, id)) => {
-                        if ours.get(&pod.uid) == Some(&id) {
-                            State::Enrolled { cgroup, cgroup_id: id, by }
-                        } else {
-                            match self.target.enroll(id) {
-                                Ok(()) => {
-                                    wrote = true;
-                                    tracing::info!(pod = %pod.workload(), %cgroup, by, "pod enrolled");
-                                    ours.insert(pod.uid.clone(), id);
-                                    State::Enrolled { cgroup, cgroup_id: id, by }
-                                }
-                                Err(e) => State::Pending { reason: format!("enrolled map: {e}") },
-                            }
+                    Some((cgroup, id)) => match self.target.enroll(id) {
+                        Ok(()) => {
+                            wrote = true;
+                            tracing::info!(pod = %pod.workload(), %cgroup, by, "pod enrolled");
+                            ours.insert(pod.uid.clone(), id);
+                            State::Enrolled { cgroup: Arc::from(cgroup), cgroup_id: id, by }
                         }
-                    }
+                        Err(e) => State::Pending { reason: format!("enrolled map: {e}") },
+                    },
                 },
             };
             states.insert(pod.uid.clone(), state);
@@ -224,6 +250,10 @@ impl Enroller {
         }
         *lock(&self.states) = states;
         wrote
+    }
+
+    fn states_get(&self, uid: &str) -> Option<State> {
+        lock(&self.states).get(uid).cloned()
     }
 
     fn unenroll(&self, pod: &Pod, id: u64) -> bool {
@@ -255,10 +285,10 @@ mod tests {
             namespace: Arc::from("agents"),
             name: Arc::from("p"),
             service_account: Arc::from("default"),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            containers: vec![Container { name: Arc::from("c"), id: None }],
-            ips: vec![],
+            labels: labels.iter().copied().collect(),
+            annotations: annotations.iter().copied().collect(),
+            containers: Box::new([Container { name: Arc::from("c"), id: None }]),
+            ips: Box::new([]),
             host_network: false,
             terminating: false,
         }

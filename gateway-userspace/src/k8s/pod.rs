@@ -1,6 +1,6 @@
 //! What nodegate keeps of a Pod: the fields identity, policy and enrollment read, nothing else
 //! (a full Pod object is tens of kilobytes; this is a few hundred bytes).
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use k8s_openapi::api::core::v1 as core;
 
@@ -14,10 +14,10 @@ pub struct Pod {
     pub namespace: Arc<str>,
     pub name: Arc<str>,
     pub service_account: Arc<str>,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub containers: Vec<Container>,
-    pub ips: Vec<IpAddr>,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub containers: Box<[Container]>,
+    pub ips: Box<[IpAddr]>,
     pub host_network: bool,
     /// The API server has marked it for deletion (its processes may still run).
     pub terminating: bool,
@@ -27,7 +27,42 @@ pub struct Pod {
 pub struct Container {
     pub name: Arc<str>,
     /// Runtime container id, no `containerd://` prefix; None until it has started.
-    pub id: Option<String>,
+    pub id: Option<Box<str>>,
+}
+
+/// Labels or annotations: a sorted boxed slice (a pod has a handful; a map allocates room for
+/// eleven per node and is most of a pod's footprint).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(Box<[(Box<str>, Box<str>)]>);
+
+impl Labels {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &*self.0[i].1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Labels {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut v: Vec<(Box<str>, Box<str>)> =
+            iter.into_iter().map(|(k, v)| (Box::from(k.as_ref()), Box::from(v.as_ref()))).collect();
+        v.sort();
+        v.dedup_by(|a, b| a.0 == b.0);
+        Self(v.into_boxed_slice())
+    }
+}
+
+impl serde::Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (&**k, &**v)))
+    }
 }
 
 impl Pod {
@@ -44,7 +79,7 @@ impl Pod {
         for cs in statuses {
             containers.push(Container {
                 name: Arc::from(cs.name.as_str()),
-                id: cs.container_id.as_deref().map(|id| super::cgroup::status_container_id(id).to_string()),
+                id: cs.container_id.as_deref().map(|id| Box::from(super::cgroup::status_container_id(id))),
             });
         }
         // Containers in the spec that have no status yet still have a name.
@@ -54,7 +89,7 @@ impl Pod {
                 containers.push(Container { name: Arc::from(c.name.as_str()), id: None });
             }
         }
-        let ips = status
+        let ips: Vec<IpAddr> = status
             .and_then(|s| s.pod_ips.as_ref())
             .into_iter()
             .flatten()
@@ -67,16 +102,15 @@ impl Pod {
             service_account: Arc::from(
                 spec.and_then(|s| s.service_account_name.as_deref()).unwrap_or("default"),
             ),
-            labels: meta.labels.clone().unwrap_or_default(),
+            labels: meta.labels.iter().flatten().collect(),
             annotations: meta
                 .annotations
                 .iter()
                 .flatten()
                 .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
-                .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            containers,
-            ips,
+            containers: containers.into_boxed_slice(),
+            ips: ips.into_boxed_slice(),
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             terminating: meta.deletion_timestamp.is_some(),
         })
@@ -118,7 +152,9 @@ mod tests {
         assert_eq!(p.annotations.len(), 1, "only nodegate.io/ annotations are kept");
         assert_eq!(p.container_named_by("abc123abc123abc1").as_deref(), Some("agent"));
         assert!(p.containers.iter().any(|c| &*c.name == "sidecar" && c.id.is_none()));
-        assert_eq!(p.ips, vec!["10.1.0.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(&*p.ips, &["10.1.0.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(p.labels.get("team"), Some("x"));
+        assert_eq!(p.labels.get("other"), None);
         assert!(!p.terminating);
     }
 }

@@ -9,6 +9,9 @@ pub struct Report {
     pub node: String,
     pub kubepods: Option<String>,
     pub api: Api,
+    /// From a watch event's arrival to the enrolled map write it caused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrollment_latency: Option<super::enroll::Latency>,
     pub pods: Vec<PodLine>,
 }
 
@@ -56,6 +59,7 @@ pub fn report(c: &Cluster) -> Report {
         node: c.node.clone(),
         kubepods: c.kubepods.clone(),
         api: Api { pods: c.store.pods_health.report(), namespaces: c.store.namespaces_health.report() },
+        enrollment_latency: c.enroller.as_ref().map(|e| e.latency()),
         pods,
     }
 }

@@ -17,6 +17,8 @@ pub struct Store {
     namespaces: RwLock<HashMap<String, Labels>>,
     /// Bumped on every change; the enrollment loop waits on it.
     changed: tokio::sync::watch::Sender<u64>,
+    /// When the oldest change not yet taken by the enrollment loop arrived.
+    pending_since: Mutex<Option<Instant>>,
     pub pods_health: Health,
     pub namespaces_health: Health,
 }
@@ -27,6 +29,7 @@ impl Default for Store {
             pods: RwLock::default(),
             namespaces: RwLock::default(),
             changed: tokio::sync::watch::channel(0).0,
+            pending_since: Mutex::new(None),
             pods_health: Health::default(),
             namespaces_health: Health::default(),
         }
@@ -65,7 +68,13 @@ impl Store {
     }
 
     fn bump(&self) {
+        self.pending_since.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// When the oldest change since the last call arrived (None: no change since).
+    pub fn take_pending_since(&self) -> Option<Instant> {
+        self.pending_since.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     pub fn upsert_pod(&self, pod: Pod) {
