@@ -95,6 +95,9 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .await
             .context("starting the kubernetes watches")?;
         identities.set_pods(c.store.clone());
+        if let Some(i) = &interceptor {
+            c.watch_services(&cfg.intercept.destinations, i.services(), resync_on_change(i));
+        }
         Some(Arc::new(c))
     } else {
         None
@@ -217,6 +220,9 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                 {
                     tracing::error!(error = %e, "applying the new intercept settings failed");
                 }
+                if let (Some(i), Some(c)) = (&interceptor, &llm_ctx.cluster) {
+                    c.watch_services(&new.intercept.destinations, i.services(), resync_on_change(i));
+                }
             }
         });
     }
@@ -259,6 +265,18 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     tracing::info!("nodegate stopped");
     Ok(())
+}
+
+/// A callback that rewrites the intercept table (a Service moved).
+fn resync_on_change(i: &Arc<Interceptor>) -> Arc<dyn Fn() + Send + Sync> {
+    let weak = Arc::downgrade(i);
+    Arc::new(move || {
+        if let Some(i) = weak.upgrade()
+            && let Err(e) = i.resync_table()
+        {
+            tracing::error!(error = %e, "intercept table update after a Service change failed");
+        }
+    })
 }
 
 /// Where identity looks first for a cgroup id: the enrolled cgroups, and the kubelet's pods.

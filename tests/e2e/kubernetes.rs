@@ -408,3 +408,65 @@ fn upgrade_keeps_programs_and_uninstall_leaves_nothing() {
     drop(agent);
     drop(qos);
 }
+
+/// A destination may name a Service; its ClusterIP and ports come from the API and follow it.
+#[test]
+fn a_service_destination_follows_the_api() {
+    require_root();
+    let topo = Topology::new();
+    let base = Cgroup::new(&format!("/{}", unique("ngk8s")));
+    let kubepods = Cgroup::new(&format!("{}/kubepods", base.rel));
+    let qos = qos_parents(&kubepods.rel, false);
+    let (uid, cid) = ids();
+    let agent = PodCgroups::cgroupfs(&kubepods.rel, Qos::Guaranteed, &uid, &cid);
+    let api = KubeApi::start(API, Some(&topo.node));
+    api.apply_namespace("agents", label(true));
+    api.apply_pod(
+        &PodSpec {
+            namespace: "agents",
+            name: "worker-0",
+            uid: &uid,
+            node: NODE,
+            service_account: "worker",
+            labels: json!({}),
+            annotations: json!({}),
+            containers: &[("main", &cid)],
+        }
+        .json(),
+    );
+    let service = |ports: &[u16]| {
+        let ports: Vec<_> =
+            ports.iter().map(|p| json!({"name": format!("p{p}"), "port": p, "protocol": "TCP"})).collect();
+        json!({"metadata": {"name": "upstream", "namespace": "agents"},
+               "spec": {"type": "ClusterIP", "clusterIP": SVC_IP, "clusterIPs": [SVC_IP], "ports": ports}})
+    };
+    api.apply("services", &service(&[UPSTREAM_PORT]));
+    let _upstream = upstream(&topo.node, "upstream");
+    let (dir, pin) = Gateway::prepare("k8s-svc");
+    let cfg = config(&kubepods.rel, &api.api, "", false).replace(
+        &format!("    - {{ address: {SVC_IP}, ports: [{UPSTREAM_PORT}] }}\n"),
+        "    - { service: upstream.agents }\n",
+    );
+    assert!(cfg.contains("service: upstream.agents"), "{cfg}");
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    wait_until(Duration::from_secs(10), "service destination intercepted", || {
+        intercepted(&topo, &agent.container, "/svc")
+    });
+    let rec = gw.wait_audit("service record", |r| r["path"] == "/svc");
+    assert_eq!(rec["identity"], "agents/worker-0", "{rec}");
+
+    // The Service stops exposing the port: the table follows; back again: intercepted again.
+    api.apply("services", &service(&[9999]));
+    wait_until(Duration::from_secs(10), "port gone from the table", || {
+        !intercepted(&topo, &agent.container, "/svc-port-gone")
+    });
+    api.apply("services", &service(&[UPSTREAM_PORT]));
+    wait_until(Duration::from_secs(10), "port back", || intercepted(&topo, &agent.container, "/svc-back"));
+    api.delete("services", "agents", "upstream");
+    wait_until(Duration::from_secs(10), "deleted service leaves the table", || {
+        !intercepted(&topo, &agent.container, "/svc-deleted")
+    });
+    drop(gw);
+    drop(agent);
+    drop(qos);
+}

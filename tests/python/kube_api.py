@@ -12,8 +12,8 @@ namespaces, in the same JSON:
   Expired Status that a real server sends.
 - /api/v1/namespaces/NS/pods/NAME, /apis/apps/v1/namespaces/NS/daemonsets/NAME and /version.
 
-A control listener (plain JSON over HTTP) drives it: POST /pods (create or replace a Pod object),
-DELETE /pods/NS/NAME, POST /namespaces, POST /daemonsets, DELETE /daemonsets/NS/NAME, POST /batch {"pods": [...], "rate": N} and /batch_delete {"keys": [[ns, name]], "rate": N} (apply or delete
+A control listener (plain JSON over HTTP) drives it: POST /<resource> (create or replace an object: pods, namespaces,
+services, endpointslices, daemonsets), DELETE /<resource>/NS/NAME (/namespaces/NAME), POST /batch {"pods": [...], "rate": N} and /batch_delete {"keys": [[ns, name]], "rate": N} (apply or delete
 at N per second, in the background; `batches_done` in /stats counts finished ones), POST /compact (drop history and end every watch, so
 watchers must relist; with {"delete": [[ns, name]]} pods vanish without an event), POST /down
 (close the API listener and every watch: connections are refused), POST /up, GET /stats.
@@ -33,7 +33,7 @@ class State:
         self.lock = threading.Condition()
         self.rv = 100
         self.compacted = 0  # watches from a resourceVersion below this get 410
-        self.objects = {"pods": {}, "namespaces": {}, "daemonsets": {}}  # key -> object
+        self.objects = {r: {} for r in KINDS}  # resource -> key -> object
         self.history = []  # (rv, resource, type, object)
         self.generation = 0  # bumped to end every open watch
         self.stats = {"lists": 0, "watches": 0, "expired": 0, "bookmarks": 0, "batches_done": 0}
@@ -78,10 +78,42 @@ class State:
             self.lock.notify_all()
 
 
-KINDS = {"pods": ("Pod", "PodList"), "namespaces": ("Namespace", "NamespaceList")}
+# resource -> (kind, list kind, apiVersion)
+KINDS = {
+    "pods": ("Pod", "PodList", "v1"),
+    "namespaces": ("Namespace", "NamespaceList", "v1"),
+    "services": ("Service", "ServiceList", "v1"),
+    "daemonsets": ("DaemonSet", "DaemonSetList", "apps/v1"),
+    "endpointslices": ("EndpointSlice", "EndpointSliceList", "discovery.k8s.io/v1"),
+}
 
 
-def matches(resource, obj, field_selector):
+def route(parts):
+    """(resource, namespace, name) of an API path, or None."""
+    if parts[:2] == ["api", "v1"]:
+        rest, version = parts[2:], "v1"
+    elif len(parts) >= 3 and parts[0] == "apis":
+        rest, version = parts[3:], f"{parts[1]}/{parts[2]}"
+    else:
+        return None
+    ns = None
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        ns, rest = rest[1], rest[2:]
+    elif rest[:1] == ["namespaces"] and len(rest) == 2:
+        return ("namespaces", None, rest[1])
+    if not rest or rest[0] not in KINDS or KINDS[rest[0]][2] != version or len(rest) > 2:
+        return None
+    return (rest[0], ns, rest[1] if len(rest) == 2 else None)
+
+
+def matches(resource, obj, field_selector, namespace=None, label_selector=None):
+    if namespace and obj["metadata"].get("namespace") != namespace:
+        return False
+    for term in (label_selector or "").split(","):
+        if term:
+            k, _, v = term.partition("=")
+            if (obj["metadata"].get("labels") or {}).get(k.rstrip("=")) != v.lstrip("="):
+                return False
     if not field_selector:
         return True
     for term in field_selector.split(","):
@@ -96,8 +128,8 @@ def matches(resource, obj, field_selector):
 
 
 def typed(resource, obj):
-    kind = KINDS[resource][0]
-    return dict(obj, kind=kind, apiVersion="v1")
+    kind, _, version = KINDS[resource]
+    return dict(obj, kind=kind, apiVersion=version)
 
 
 def make_api_handler(state, args, server_ref):
@@ -123,23 +155,18 @@ def make_api_handler(state, args, server_ref):
             url = urlparse(self.path)
             q = {k: v[0] for k, v in parse_qs(url.query).items()}
             parts = [p for p in url.path.split("/") if p]
-            if parts[:3] == ["apis", "apps", "v1"] and len(parts) == 7 and parts[5] == "daemonsets":
-                obj = state.objects["daemonsets"].get((parts[4], parts[6]))
-                if obj is None:
-                    return self.status(404, "NotFound", f'daemonsets.apps "{parts[6]}" not found')
-                return self.send_json(200, dict(obj, kind="DaemonSet", apiVersion="apps/v1"))
             if url.path == "/version":
                 return self.send_json(200, {"major": "1", "minor": "34", "gitVersion": "v1.34.0-fixture"})
-            if parts[:2] != ["api", "v1"] or len(parts) < 3:
+            r = route(parts)
+            if r is None:
                 return self.status(404, "NotFound", "the server could not find the requested resource")
-            if len(parts) == 6 and parts[2] == "namespaces" and parts[4] == "pods":
-                obj = state.objects["pods"].get((parts[3], parts[5]))
+            resource, ns, name = r
+            if name is not None:
+                obj = state.objects[resource].get((ns or "", name))
                 if obj is None:
-                    return self.status(404, "NotFound", f'pods "{parts[5]}" not found')
-                return self.send_json(200, typed("pods", obj))
-            resource = parts[2]
-            if len(parts) != 3 or resource not in KINDS:
-                return self.status(404, "NotFound", "the server could not find the requested resource")
+                    return self.status(404, "NotFound", f'{resource} "{name}" not found')
+                return self.send_json(200, typed(resource, obj))
+            q["namespace"] = ns
             if q.get("watch") in ("true", "1"):
                 return self.watch(resource, q)
             return self.list(resource, q)
@@ -147,7 +174,8 @@ def make_api_handler(state, args, server_ref):
         def list(self, resource, q):
             with state.lock:
                 state.stats["lists"] += 1
-                items = [o for o in state.objects[resource].values() if matches(resource, o, q.get("fieldSelector"))]
+                items = [o for o in state.objects[resource].values()
+                         if matches(resource, o, q.get("fieldSelector"), q.get("namespace"), q.get("labelSelector"))]
                 items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
                 rv = str(state.rv)
             start = int(q.get("continue") or 0)
@@ -157,7 +185,7 @@ def make_api_handler(state, args, server_ref):
             if limit and start + limit < len(items):
                 meta["continue"] = str(start + limit)
                 meta["remainingItemCount"] = len(items) - start - limit
-            self.send_json(200, {"kind": KINDS[resource][1], "apiVersion": "v1", "metadata": meta, "items": page})
+            self.send_json(200, {"kind": KINDS[resource][1], "apiVersion": KINDS[resource][2], "metadata": meta, "items": page})
 
         def chunk(self, obj):
             data = (json.dumps(obj) + "\n").encode()
@@ -200,7 +228,7 @@ def make_api_handler(state, args, server_ref):
                         current = state.rv
                     for rv, _, typ, obj in pending:
                         cursor = rv
-                        if matches(resource, obj, q.get("fieldSelector")):
+                        if matches(resource, obj, q.get("fieldSelector"), q.get("namespace"), q.get("labelSelector")):
                             self.chunk({"type": typ, "object": typed(resource, obj)})
                     if bookmarks and time.monotonic() - last_bookmark >= args.bookmark_interval:
                         last_bookmark = time.monotonic()
@@ -208,7 +236,7 @@ def make_api_handler(state, args, server_ref):
                         with state.lock:
                             state.stats["bookmarks"] += 1
                         self.chunk({"type": "BOOKMARK", "object": {
-                            "kind": KINDS[resource][0], "apiVersion": "v1",
+                            "kind": KINDS[resource][0], "apiVersion": KINDS[resource][2],
                             "metadata": {"resourceVersion": str(cursor),
                                          "annotations": {"k8s.io/initial-events-end": "false"}}}})
                 if not server_ref["stopping"]:
@@ -263,12 +291,8 @@ def main():
 
         def do_POST(self):
             path = self.path.rstrip("/")
-            if path == "/pods":
-                return self.reply(state.apply("pods", self.body()))
-            if path == "/namespaces":
-                return self.reply(state.apply("namespaces", self.body()))
-            if path == "/daemonsets":
-                return self.reply(state.apply("daemonsets", self.body()))
+            if path.lstrip("/") in KINDS:
+                return self.reply(state.apply(path.lstrip("/"), self.body()))
             if path in ("/batch", "/batch_delete"):
                 body = self.body()
                 items = body.get("pods") or body.get("keys") or []
@@ -308,12 +332,9 @@ def main():
 
         def do_DELETE(self):
             parts = [p for p in self.path.split("/") if p]
-            if len(parts) == 3 and parts[0] == "pods":
-                return self.reply({"deleted": state.delete("pods", (parts[1], parts[2])) is not None})
-            if len(parts) == 3 and parts[0] == "daemonsets":
-                return self.reply({"deleted": state.delete("daemonsets", (parts[1], parts[2])) is not None})
-            if len(parts) == 2 and parts[0] == "namespaces":
-                return self.reply({"deleted": state.delete("namespaces", ("", parts[1])) is not None})
+            if parts and parts[0] in KINDS and len(parts) in (2, 3):
+                key = (parts[1], parts[2]) if len(parts) == 3 else ("", parts[1])
+                return self.reply({"deleted": state.delete(parts[0], key) is not None})
             self.send_error(404)
 
     chost, cport = args.control.rsplit(":", 1)

@@ -76,6 +76,15 @@ impl KubeApi {
         })
     }
 
+    /// Creates or replaces an object of `resource` (`services`, `endpointslices`, ...).
+    pub fn apply(&self, resource: &str, obj: &Value) -> Value {
+        self.curl("POST", &format!("/{resource}"), Some(obj))
+    }
+
+    pub fn delete(&self, resource: &str, ns: &str, name: &str) {
+        self.curl("DELETE", &format!("/{resource}/{ns}/{name}"), None);
+    }
+
     pub fn apply_pod(&self, pod: &Value) -> Value {
         self.curl("POST", "/pods", Some(pod))
     }

@@ -264,9 +264,17 @@ pub enum Class {
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     /// An IP address (`169.254.88.10`), a CIDR (`10.96.0.0/12`) or a host name
-    /// (`api.openai.com`, resolved and re-resolved when its DNS TTL runs out).
+    /// (`api.openai.com`, resolved and re-resolved when its DNS TTL runs out). Empty when
+    /// `service` names the destination.
+    #[serde(default)]
     pub address: String,
-    /// Ports to intercept on that address; `0` means every port.
+    /// Kubernetes: a Service, `name.namespace`, intercepted at its ClusterIPs as the API server
+    /// says (needs `kubernetes.enabled`; instead of `address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Ports to intercept on that address; `0` means every port. For a `service`, empty means
+    /// the Service's own TCP ports.
+    #[serde(default)]
     pub ports: Vec<u16>,
     #[serde(default)]
     pub class: Class,

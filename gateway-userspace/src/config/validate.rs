@@ -140,6 +140,16 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         );
     }
     let k = &cfg.kubernetes;
+    if !k.enabled {
+        for (i, d) in ic.destinations.iter().enumerate() {
+            if d.service.is_some() {
+                push(
+                    format!("intercept.destinations[{i}].service"),
+                    "naming a Kubernetes Service needs kubernetes.enabled".into(),
+                );
+            }
+        }
+    }
     if k.enabled {
         if let Some(url) = &k.api_server
             && url.parse::<http::Uri>().map_or(true, |u| u.scheme().is_none() || u.host().is_none())
@@ -332,6 +342,24 @@ fn check_llm(llm: &super::llm::Llm, push: &mut impl FnMut(String, String)) {
 }
 
 fn check_destination(i: usize, d: &Destination, push: &mut impl FnMut(String, String)) {
+    if let Some(svc) = &d.service {
+        if !d.address.is_empty() {
+            push(format!("intercept.destinations[{i}]"), "give either address or service, not both".into());
+        }
+        if crate::k8s::services::parse(svc).is_none() {
+            push(
+                format!("intercept.destinations[{i}].service"),
+                format!("{svc:?} is not `name.namespace` (lower-case DNS labels)"),
+            );
+        }
+        if d.ports.len() > 1 && d.ports.contains(&0) {
+            push(
+                format!("intercept.destinations[{i}].ports"),
+                "0 (all ports) cannot be combined with other ports".into(),
+            );
+        }
+        return;
+    }
     if let Err(e) = parse_target(&d.address) {
         push(format!("intercept.destinations[{i}].address"), e);
     }

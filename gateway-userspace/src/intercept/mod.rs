@@ -86,6 +86,8 @@ pub struct Interceptor {
     enrolled: Mutex<HashMap<MapData, u64, u32>>,
     table: Mutex<table::Table>,
     resolved: dns::Resolved,
+    /// Kubernetes Services named by destinations, as their watches last saw them.
+    services: crate::k8s::services::Table,
     destinations: Mutex<Vec<crate::config::Destination>>,
     dns_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     _log_task: tokio::task::JoinHandle<()>,
@@ -151,6 +153,7 @@ impl Interceptor {
             enrolled: Mutex::new(enrolled),
             table: Mutex::new(table::Table::new(v4, v6)),
             resolved: Default::default(),
+            services: Default::default(),
             destinations: Mutex::new(Vec::new()),
             dns_task: Mutex::new(None),
             _log_task: log_task,
@@ -253,8 +256,14 @@ impl Interceptor {
         }
     }
 
-    /// Writes static destinations plus the current DNS answers into the tries.
-    fn resync_table(&self) -> Result<(), InterceptError> {
+    /// The Services table the Kubernetes watches write into.
+    pub fn services(&self) -> &crate::k8s::services::Table {
+        &self.services
+    }
+
+    /// Writes static destinations plus the current DNS answers and Service addresses into the
+    /// tries.
+    pub fn resync_table(&self) -> Result<(), InterceptError> {
         let dests = lock(&self.destinations).clone();
         let (mut desired, hosts) = table::static_entries(&dests);
         {
@@ -263,6 +272,18 @@ impl Interceptor {
                 if let Some(ips) = resolved.get(&host) {
                     desired.extend(table::host_entries(ips, &dests[rule], rule));
                 }
+            }
+        }
+        {
+            let services = lock(&self.services);
+            for (rule, d) in dests.iter().enumerate() {
+                let Some((name, ns)) = d.service.as_deref().and_then(crate::k8s::services::parse) else {
+                    continue;
+                };
+                let Some(at) = services.get(&format!("{ns}/{name}")) else { continue };
+                let ports = if d.ports.is_empty() { &at.ports } else { &d.ports };
+                let with_ports = crate::config::Destination { ports: ports.clone(), ..d.clone() };
+                desired.extend(table::host_entries(&at.ips, &with_ports, rule));
             }
         }
         let (added, removed) = lock(&self.table).sync(&desired).map_err(map_err(maps::INTERCEPT_V4))?;

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod enroll;
 pub mod owner;
 pub mod pod;
+pub mod services;
 pub mod status;
 pub mod store;
 pub mod watch;
@@ -41,11 +42,16 @@ pub struct Cluster {
     pub client: kube::Client,
     daemonset: Option<(String, String)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// One watch per Service an intercept destination names, by `namespace/name`.
+    service_watches: std::sync::Mutex<std::collections::BTreeMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.service_watches.lock().unwrap_or_else(|e| e.into_inner()).values() {
             t.abort();
         }
     }
@@ -132,7 +138,57 @@ impl Cluster {
             _ => None,
         };
         tracing::info!(%node, kubepods = kubepods.as_deref().unwrap_or("-"), enrollment = enroller.is_some(), "kubernetes view started");
-        Ok(Self { store, node, kubepods, enroller, client, daemonset: owner::daemonset(cfg), tasks })
+        Ok(Self {
+            store,
+            node,
+            kubepods,
+            enroller,
+            client,
+            daemonset: owner::daemonset(cfg),
+            tasks,
+            service_watches: Default::default(),
+        })
+    }
+
+    /// Watches exactly the Services `destinations` name (`service: name.namespace`), writing
+    /// their addresses into `table`; watches for Services no longer named stop, and their
+    /// entries go.
+    pub fn watch_services(
+        &self,
+        destinations: &[crate::config::Destination],
+        table: &services::Table,
+        changed: Arc<dyn Fn() + Send + Sync>,
+    ) {
+        let wanted: std::collections::BTreeSet<(String, String)> = destinations
+            .iter()
+            .filter_map(|d| services::parse(d.service.as_deref()?))
+            .map(|(name, ns)| (ns.to_string(), name.to_string()))
+            .collect();
+        let mut watches = self.service_watches.lock().unwrap_or_else(|e| e.into_inner());
+        let keep: std::collections::BTreeSet<String> =
+            wanted.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
+        let mut dropped = false;
+        watches.retain(|k, t| {
+            let stay = keep.contains(k);
+            if !stay {
+                t.abort();
+                table.lock().unwrap_or_else(|e| e.into_inner()).remove(k);
+                dropped = true;
+            }
+            stay
+        });
+        for (ns, name) in wanted {
+            let key = format!("{ns}/{name}");
+            if watches.contains_key(&key) {
+                continue;
+            }
+            let task =
+                tokio::spawn(services::watch(self.client.clone(), ns, name, table.clone(), changed.clone()));
+            watches.insert(key, task);
+        }
+        if dropped {
+            changed();
+        }
     }
 
     /// Whether this shutdown is an uninstall (the agent's DaemonSet is gone or going). False
