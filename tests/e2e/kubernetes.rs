@@ -101,6 +101,48 @@ fn label(on: bool) -> serde_json::Value {
     if on { json!({"nodegate.io/intercept": "enabled"}) } else { json!({}) }
 }
 
+/// A node (cgroupfs layout) with the fixture up, namespace `agents` (enrolled when
+/// `ns_enrolled`) and pod `agents/worker-<n>` for each QoS class given, each labelled for
+/// enrollment when `pod_enrolled`. Fields drop in order: fixture, pods, cgroups, namespaces.
+struct Node {
+    api: KubeApi,
+    pods: Vec<PodCgroups>,
+    _qos: Vec<Cgroup>,
+    kubepods: Cgroup,
+    _base: Cgroup,
+    topo: Topology,
+}
+
+fn node(ns_enrolled: bool, pod_enrolled: bool, classes: &[Qos]) -> Node {
+    require_root();
+    let topo = Topology::new();
+    let base = Cgroup::new(&format!("/{}", unique("ngk8s")));
+    let kubepods = Cgroup::new(&format!("{}/kubepods", base.rel));
+    let qos = qos_parents(&kubepods.rel, false);
+    let api = KubeApi::start(API, Some(&topo.node));
+    api.apply_namespace("agents", label(ns_enrolled));
+    let mut pods = Vec::new();
+    for (i, class) in classes.iter().enumerate() {
+        let (uid, cid) = ids();
+        pods.push(PodCgroups::cgroupfs(&kubepods.rel, *class, &uid, &cid));
+        let name = format!("worker-{i}");
+        api.apply_pod(
+            &PodSpec {
+                namespace: "agents",
+                name: &name,
+                uid: &uid,
+                node: NODE,
+                service_account: "worker",
+                labels: label(pod_enrolled),
+                annotations: json!({}),
+                containers: &[("main", &cid)],
+            }
+            .json(),
+        );
+    }
+    Node { api, pods, _qos: qos, kubepods, _base: base, topo }
+}
+
 #[test]
 fn pods_enrolled_by_label_are_intercepted_and_named_as_pods() {
     require_root();
@@ -251,33 +293,9 @@ fn pods_enrolled_by_label_are_intercepted_and_named_as_pods() {
 
 #[test]
 fn cgroupfs_layout_outage_and_relist_keep_the_view_right() {
-    require_root();
-    let topo = Topology::new();
-    let base = Cgroup::new(&format!("/{}", unique("ngk8s")));
-    let kubepods = Cgroup::new(&format!("{}/kubepods", base.rel));
-    let qos = qos_parents(&kubepods.rel, false);
-    let (uid, cid) = ids();
-    let (uid2, cid2) = ids();
-    let agent = PodCgroups::cgroupfs(&kubepods.rel, Qos::Burstable, &uid, &cid);
-    let other = PodCgroups::cgroupfs(&kubepods.rel, Qos::Guaranteed, &uid2, &cid2);
-
-    let api = KubeApi::start(API, Some(&topo.node));
-    api.apply_namespace("agents", label(false));
-    let spec = |name: &'static str, uid: &str, cid: &str| {
-        PodSpec {
-            namespace: "agents",
-            name,
-            uid,
-            node: NODE,
-            service_account: "worker",
-            labels: label(true),
-            annotations: json!({}),
-            containers: &[("main", cid)],
-        }
-        .json()
-    };
-    api.apply_pod(&spec("worker-0", &uid, &cid));
-    api.apply_pod(&spec("worker-1", &uid2, &cid2));
+    let n = node(false, true, &[Qos::Burstable, Qos::Guaranteed]);
+    let (topo, api, kubepods) = (&n.topo, &n.api, &n.kubepods);
+    let (agent, other) = (&n.pods[0], &n.pods[1]);
     let _upstream = upstream(&topo.node, "upstream");
     let (dir, pin) = Gateway::prepare("k8s-outage");
     let mut gw =
@@ -335,8 +353,6 @@ fn cgroupfs_layout_outage_and_relist_keep_the_view_right() {
     gw.stop();
     assert!(!addrs().contains(NODE_LOCAL), "the node-local address outlived the agent: {}", addrs());
     drop(gw);
-    drop((agent, other));
-    drop(qos);
 }
 
 /// A DaemonSet pod cannot tell a rolling update from `helm uninstall` by its SIGTERM; its
@@ -344,29 +360,9 @@ fn cgroupfs_layout_outage_and_relist_keep_the_view_right() {
 /// Gone: nothing is left behind.
 #[test]
 fn upgrade_keeps_programs_and_uninstall_leaves_nothing() {
-    require_root();
-    let topo = Topology::new();
-    let base = Cgroup::new(&format!("/{}", unique("ngk8s")));
-    let kubepods = Cgroup::new(&format!("{}/kubepods", base.rel));
-    let qos = qos_parents(&kubepods.rel, false);
-    let (uid, cid) = ids();
-    let agent = PodCgroups::cgroupfs(&kubepods.rel, Qos::BestEffort, &uid, &cid);
-    let api = KubeApi::start(API, Some(&topo.node));
-    api.apply_namespace("agents", label(true));
+    let n = node(true, false, &[Qos::BestEffort]);
+    let (topo, api, kubepods, agent) = (&n.topo, &n.api, &n.kubepods, &n.pods[0]);
     api.apply_daemonset("nodegate-system", "nodegate");
-    api.apply_pod(
-        &PodSpec {
-            namespace: "agents",
-            name: "worker-0",
-            uid: &uid,
-            node: NODE,
-            service_account: "worker",
-            labels: json!({}),
-            annotations: json!({}),
-            containers: &[("main", &cid)],
-        }
-        .json(),
-    );
     let _upstream = upstream(&topo.node, "upstream");
     let (dir, pin) = Gateway::prepare("k8s-upgrade");
     let cfg = config(&kubepods.rel, &api.api, "", true)
@@ -405,35 +401,13 @@ fn upgrade_keeps_programs_and_uninstall_leaves_nothing() {
     assert!(!addrs().contains(NODE_LOCAL), "uninstall left the node-local address: {}", addrs());
     assert!(!intercepted(&topo, &agent.container, "/after"), "programs still attached after uninstall");
     drop((first, second));
-    drop(agent);
-    drop(qos);
 }
 
 /// A destination may name a Service; its ClusterIP and ports come from the API and follow it.
 #[test]
 fn a_service_destination_follows_the_api() {
-    require_root();
-    let topo = Topology::new();
-    let base = Cgroup::new(&format!("/{}", unique("ngk8s")));
-    let kubepods = Cgroup::new(&format!("{}/kubepods", base.rel));
-    let qos = qos_parents(&kubepods.rel, false);
-    let (uid, cid) = ids();
-    let agent = PodCgroups::cgroupfs(&kubepods.rel, Qos::Guaranteed, &uid, &cid);
-    let api = KubeApi::start(API, Some(&topo.node));
-    api.apply_namespace("agents", label(true));
-    api.apply_pod(
-        &PodSpec {
-            namespace: "agents",
-            name: "worker-0",
-            uid: &uid,
-            node: NODE,
-            service_account: "worker",
-            labels: json!({}),
-            annotations: json!({}),
-            containers: &[("main", &cid)],
-        }
-        .json(),
-    );
+    let n = node(true, false, &[Qos::Guaranteed]);
+    let (topo, api, kubepods, agent) = (&n.topo, &n.api, &n.kubepods, &n.pods[0]);
     let service = |ports: &[u16]| {
         let ports: Vec<_> =
             ports.iter().map(|p| json!({"name": format!("p{p}"), "port": p, "protocol": "TCP"})).collect();
@@ -467,6 +441,4 @@ fn a_service_destination_follows_the_api() {
         !intercepted(&topo, &agent.container, "/svc-deleted")
     });
     drop(gw);
-    drop(agent);
-    drop(qos);
 }
