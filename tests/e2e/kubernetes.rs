@@ -310,23 +310,23 @@ fn cgroupfs_layout_outage_and_relist_keep_the_view_right() {
         addrs()
     );
     wait_until(Duration::from_secs(10), "pods enrolled by pod label", || {
-        intercepted(&topo, &agent.container, "/a") && intercepted(&topo, &other.container, "/b")
+        intercepted(topo, &agent.container, "/a") && intercepted(topo, &other.container, "/b")
     });
     let rec = gw.wait_audit("worker record", |r| r["path"] == "/a");
     assert_eq!(rec["identity"], "agents/worker-0", "{rec}");
     assert_eq!(rec["pod"]["container"], "main", "{rec}");
-    assert!(admin(&topo, "/readyz")["body"].as_str().unwrap_or_default().contains("kubernetes: connected"));
+    assert!(admin(topo, "/readyz")["body"].as_str().unwrap_or_default().contains("kubernetes: connected"));
 
     // The API server goes away: the agent keeps its view and its enrollment, and says so.
     api.down();
     wait_until(Duration::from_secs(10), "readyz reports the outage", || {
-        admin(&topo, "/readyz")["body"].as_str().unwrap_or_default().contains("unreachable")
+        admin(topo, "/readyz")["body"].as_str().unwrap_or_default().contains("unreachable")
     });
-    let r = admin(&topo, "/readyz");
+    let r = admin(topo, "/readyz");
     assert_eq!(r["status"], 200, "a node agent keeps serving its last good view: {r}");
-    let text = admin(&topo, "/metrics")["body"].as_str().unwrap_or_default().to_string();
+    let text = admin(topo, "/metrics")["body"].as_str().unwrap_or_default().to_string();
     assert!(text.contains("nodegate_kubernetes_api_connected{resource=\"pods\"} 0"), "{text}");
-    assert!(intercepted(&topo, &agent.container, "/during-outage"), "enrollment must survive an API outage");
+    assert!(intercepted(topo, &agent.container, "/during-outage"), "enrollment must survive an API outage");
     let rec = gw.wait_audit("outage record", |r| r["path"] == "/during-outage");
     assert_eq!(rec["identity"], "agents/worker-0", "pods are still named during the outage: {rec}");
 
@@ -334,18 +334,18 @@ fn cgroupfs_layout_outage_and_relist_keep_the_view_right() {
     // see: only the relist after 410 Gone can notice, and it must.
     api.up();
     wait_until(Duration::from_secs(15), "watch reconnected", || {
-        admin(&topo, "/metrics")["body"]
+        admin(topo, "/metrics")["body"]
             .as_str()
             .unwrap_or_default()
             .contains("nodegate_kubernetes_api_connected{resource=\"pods\"} 1")
     });
     api.compact(&[("agents", "worker-1")]);
     wait_until(Duration::from_secs(15), "relist dropped the silently deleted pod", || {
-        !intercepted(&topo, &other.container, "/after-relist")
+        !intercepted(topo, &other.container, "/after-relist")
     });
     assert!(api.stats()["expired"].as_u64().unwrap_or(0) >= 1, "no watch was answered 410: {}", api.stats());
     assert!(
-        intercepted(&topo, &agent.container, "/still"),
+        intercepted(topo, &agent.container, "/still"),
         "the relist must keep the pod that is still there"
     );
 
@@ -378,7 +378,7 @@ fn upgrade_keeps_programs_and_uninstall_leaves_nothing() {
     };
 
     let mut first = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
-    wait_until(Duration::from_secs(10), "pod enrolled", || intercepted(&topo, &agent.container, "/v1"));
+    wait_until(Duration::from_secs(10), "pod enrolled", || intercepted(topo, &agent.container, "/v1"));
     first.stop();
     let verdict = |gw: &Gateway| {
         gw.log_text().lines().find(|l| l.contains("upgrade or uninstall?")).unwrap_or_default().to_string()
@@ -392,14 +392,14 @@ fn upgrade_keeps_programs_and_uninstall_leaves_nothing() {
 
     let mut second = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
     wait_until(Duration::from_secs(10), "the new agent serves the pod", || {
-        intercepted(&topo, &agent.container, "/v2")
+        intercepted(topo, &agent.container, "/v2")
     });
     api.delete_daemonset("nodegate-system", "nodegate");
     second.stop();
     assert!(verdict(&second).contains("Some(true)"), "{}", second.log_text());
     assert!(!pin.exists(), "uninstall left pins behind: {:?}", pin.read_dir().map(|d| d.count()));
     assert!(!addrs().contains(NODE_LOCAL), "uninstall left the node-local address: {}", addrs());
-    assert!(!intercepted(&topo, &agent.container, "/after"), "programs still attached after uninstall");
+    assert!(!intercepted(topo, &agent.container, "/after"), "programs still attached after uninstall");
     drop((first, second));
 }
 
@@ -424,7 +424,7 @@ fn a_service_destination_follows_the_api() {
     assert!(cfg.contains("service: upstream.agents"), "{cfg}");
     let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
     wait_until(Duration::from_secs(10), "service destination intercepted", || {
-        intercepted(&topo, &agent.container, "/svc")
+        intercepted(topo, &agent.container, "/svc")
     });
     let rec = gw.wait_audit("service record", |r| r["path"] == "/svc");
     assert_eq!(rec["identity"], "agents/worker-0", "{rec}");
@@ -432,13 +432,13 @@ fn a_service_destination_follows_the_api() {
     // The Service stops exposing the port: the table follows; back again: intercepted again.
     api.apply("services", &service(&[9999]));
     wait_until(Duration::from_secs(10), "port gone from the table", || {
-        !intercepted(&topo, &agent.container, "/svc-port-gone")
+        !intercepted(topo, &agent.container, "/svc-port-gone")
     });
     api.apply("services", &service(&[UPSTREAM_PORT]));
-    wait_until(Duration::from_secs(10), "port back", || intercepted(&topo, &agent.container, "/svc-back"));
+    wait_until(Duration::from_secs(10), "port back", || intercepted(topo, &agent.container, "/svc-back"));
     api.delete("services", "agents", "upstream");
     wait_until(Duration::from_secs(10), "deleted service leaves the table", || {
-        !intercepted(&topo, &agent.container, "/svc-deleted")
+        !intercepted(topo, &agent.container, "/svc-deleted")
     });
     drop(gw);
 }
