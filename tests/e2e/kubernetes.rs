@@ -126,19 +126,23 @@ fn node(ns_enrolled: bool, pod_enrolled: bool, classes: &[Qos]) -> Node {
         let (uid, cid) = ids();
         pods.push(PodCgroups::cgroupfs(&kubepods.rel, *class, &uid, &cid));
         let name = format!("worker-{i}");
-        api.apply_pod(
-            &PodSpec {
-                namespace: "agents",
-                name: &name,
-                uid: &uid,
-                node: NODE,
-                service_account: "worker",
-                labels: label(pod_enrolled),
-                annotations: json!({}),
-                containers: &[("main", &cid)],
-            }
-            .json(),
-        );
+        let mut pod = PodSpec {
+            namespace: "agents",
+            name: &name,
+            uid: &uid,
+            node: NODE,
+            service_account: "worker",
+            labels: label(pod_enrolled),
+            annotations: json!({}),
+            containers: &[("main", &cid)],
+        }
+        .json();
+        if i == 0 {
+            // The first pod owns the pod namespace's address.
+            pod["status"]["podIP"] = json!(POD_IP);
+            pod["status"]["podIPs"] = json!([{ "ip": POD_IP }]);
+        }
+        api.apply_pod(&pod);
     }
     Node { api, pods, _qos: qos, kubepods, _base: base, topo }
 }
@@ -417,10 +421,12 @@ fn a_service_destination_follows_the_api() {
     api.apply("services", &service(&[UPSTREAM_PORT]));
     let _upstream = upstream(&topo.node, "upstream");
     let (dir, pin) = Gateway::prepare("k8s-svc");
-    let cfg = config(&kubepods.rel, &api.api, "", false).replace(
-        &format!("    - {{ address: {SVC_IP}, ports: [{UPSTREAM_PORT}] }}\n"),
-        "    - { service: upstream.agents }\n",
-    );
+    let cfg = config(&kubepods.rel, &api.api, "", false)
+        .replace(
+            &format!("    - {{ address: {SVC_IP}, ports: [{UPSTREAM_PORT}] }}\n"),
+            "    - { service: upstream.agents }\n",
+        )
+        .replace("explicit: null", "explicit: \"0.0.0.0:15080\"");
     assert!(cfg.contains("service: upstream.agents"), "{cfg}");
     let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
     wait_until(Duration::from_secs(10), "service destination intercepted", || {
@@ -436,6 +442,36 @@ fn a_service_destination_follows_the_api() {
     });
     api.apply("services", &service(&[UPSTREAM_PORT]));
     wait_until(Duration::from_secs(10), "port back", || intercepted(topo, &agent.container, "/svc-back"));
+    // The explicit listener names a caller from a pod's own network by its pod IP; a caller
+    // on the node with no cgroup mapping stays unknown.
+    for (ns, path) in [(&topo.pod, "/explicit-from-pod"), (&topo.node, "/explicit-from-node")] {
+        let url = format!("http://{SVC_IP}:{UPSTREAM_PORT}{path}");
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "curl",
+                "-s",
+                "-m",
+                "10",
+                "-x",
+                &format!("http://{NODE_IP}:15080"),
+                &url,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("curl: {e}"));
+        assert!(out.status.success(), "explicit request {path} failed");
+    }
+    let rec = gw.wait_audit("explicit record from the pod", |r| {
+        r["kind"] == "http" && r["path"] == "/explicit-from-pod"
+    });
+    assert_eq!(rec["mode"], "explicit", "{rec}");
+    assert_eq!(rec["identity"], "agents/worker-0", "a pod calling from its own address is that pod: {rec}");
+    assert_eq!(rec["pod"]["service_account"], "worker", "{rec}");
+    let rec = gw.wait_audit("explicit record from the node", |r| r["path"] == "/explicit-from-node");
+    assert_ne!(rec["identity"], "agents/worker-0", "the node's own address is no pod's: {rec}");
+
     api.delete("services", "agents", "upstream");
     wait_until(Duration::from_secs(10), "deleted service leaves the table", || {
         !intercepted(topo, &agent.container, "/svc-deleted")

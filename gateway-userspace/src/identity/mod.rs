@@ -144,6 +144,18 @@ impl Resolver {
         self.pods.store(Some(store));
     }
 
+    /// The pod that owns `ip` on this node, named as it would be from its cgroup (without the
+    /// container, which an address does not say). None without Kubernetes or for other addresses.
+    pub fn resolve_pod_ip(&self, ip: std::net::IpAddr) -> Option<Arc<Identity>> {
+        let pod = self.pods.load().as_ref()?.pod_by_ip(ip)?;
+        Some(Arc::new(Identity {
+            workload: Arc::from(pod.workload()),
+            source: Source::Pod,
+            pod: Some(pod),
+            ..Identity::unknown()
+        }))
+    }
+
     /// The identity of cgroup `id`. May walk the cgroup filesystem on a cache miss: call from a
     /// blocking context (see [`Self::resolve_async`]).
     pub fn resolve(&self, id: u64) -> Arc<Identity> {

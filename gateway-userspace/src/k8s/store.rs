@@ -14,6 +14,8 @@ pub type Labels = Arc<BTreeMap<String, String>>;
 
 pub struct Store {
     pods: RwLock<HashMap<Arc<str>, Arc<Pod>>>,
+    /// Pod IP -> pod UID, for pods on their own network (hostNetwork pods share the node's).
+    by_ip: RwLock<HashMap<std::net::IpAddr, Arc<str>>>,
     namespaces: RwLock<HashMap<String, Labels>>,
     /// Bumped on every change; the enrollment loop waits on it.
     changed: tokio::sync::watch::Sender<u64>,
@@ -27,6 +29,7 @@ impl Default for Store {
     fn default() -> Self {
         Self {
             pods: RwLock::default(),
+            by_ip: RwLock::default(),
             namespaces: RwLock::default(),
             changed: tokio::sync::watch::channel(0).0,
             pending_since: Mutex::new(None),
@@ -49,6 +52,28 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 impl Store {
     pub fn pod(&self, uid: &str) -> Option<Arc<Pod>> {
         read(&self.pods).get(uid).cloned()
+    }
+
+    /// The pod that owns `ip` on this node (not hostNetwork pods: they share the node's).
+    pub fn pod_by_ip(&self, ip: std::net::IpAddr) -> Option<Arc<Pod>> {
+        let uid = read(&self.by_ip).get(&ip).cloned()?;
+        self.pod(&uid)
+    }
+
+    fn index_ips(&self, old: Option<&Pod>, new: Option<&Pod>) {
+        let mut by_ip = write(&self.by_ip);
+        if let Some(old) = old {
+            for ip in old.ips.iter() {
+                if by_ip.get(ip) == Some(&old.uid) {
+                    by_ip.remove(ip);
+                }
+            }
+        }
+        if let Some(new) = new.filter(|p| !p.host_network) {
+            for ip in new.ips.iter() {
+                by_ip.insert(*ip, new.uid.clone());
+            }
+        }
     }
 
     pub fn pods(&self) -> Vec<Arc<Pod>> {
@@ -83,13 +108,17 @@ impl Store {
         if pods.get(&uid).is_some_and(|old| **old == pod) {
             return;
         }
-        pods.insert(uid, Arc::new(pod));
+        let pod = Arc::new(pod);
+        let old = pods.insert(uid, pod.clone());
         drop(pods);
+        self.index_ips(old.as_deref(), Some(&pod));
         self.bump();
     }
 
     pub fn remove_pod(&self, uid: &str) {
-        if write(&self.pods).remove(uid).is_some() {
+        let old = write(&self.pods).remove(uid);
+        if let Some(old) = old {
+            self.index_ips(Some(&old), None);
             self.bump();
         }
     }
@@ -98,6 +127,11 @@ impl Store {
     pub fn replace_pods(&self, all: Vec<Pod>) {
         let next: HashMap<Arc<str>, Arc<Pod>> =
             all.into_iter().map(|p| (p.uid.clone(), Arc::new(p))).collect();
+        *write(&self.by_ip) = next
+            .values()
+            .filter(|p| !p.host_network)
+            .flat_map(|p| p.ips.iter().map(|ip| (*ip, p.uid.clone())))
+            .collect();
         *write(&self.pods) = next;
         self.bump();
     }

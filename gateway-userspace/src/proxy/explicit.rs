@@ -68,10 +68,22 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     super::audit_connection(&ctx, &conn, local, None, &counters, start, error);
 }
 
-/// A caller on this host is named by its cgroup, like an intercepted one; anyone else is
-/// `unknown` until an API key says more. The kernel names the client socket's cgroup
-/// (sock_diag); where it cannot (kernels before 5.8), the /proc scan in `identity::peer` does.
+/// A caller on this host is named by its cgroup, like an intercepted one; a pod of this node
+/// calling from its own network namespace by its pod IP (Kubernetes; as trustworthy as the
+/// CNI's source-address checks); anyone else is `unknown` until an API key says more.
 async fn same_host_identity(ctx: &Ctx, peer: SocketAddr, local: Option<SocketAddr>) -> Arc<Identity> {
+    let id = host_identity(ctx, peer, local).await;
+    if id.source == crate::identity::Source::Unknown
+        && let Some(pod) = ctx.identities.resolve_pod_ip(peer.ip())
+    {
+        return pod;
+    }
+    id
+}
+
+/// The kernel names the client socket's cgroup (sock_diag); where it cannot (kernels before
+/// 5.8), the /proc scan in `identity::peer` does.
+async fn host_identity(ctx: &Ctx, peer: SocketAddr, local: Option<SocketAddr>) -> Arc<Identity> {
     let Some(local) = local else { return Arc::new(Identity::unknown()) };
     match crate::identity::sockdiag::cgroup_id_of_peer(peer, local) {
         // Id 1 is the root cgroup: not a workload.
