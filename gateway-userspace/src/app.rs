@@ -114,6 +114,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(ca) = &tls.ca {
         tracing::info!(fingerprint = %ca.fingerprint, "node CA loaded for TLS termination");
     }
+    let pool_members = crate::inference::Found::default();
     let ctx = Arc::new(Ctx {
         tls: ArcSwap::from_pointee(tls),
         config: live.clone(),
@@ -125,7 +126,8 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         upstream: up,
         mcp: ArcSwap::new(mcp),
         llm: ArcSwap::from_pointee(crate::llm::Llm::build(&cfg.llm, &metrics, None)),
-        pools: ArcSwap::from_pointee(crate::inference::Pools::build(&cfg.inference)),
+        pools: ArcSwap::from_pointee(crate::inference::Pools::build(&cfg.inference, &pool_members)),
+        pool_members: pool_members.clone(),
         egress: ArcSwap::from_pointee(proxy::egress::Egress::new(&cfg.egress)),
         own,
     });
@@ -140,6 +142,9 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(l) = explicit {
         tracing::info!(address = %l.local_addr()?, "explicit proxy listener");
         servers.push(tokio::spawn(proxy::explicit::run(ctx.clone(), l, tracker.clone(), stop_rx.clone())));
+    }
+    if let Some(c) = &ctx.cluster {
+        c.watch_pools(&cfg.inference, pool_sink(&ctx));
     }
     let scrapers = Arc::new(std::sync::Mutex::new(start_scrapers(&ctx, stop_rx.clone())));
     let ready = Arc::new(AtomicBool::new(false));
@@ -200,7 +205,13 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                 }
                 if new.inference != last_inference {
                     last_inference = new.inference.clone();
-                    llm_ctx.pools.store(Arc::new(crate::inference::Pools::build(&new.inference)));
+                    let pools = crate::inference::Pools::build(&new.inference, &llm_ctx.pool_members);
+                    llm_ctx.pools.store(Arc::new(pools));
+                    // Members found while the pools were being built.
+                    llm_ctx.pools.load().refresh(&llm_ctx.pool_members);
+                    if let Some(c) = &llm_ctx.cluster {
+                        c.watch_pools(&new.inference, pool_sink(&llm_ctx));
+                    }
                     let mut s = scrapers.lock().unwrap_or_else(|e| e.into_inner());
                     let _ = s.send(true);
                     *s = start_scrapers(&llm_ctx, stop_for_reload.clone());
@@ -287,6 +298,24 @@ fn search_first(cfg: &config::Config) -> Vec<String> {
         v.push("/kubepods".into());
     }
     v
+}
+
+/// Where found pool members go: the table kept across reloads, and the live pool.
+fn pool_sink(ctx: &Arc<Ctx>) -> crate::k8s::pools::Sink {
+    let ctx = Arc::downgrade(ctx);
+    Arc::new(move |pool: &str, members: Vec<crate::inference::Member>| {
+        let Some(ctx) = ctx.upgrade() else { return };
+        let mut found = ctx.pool_members.lock().unwrap_or_else(|e| e.into_inner());
+        if members.is_empty() {
+            found.remove(pool);
+        } else {
+            found.insert(pool.to_string(), members.clone());
+        }
+        drop(found);
+        if let Some(p) = ctx.pools.load().by_name(pool) {
+            p.set_found(members);
+        }
+    })
 }
 
 /// Starts one metrics scraper per pool; they end when the returned sender fires (a reload) or

@@ -13,7 +13,7 @@ namespaces, in the same JSON:
 - /api/v1/namespaces/NS/pods/NAME, /apis/apps/v1/namespaces/NS/daemonsets/NAME and /version.
 
 A control listener (plain JSON over HTTP) drives it: POST /<resource> (create or replace an object: pods, namespaces,
-services, endpointslices, daemonsets), DELETE /<resource>/NS/NAME (/namespaces/NAME), POST /batch {"pods": [...], "rate": N} and /batch_delete {"keys": [[ns, name]], "rate": N} (apply or delete
+services, endpointslices, daemonsets, inferencepools), DELETE /<resource>/NS/NAME (/namespaces/NAME), POST /batch {"pods": [...], "rate": N} and /batch_delete {"keys": [[ns, name]], "rate": N} (apply or delete
 at N per second, in the background; `batches_done` in /stats counts finished ones), POST /compact (drop history and end every watch, so
 watchers must relist; with {"delete": [[ns, name]]} pods vanish without an event), POST /down
 (close the API listener and every watch: connections are refused), POST /up, GET /stats.
@@ -34,7 +34,7 @@ class State:
         self.rv = 100
         self.compacted = 0  # watches from a resourceVersion below this get 410
         self.objects = {r: {} for r in KINDS}  # resource -> key -> object
-        self.history = []  # (rv, resource, type, object)
+        self.history = []  # (rv, resource, type, object, previous object)
         self.generation = 0  # bumped to end every open watch
         self.stats = {"lists": 0, "watches": 0, "expired": 0, "bookmarks": 0, "batches_done": 0}
 
@@ -51,7 +51,7 @@ class State:
             meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             meta["resourceVersion"] = self.bump()
             self.objects[resource][key] = obj
-            self.history.append((self.rv, resource, "MODIFIED" if old else "ADDED", obj))
+            self.history.append((self.rv, resource, "MODIFIED" if old else "ADDED", obj, old))
             self.lock.notify_all()
             return obj
 
@@ -63,7 +63,7 @@ class State:
             obj = json.loads(json.dumps(obj))
             obj["metadata"]["resourceVersion"] = self.bump()
             if not silent:
-                self.history.append((self.rv, resource, "DELETED", obj))
+                self.history.append((self.rv, resource, "DELETED", obj, None))
             self.lock.notify_all()
             return obj
 
@@ -85,6 +85,7 @@ KINDS = {
     "services": ("Service", "ServiceList", "v1"),
     "daemonsets": ("DaemonSet", "DaemonSetList", "apps/v1"),
     "endpointslices": ("EndpointSlice", "EndpointSliceList", "discovery.k8s.io/v1"),
+    "inferencepools": ("InferencePool", "InferencePoolList", "inference.networking.k8s.io/v1"),
 }
 
 
@@ -226,10 +227,17 @@ def make_api_handler(state, args, server_ref):
                             state.lock.wait(timeout=0.2)
                             pending = [h for h in state.history if h[0] > cursor and h[1] == resource]
                         current = state.rv
-                    for rv, _, typ, obj in pending:
+                    for rv, _, typ, obj, old in pending:
                         cursor = rv
-                        if matches(resource, obj, q.get("fieldSelector"), q.get("namespace"), q.get("labelSelector")):
+                        sel = (q.get("fieldSelector"), q.get("namespace"), q.get("labelSelector"))
+                        now_in, was_in = matches(resource, obj, *sel), old is not None and matches(resource, old, *sel)
+                        # As a real server does: an object that leaves a selector is DELETED for
+                        # that watch, one that enters it is ADDED.
+                        if now_in:
+                            typ = "ADDED" if typ == "MODIFIED" and not was_in else typ
                             self.chunk({"type": typ, "object": typed(resource, obj)})
+                        elif was_in:
+                            self.chunk({"type": "DELETED", "object": typed(resource, obj)})
                     if bookmarks and time.monotonic() - last_bookmark >= args.bookmark_interval:
                         last_bookmark = time.monotonic()
                         cursor = max(cursor, current)

@@ -21,6 +21,8 @@ fn pool(strategy: PickStrategy) -> PoolState {
         models: vec!["m".into()],
         service: None,
         endpoints,
+        kubernetes: None,
+        prefer_local: true,
         strategy,
         weights: Weights::default(),
         saturation: Saturation::default(),
@@ -31,7 +33,7 @@ fn pool(strategy: PickStrategy) -> PoolState {
         blocks_per_endpoint: 16_384,
     };
     let p = PoolState::new(&cfg);
-    for (i, ep) in p.endpoints.iter().enumerate() {
+    for (i, ep) in p.members().endpoints.iter().enumerate() {
         let s = Signals {
             waiting: Some((i % 7) as f64),
             running: Some((i % 5) as f64),

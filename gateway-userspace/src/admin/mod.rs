@@ -152,10 +152,22 @@ fn readyz(admin: &Admin) -> Response<Full<Bytes>> {
 /// Copies state kept elsewhere (the kernel's counters, the heartbeat age, the inference
 /// endpoints' load) into the registry before a scrape.
 fn refresh_intercept_metrics(ctx: &Ctx) {
+    // Endpoints come and go with the cluster: only the current ones keep series.
+    ctx.metrics.llm.endpoint_load.clear();
+    ctx.metrics.llm.pool_endpoints.clear();
     for pool in ctx.pools.load().pools.iter() {
         let now = pool.now_ms();
         let stale = pool.cfg.stale_after.as_millis() as u64;
-        for ep in &pool.endpoints {
+        let members = pool.members();
+        for local in [true, false] {
+            let n = members.endpoints.iter().filter(|e| e.local == local).count();
+            let labels = crate::telemetry::llm_metrics::PoolPlace {
+                pool: pool.name.clone(),
+                node: if local { "local" } else { "remote" },
+            };
+            ctx.metrics.llm.pool_endpoints.get_or_create(&labels).set(n as i64);
+        }
+        for ep in &members.endpoints {
             let l = ep.load(now, stale);
             let ejected = if ep.ejected.load(std::sync::atomic::Ordering::Relaxed) { 1.0 } else { 0.0 };
             for (signal, v) in [

@@ -94,7 +94,16 @@ pub struct Pool {
     /// Intercepted Service address (`ip:port`) whose requests go to this pool.
     #[serde(default)]
     pub service: Option<String>,
+    /// Model servers named by address (always members, counted as on this node).
+    #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// Members found in the cluster, kept current as they come, go and turn ready.
+    #[serde(default)]
+    pub kubernetes: Option<PoolSource>,
+    /// Send requests to endpoints on this node while one of them is neither saturated nor
+    /// ejected; spill to other nodes' endpoints only then (the reason goes in the audit).
+    #[serde(default = "prefer_local")]
+    pub prefer_local: bool,
     #[serde(default)]
     pub strategy: Strategy,
     #[serde(default)]
@@ -118,6 +127,43 @@ pub struct Pool {
     pub blocks_per_endpoint: usize,
 }
 
+/// Where a pool's members come from in Kubernetes: exactly one of `service`, `selector` or
+/// `inference_pool`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSource {
+    /// `name.namespace` of a Service: its ready endpoints, from its EndpointSlices.
+    pub service: Option<String>,
+    /// The endpoints' port, by name or number; needed when the Service has more than one.
+    pub port: Option<String>,
+    /// Ready pods carrying these labels in `namespace`, on `target_ports`.
+    pub selector: std::collections::BTreeMap<String, String>,
+    pub namespace: Option<String>,
+    pub target_ports: Vec<u16>,
+    /// `name.namespace` of a Gateway API Inference Extension InferencePool
+    /// (`inference.networking.k8s.io/v1`): its `selector.matchLabels` and `targetPorts`.
+    pub inference_pool: Option<String>,
+    /// Path of the members' Prometheus metrics.
+    pub metrics_path: String,
+}
+
+impl Default for PoolSource {
+    fn default() -> Self {
+        Self {
+            service: None,
+            port: None,
+            selector: Default::default(),
+            namespace: None,
+            target_ports: Vec::new(),
+            inference_pool: None,
+            metrics_path: metrics_path(),
+        }
+    }
+}
+
+fn prefer_local() -> bool {
+    true
+}
 fn scrape_interval() -> Duration {
     Duration::from_millis(100)
 }

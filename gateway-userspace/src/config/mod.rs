@@ -13,7 +13,9 @@ mod validate;
 
 use std::{fmt, path::Path, sync::Arc};
 
-pub use inference::{Endpoint, Engine, Inference, Pool, Saturation, Strategy as PickStrategy, Weights};
+pub use inference::{
+    Endpoint, Engine, Inference, Pool, PoolSource, Saturation, Strategy as PickStrategy, Weights,
+};
 pub use kubernetes::{Enroll, Kubernetes};
 pub use llm::*;
 pub use mcp::*;

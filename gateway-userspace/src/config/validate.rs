@@ -233,7 +233,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         push("tls.handshake_timeout".into(), "must be greater than zero".into());
     }
     check_llm(&cfg.llm, &mut push);
-    check_inference(&cfg.inference, &mut push);
+    check_inference(&cfg.inference, cfg.kubernetes.enabled, &mut push);
     super::mcp::check(&cfg.mcp, &mut push);
     p
 }
@@ -404,14 +404,29 @@ fn check_destination_tls(cfg: &Config, i: usize, d: &Destination, push: &mut imp
     }
 }
 
-fn check_inference(inf: &super::inference::Inference, push: &mut impl FnMut(String, String)) {
+fn check_inference(
+    inf: &super::inference::Inference,
+    kubernetes: bool,
+    push: &mut impl FnMut(String, String),
+) {
     let mut names = std::collections::BTreeSet::new();
     for (i, p) in inf.pools.iter().enumerate() {
         if !names.insert(p.name.as_str()) {
             push(format!("inference.pools[{i}].name"), format!("duplicate pool {:?}", p.name));
         }
-        if p.endpoints.is_empty() {
-            push(format!("inference.pools[{i}].endpoints"), "list at least one endpoint".into());
+        match &p.kubernetes {
+            None if p.endpoints.is_empty() => push(
+                format!("inference.pools[{i}].endpoints"),
+                "list at least one endpoint (or find them with kubernetes:)".into(),
+            ),
+            None => {}
+            Some(_) if !kubernetes => push(
+                format!("inference.pools[{i}].kubernetes"),
+                "finding endpoints in the cluster needs kubernetes.enabled".into(),
+            ),
+            Some(k) => {
+                check_pool_source(k, &mut |f, m| push(format!("inference.pools[{i}].kubernetes{f}"), m))
+            }
         }
         if p.endpoints.len() > 1024 {
             push(format!("inference.pools[{i}].endpoints"), "at most 1024 endpoints per pool".into());
@@ -438,6 +453,37 @@ fn check_inference(inf: &super::inference::Inference, push: &mut impl FnMut(Stri
         if !(0.0..=1.0).contains(&p.saturation.kv_cache) {
             push(format!("inference.pools[{i}].saturation.kv_cache"), "must be between 0 and 1".into());
         }
+    }
+}
+
+fn check_pool_source(k: &super::inference::PoolSource, push: &mut impl FnMut(&str, String)) {
+    let sources = [k.service.is_some(), !k.selector.is_empty(), k.inference_pool.is_some()];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        push("", "name exactly one of service, selector or inference_pool".into());
+    }
+    for (field, reference) in [(".service", &k.service), (".inference_pool", &k.inference_pool)] {
+        if let Some(r) = reference
+            && crate::k8s::services::parse(r).is_none()
+        {
+            push(field, format!("{r:?} must be name.namespace (lowercase DNS labels)"));
+        }
+    }
+    if !k.selector.is_empty() {
+        if k.namespace.as_deref().is_none_or(str::is_empty) {
+            push(".namespace", "a selector needs the namespace its pods are in".into());
+        }
+        if k.target_ports.is_empty() {
+            push(".target_ports", "a selector needs the port(s) the model servers listen on".into());
+        }
+    }
+    if k.target_ports.contains(&0) {
+        push(".target_ports", "ports must not be 0".into());
+    }
+    if k.service.is_none() && k.port.is_some() {
+        push(".port", "only for a service (a selector uses target_ports)".into());
+    }
+    if !k.metrics_path.starts_with('/') {
+        push(".metrics_path", format!("{:?} must start with /", k.metrics_path));
     }
 }
 

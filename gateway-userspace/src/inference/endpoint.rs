@@ -10,6 +10,12 @@ use crate::llm::providers::ProviderState;
 
 pub struct EndpointState {
     pub address: Arc<str>,
+    /// On this node (configured by address, or found in the cluster on this node).
+    pub local: bool,
+    /// The node it runs on, when the cluster says.
+    pub node: Option<Arc<str>>,
+    /// Where its metrics are read.
+    pub metrics_url: Box<str>,
     /// How requests are sent there (an OpenAI-compatible provider without credentials).
     pub provider: Arc<ProviderState>,
     pub in_flight: AtomicU64,
@@ -37,9 +43,12 @@ pub struct Load {
 }
 
 impl EndpointState {
-    pub fn new(address: &str, provider: Arc<ProviderState>) -> Self {
+    pub fn new(member: &super::Member, provider: Arc<ProviderState>) -> Self {
         Self {
-            address: address.into(),
+            address: member.address.as_str().into(),
+            local: member.local,
+            node: member.node.as_deref().map(Into::into),
+            metrics_url: format!("http://{}{}", member.address, member.metrics_path).into(),
             provider,
             in_flight: AtomicU64::new(0),
             in_flight_tokens: AtomicU64::new(0),

@@ -90,6 +90,19 @@ impl PrefixIndex {
             }
         }
     }
+
+    /// The index for a new set of `endpoints`, keeping what each surviving one holds:
+    /// `moved[old]` is an endpoint's new position, `None` when it left.
+    pub fn carried(&self, moved: &[Option<usize>], endpoints: usize) -> Self {
+        let mut next = Self::new(endpoints, self.capacity);
+        for (old, blocks) in self.order.iter().enumerate() {
+            if let Some(Some(new)) = moved.get(old) {
+                let hashes: Vec<u64> = blocks.iter().copied().collect();
+                next.record(*new, &hashes);
+            }
+        }
+        next
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +128,18 @@ mod tests {
         let mut d = vec![0; 70];
         idx.depths(&b, &mut d);
         assert_eq!((d[3], d[65], d[0]), (2, 1, 0));
+    }
+
+    #[test]
+    fn a_new_member_set_keeps_what_survivors_hold() {
+        let a = block_hashes("m", &[7u8; 64], 16);
+        let mut idx = PrefixIndex::new(3, 100);
+        idx.record(0, &a[..1]);
+        idx.record(2, &a);
+        let next = idx.carried(&[None, None, Some(0)], 2);
+        let mut d = vec![0; 2];
+        next.depths(&a, &mut d);
+        assert_eq!(d, vec![4, 0], "endpoint 2 moved to 0 with its blocks; endpoint 0 left");
     }
 
     #[test]

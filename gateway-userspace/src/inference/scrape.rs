@@ -23,14 +23,14 @@ pub async fn run(pool: Arc<PoolState>, dialer: Dialer, mut stop: tokio::sync::wa
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let rounds = pool.endpoints.iter().zip(&pool.cfg.endpoints).map(|(ep, cfg)| {
+        let members = pool.members();
+        let rounds = members.endpoints.iter().map(|ep| {
             let client = client.clone();
             let pool = pool.clone();
-            let url = format!("http://{}{}", cfg.address, cfg.metrics_path);
             let ep = ep.clone();
             async move {
                 let got = tokio::time::timeout(timeout, async {
-                    let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
+                    let uri: hyper::Uri = ep.metrics_url.parse().map_err(|e| format!("{e}"))?;
                     let resp = client.get(uri).await.map_err(|e| format!("{e}"))?;
                     if !resp.status().is_success() {
                         return Err(format!("status {}", resp.status()));

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod enroll;
 pub mod owner;
 pub mod pod;
+pub mod pools;
 pub mod services;
 pub mod status;
 pub mod store;
@@ -44,7 +45,12 @@ pub struct Cluster {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// One watch per Service an intercept destination names, by `namespace/name`.
     service_watches: std::sync::Mutex<std::collections::BTreeMap<String, tokio::task::JoinHandle<()>>>,
+    /// One member watch per inference pool found in the cluster, by pool name.
+    pool_watches: std::sync::Mutex<PoolWatches>,
 }
+
+type PoolWatches =
+    std::collections::BTreeMap<String, (crate::config::PoolSource, tokio::task::JoinHandle<()>)>;
 
 impl Drop for Cluster {
     fn drop(&mut self) {
@@ -52,6 +58,9 @@ impl Drop for Cluster {
             t.abort();
         }
         for t in self.service_watches.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            t.abort();
+        }
+        for (_, t) in self.pool_watches.lock().unwrap_or_else(|e| e.into_inner()).values() {
             t.abort();
         }
     }
@@ -147,6 +156,7 @@ impl Cluster {
             daemonset: owner::daemonset(cfg),
             tasks,
             service_watches: Default::default(),
+            pool_watches: Default::default(),
         })
     }
 
@@ -188,6 +198,35 @@ impl Cluster {
         }
         if dropped {
             changed();
+        }
+    }
+
+    /// Watches the members of every pool `inference` finds in the cluster, sending them to
+    /// `sink`; a pool whose source changed is watched anew, a pool gone gets no members.
+    pub fn watch_pools(&self, inference: &crate::config::Inference, sink: pools::Sink) {
+        let wanted: std::collections::BTreeMap<&str, &crate::config::PoolSource> =
+            inference.pools.iter().filter_map(|p| Some((p.name.as_str(), p.kubernetes.as_ref()?))).collect();
+        let mut watches = self.pool_watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches.retain(|name, (source, task)| {
+            let stay = wanted.get(name.as_str()) == Some(&&*source);
+            if !stay {
+                task.abort();
+                sink(name, Vec::new());
+            }
+            stay
+        });
+        for (name, source) in wanted {
+            if watches.contains_key(name) {
+                continue;
+            }
+            let task = tokio::spawn(pools::run(
+                self.client.clone(),
+                self.node.clone(),
+                name.to_string(),
+                source.clone(),
+                sink.clone(),
+            ));
+            watches.insert(name.to_string(), (source.clone(), task));
         }
     }
 

@@ -170,6 +170,16 @@ pub async fn handle(
         return refuse(&ctx, &conn, &identity, api, call, e, start);
     }
 
+    if let Some(p) = &pool
+        && p.members().endpoints.is_empty()
+    {
+        let e = LlmError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_endpoints",
+            format!("Inference pool `{}` has no ready endpoint", p.name),
+        );
+        return refuse(&ctx, &conn, &identity, api, call, e, start);
+    }
     // Admission: reserve the worst case, prompt estimate plus the output cap.
     let upstream_model = candidates.first().map_or_else(|| parsed.model.clone(), |c| c.model.clone());
     // Calibration is learned per (provider, model): the pool stands for its endpoints.
@@ -328,6 +338,7 @@ pub async fn handle(
                 .inc();
         }
         call.pick_reason = Some(pick.reason);
+        call.spilled = pick.spilled;
         candidates = pick
             .order
             .into_iter()
@@ -345,7 +356,7 @@ pub async fn handle(
 
     // Upstream, failing over before any byte reached the client.
     let hide_usage_chunk = format::adds_usage_option(api, &parsed);
-    let last = candidates.len() - 1;
+    let last = candidates.len().saturating_sub(1);
     let mut failovers = 0;
     let mut last_error = String::new();
     for (i, cand) in candidates.iter().enumerate() {

@@ -39,6 +39,8 @@ pub struct Ctx {
     pub llm: arc_swap::ArcSwap<crate::llm::Llm>,
     /// Local inference pools, swapped on reload.
     pub pools: arc_swap::ArcSwap<crate::inference::Pools>,
+    /// Pool members found in the cluster, kept across reloads.
+    pub pool_members: crate::inference::Found,
     /// The MCP gateway (federated servers, policy, sessions), swapped on reload.
     pub mcp: arc_swap::ArcSwap<crate::mcp::Mcp>,
     /// Where explicit callers may go (`egress.allow`), swapped on reload.

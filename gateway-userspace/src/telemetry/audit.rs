@@ -141,6 +141,9 @@ pub struct LlmCall {
     pub endpoint: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pick_reason: Option<String>,
+    /// Why the pick left this node's endpoints, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spilled: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

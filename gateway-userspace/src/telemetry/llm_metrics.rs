@@ -72,8 +72,16 @@ pub struct EndpointSignal {
     pub signal: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolPlace {
+    pub pool: Arc<str>,
+    /// `local` (this node) or `remote`.
+    pub node: &'static str,
+}
+
 pub struct LlmMetrics {
     pub picks: Family<PickLabels, Counter>,
+    pub pool_endpoints: Family<PoolPlace, prometheus_client::metrics::gauge::Gauge>,
     pub pick_duration: Family<PoolLabels, Histogram>,
     pub endpoint_load:
         Family<EndpointSignal, prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -160,8 +168,15 @@ impl LlmMetrics {
             "Load of each endpoint as the picker sees it",
             endpoint_load.clone(),
         );
+        let pool_endpoints = Family::default();
+        r.register(
+            "nodegate_inference_pool_endpoints",
+            "Endpoints each pool has now, on this node and on others",
+            pool_endpoints.clone(),
+        );
         Self {
             picks,
+            pool_endpoints,
             pick_duration,
             endpoint_load,
             calls,
