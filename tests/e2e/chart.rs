@@ -138,8 +138,34 @@ fn chart_lints_renders_valid_manifests_and_a_config_nodegate_accepts() {
         c["volumeMounts"].as_array().into_iter().flatten().filter_map(|m| m["mountPath"].as_str()).collect();
     assert!(mounts.contains(&"/sys/fs/bpf") && mounts.contains(&"/sys/fs/cgroup"), "{mounts:?}");
     let rules = &kind(&docs, "ClusterRole")["rules"];
-    assert_eq!(rules.as_array().map(Vec::len), Some(1), "least privilege: one read-only rule: {rules}");
-    assert_eq!(rules[0]["verbs"], serde_json::json!(["get", "list", "watch"]));
+    // Least privilege: read only, and exactly what the agent watches.
+    let mut granted = Vec::new();
+    for rule in rules.as_array().into_iter().flatten() {
+        assert_eq!(
+            rule["verbs"],
+            serde_json::json!(["get", "list", "watch"]),
+            "read-only rules only: {rules}"
+        );
+        for r in rule["resources"].as_array().into_iter().flatten() {
+            granted.push(format!(
+                "{}/{}",
+                rule["apiGroups"][0].as_str().unwrap_or("?"),
+                r.as_str().unwrap_or("?")
+            ));
+        }
+    }
+    granted.sort();
+    assert_eq!(
+        granted,
+        [
+            "/namespaces",
+            "/pods",
+            "/services",
+            "discovery.k8s.io/endpointslices",
+            "inference.networking.k8s.io/inferencepools"
+        ],
+        "{rules}"
+    );
     let out = check_config(&docs, &dir, &[]);
     assert!(out.contains("ok (0 warning(s))"), "the default chart config must check clean: {out}");
 
