@@ -54,11 +54,11 @@ pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
     let cfg: Config = if text.trim().is_empty() {
         Config::default()
     } else {
-        let de = serde_yaml::Deserializer::from_str(&text);
+        let de = serde_yaml_ng::Deserializer::from_str(&text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            // serde_yaml already names the path; keep the message after it.
+            // the YAML parser already names the path; keep the message after it.
             let message = inner.strip_prefix(&format!("{path}: ")).map_or(inner.clone(), str::to_string);
             fail(vec![Problem { path: if path == "." { "(root)".into() } else { path }, message }])
         })?

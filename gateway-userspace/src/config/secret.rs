@@ -72,12 +72,12 @@ mod tests {
 
     #[test]
     fn never_shows_its_value() {
-        let s: Secret = serde_yaml::from_str("\"hunter2-password\"").unwrap();
+        let s: Secret = serde_yaml_ng::from_str("\"hunter2-password\"").unwrap();
         assert_eq!(s.expose(), "hunter2-password");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"[redacted]\"");
         assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
         let nested: std::collections::BTreeMap<String, Secret> =
-            serde_yaml::from_str("Authorization: Bearer tok-123456").unwrap();
+            serde_yaml_ng::from_str("Authorization: Bearer tok-123456").unwrap();
         assert!(!format!("{nested:?}").contains("tok-123456"));
         assert!(!serde_json::to_string(&nested).unwrap().contains("tok-123456"));
     }

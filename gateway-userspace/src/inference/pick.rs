@@ -185,7 +185,7 @@ mod tests {
     use crate::inference::{Member, signals::Signals};
 
     fn pool() -> PoolState {
-        let cfg: crate::config::Pool = serde_yaml::from_str(
+        let cfg: crate::config::Pool = serde_yaml_ng::from_str(
             "{ name: p, models: [m], strategy: least-request, saturation: { queue: 4 }, stale_after: 1h, endpoints: [{ address: '127.0.0.1:1' }] }",
         )
         .unwrap();
