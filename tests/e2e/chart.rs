@@ -25,8 +25,14 @@ fn chart() -> String {
 /// `helm template` with `values` files; (success, stdout, stderr).
 fn template(values: &[&str]) -> (bool, String, String) {
     let helm = tool("helm");
-    let mut args =
-        vec!["template".to_string(), "ng".into(), chart(), "--namespace".into(), "nodegate-system".into()];
+    let mut args = vec![
+        "template".to_string(),
+        "ng".into(),
+        chart(),
+        "--namespace".into(),
+        "nodegate-system".into(),
+        "--include-crds".into(),
+    ];
     for v in values {
         args.push("-f".into());
         args.push(repo_root().join(v).display().to_string());
@@ -114,6 +120,20 @@ fn chart_lints_renders_valid_manifests_and_a_config_nodegate_accepts() {
     assert!(ok, "helm template (defaults): {err}");
     let out = validate(&rendered, &dir);
     assert!(out.contains("passed for resource daemonset/ng-nodegate"), "{out}");
+    for crd in [
+        "llmproviders",
+        "modelroutes",
+        "modelaccesses",
+        "llmbudgets",
+        "modelserverpools",
+        "mcpservers",
+        "mcppolicies",
+    ] {
+        assert!(
+            out.contains(&format!("passed for resource customresourcedefinition/{crd}.nodegate.io")),
+            "the chart ships and validates the {crd} CRD: {out}"
+        );
+    }
     let docs = documents(&rendered, &dir);
     let ds = kind(&docs, "DaemonSet");
     let pod = &ds["spec"]["template"]["spec"];

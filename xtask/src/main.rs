@@ -7,6 +7,7 @@ mod bench_mcp;
 mod bench_pick;
 mod bench_redirect;
 mod bench_tls;
+mod codegen;
 
 use std::process::Command;
 
@@ -28,6 +29,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Write the CRDs, the config JSON schema and the configuration reference from the Rust
+    /// config types (`--check`: fail when any is stale).
+    Codegen(codegen::Args),
     /// Benchmarks; each prints ratios measured side by side in one run and writes JSON.
     Bench {
         #[command(subcommand)]
@@ -120,5 +124,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { which: Bench::Mcp(a) } => bench_mcp::run(a),
         Cmd::Bench { which: Bench::Tls(a) } => bench_tls::run(a),
         Cmd::Bench { which: Bench::K8s(a) } => bench_k8s::run(a),
+        Cmd::Codegen(a) => codegen::run(&a),
     }
 }

@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Inference {
     pub pools: Vec<Pool>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// Queue depth, KV-cache use, in-flight tokens and prefix-cache affinity, after a
@@ -25,7 +25,7 @@ pub enum Strategy {
     PowerOfTwo,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// Recognise the engine from the metric names it exports.
@@ -38,7 +38,7 @@ pub enum Engine {
     Llamacpp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// `host:port` of the server's OpenAI-compatible API.
@@ -54,7 +54,7 @@ fn metrics_path() -> String {
     "/metrics".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Weights {
     pub queue: f64,
@@ -69,7 +69,7 @@ impl Default for Weights {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Saturation {
     /// An endpoint with more requests waiting than this is skipped while others are not.
@@ -84,7 +84,7 @@ impl Default for Saturation {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     pub name: String,
@@ -112,9 +112,11 @@ pub struct Pool {
     pub saturation: Saturation,
     /// How often each server's metrics are read.
     #[serde(default = "scrape_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub scrape_interval: Duration,
     /// Scraped load older than this is ignored (nodegate's own counts are used alone).
     #[serde(default = "stale_after", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub stale_after: Duration,
     /// Consecutive failed scrapes or connects before an endpoint is ejected (and probed).
     #[serde(default = "eject_after")]
@@ -129,7 +131,7 @@ pub struct Pool {
 
 /// Where a pool's members come from in Kubernetes: exactly one of `service`, `selector` or
 /// `inference_pool`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolSource {
     /// `name.namespace` of a Service: its ready endpoints, from its EndpointSlices.

@@ -3,7 +3,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Kubernetes {
     /// Watch this node's pods and namespaces: identities become pods, and (with
@@ -39,10 +39,12 @@ pub struct Kubernetes {
     pub daemonset: Option<String>,
     /// How often pods whose cgroup has not appeared yet are looked for again.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub rescan_interval: Duration,
     /// The API server unreachable for this long marks /readyz degraded (the agent keeps serving
     /// from its last good view meanwhile).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub stale_after: Duration,
 }
 
@@ -67,7 +69,7 @@ impl Default for Kubernetes {
 
 /// Which pods are intercepted: those whose namespace or own labels carry `label: value`, unless
 /// the pod's annotation `opt_out` says `disabled`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Enroll {
     pub label: String,

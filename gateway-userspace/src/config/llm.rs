@@ -8,7 +8,7 @@ use super::{
     types::{Decision, Selector},
 };
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Llm {
     pub providers: Vec<Provider>,
@@ -38,9 +38,11 @@ pub struct Llm {
     pub budget_mode: BudgetMode,
     /// Longest a strict-mode call waits for admission before it is refused with 429.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub admission_wait: Duration,
     /// How long a provider that failed is skipped.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub cooldown: Duration,
 }
 
@@ -64,7 +66,7 @@ impl Default for Llm {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BudgetMode {
     #[default]
@@ -72,7 +74,7 @@ pub enum BudgetMode {
     Strict,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     Openai,
@@ -81,7 +83,7 @@ pub enum ProviderKind {
     OpenaiCompatible,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Provider {
     pub name: String,
@@ -97,7 +99,7 @@ pub struct Provider {
     pub tokenize: Tokenize,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tokenize {
     #[default]
@@ -108,7 +110,7 @@ pub enum Tokenize {
 
 /// Where a provider's key comes from: set exactly one. The key itself is never in the config
 /// (so never in /config_dump) and never comes from the agent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Credentials {
     /// Name of an environment variable holding the key.
@@ -117,7 +119,7 @@ pub struct Credentials {
     pub file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRoute {
     /// The model name clients ask for.
@@ -127,7 +129,7 @@ pub struct ModelRoute {
     pub strategy: Strategy,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTarget {
     pub provider: String,
@@ -142,7 +144,7 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// First healthy target in order; the next on failure.
@@ -152,7 +154,7 @@ pub enum Strategy {
     Weighted,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllowRule {
     pub selector: Selector,
@@ -160,7 +162,7 @@ pub struct AllowRule {
     pub models: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Each matching workload has its own counters.
@@ -170,7 +172,7 @@ pub enum Scope {
     Shared,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     pub name: String,
@@ -193,7 +195,7 @@ pub struct Budget {
     pub cost_per_month_usd: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Price {
     pub input: f64,

@@ -9,7 +9,7 @@ use super::{
     types::{Decision, Selector},
 };
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mcp {
     /// MCP servers federated behind the `/mcp` endpoint (and recognised when intercepted).
@@ -22,10 +22,12 @@ pub struct Mcp {
     /// How long a server's tool, prompt and resource lists are cached. A `list_changed`
     /// notification from the server drops its cache at once.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub list_ttl: Duration,
     /// A server that failed is left out of lists, without being asked, for this long (so a
     /// hung server does not make every list wait for its timeout). Calls still try it.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub retry_after: Duration,
     /// Items per page of a federated list; 0 answers every item in one page.
     pub page_size: usize,
@@ -41,6 +43,7 @@ pub struct Mcp {
     pub session_key_file: Option<PathBuf>,
     /// How long a session id stays valid after `initialize`; then the client starts over.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub session_ttl: Duration,
     /// Per-caller visibility and argument rules. The first rule whose selector matches the
     /// caller decides.
@@ -79,7 +82,7 @@ impl Default for Mcp {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PrefixMode {
     /// Prefix only names that more than one server uses.
@@ -91,7 +94,7 @@ pub enum PrefixMode {
     Never,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum McpTransport {
     /// Streamable HTTP, either protocol era (`url`).
@@ -103,7 +106,7 @@ pub enum McpTransport {
     Stdio,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum McpProtocol {
     /// Probe `server/discover`; fall back to the `initialize` handshake.
     #[default]
@@ -117,7 +120,7 @@ pub enum McpProtocol {
     Stateless,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct McpServer {
     /// Prefix of its names; MCP name characters only.
@@ -151,6 +154,7 @@ pub struct McpServer {
     pub required: bool,
     /// Longest a request to the server may take.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
@@ -158,7 +162,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct McpPolicy {
     /// Which workloads the rule is for.
@@ -174,7 +178,7 @@ pub struct McpPolicy {
     pub constraints: Vec<McpConstraint>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct McpConstraint {
     /// `server/tool` pattern the condition applies to.

@@ -6,6 +6,7 @@ mod kubernetes;
 mod llm;
 mod mcp;
 pub mod reload;
+pub mod resources;
 mod secret;
 mod tls;
 mod types;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{Decision, Selector};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
     /// The node CA leaf certificates are minted from for `tls: terminate` destinations
@@ -16,11 +16,13 @@ pub struct Tls {
     pub ca: Option<CaFiles>,
     /// Lifetime of a minted leaf certificate; it is minted again before it runs out.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub leaf_ttl: Duration,
     /// Leaf certificates kept (one per server name); past this the oldest is dropped.
     pub leaf_cache: usize,
     /// Time a client has to complete its TLS handshake with nodegate.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub handshake_timeout: Duration,
     pub upstream: UpstreamRoots,
     pub passthrough: Passthrough,
@@ -40,7 +42,7 @@ impl Default for Tls {
 }
 
 /// A certificate and its private key, PEM files.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaFiles {
     pub cert: PathBuf,
@@ -48,7 +50,7 @@ pub struct CaFiles {
 }
 
 /// What upstream certificates are checked against when nodegate opens TLS itself.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamRoots {
     /// PEM files of extra CAs trusted beside the system's roots (the bundled Mozilla roots when
@@ -57,7 +59,7 @@ pub struct UpstreamRoots {
 }
 
 /// Policy for TLS that nodegate relays without reading (`tls: passthrough`), by SNI.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Passthrough {
     /// Rules in order; the first whose selector and `sni` both match decides.
@@ -69,7 +71,7 @@ pub struct Passthrough {
     pub no_sni: Option<Decision>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SniRule {
     #[serde(default)]
@@ -80,7 +82,7 @@ pub struct SniRule {
 }
 
 /// What nodegate does with TLS arriving for a destination.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// Relay the encrypted bytes; allow or deny by SNI (`tls.passthrough`).
@@ -95,7 +97,7 @@ pub enum TlsMode {
 }
 
 /// How nodegate opens TLS toward a destination (terminate and originate).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DestinationUpstreamTls {
     /// Check the upstream's certificate chain and name. Turning this off sends agents' requests

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::secret::Secret;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub listeners: Listeners,
@@ -28,7 +28,7 @@ pub struct Config {
     pub kubernetes: super::kubernetes::Kubernetes,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Listeners {
     /// Explicit HTTP proxy (absolute-form requests and CONNECT). Agents address it directly.
@@ -46,7 +46,7 @@ impl Default for Listeners {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Health, readiness, metrics and config dump. Keep it on loopback: a non-loopback address
@@ -63,7 +63,7 @@ impl Default for Admin {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -71,7 +71,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// A tracing filter: `info`, `debug`, `nodegate=debug,hyper=info`. RUST_LOG overrides it.
@@ -85,7 +85,7 @@ impl Default for Log {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Audit {
     /// File to append JSON lines to; `-` is standard output; empty disables auditing.
@@ -96,6 +96,7 @@ pub struct Audit {
     pub keep: u32,
     /// Longest time a record waits in the buffer before it is written out.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub flush_interval: Duration,
     /// Records queued between the proxy and the writer; past this, records are dropped and
     /// counted in `nodegate_audit_dropped_total` rather than slowing traffic.
@@ -114,24 +115,29 @@ impl Default for Audit {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// How long to wait for a client's first bytes before treating the connection as opaque TCP
     /// (server-speaks-first protocols).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub sniff: Duration,
     /// Upstream connect timeout.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub connect: Duration,
     /// Time to receive a request's headers on an HTTP connection.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub header_read: Duration,
     /// A spliced TCP connection with no bytes either way for this long is closed.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub idle: Duration,
     /// Grace period for in-flight connections on shutdown.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub drain: Duration,
 }
 
@@ -147,7 +153,7 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityMapping {
     /// Workload name reported in audit records and metrics.
@@ -167,7 +173,7 @@ pub struct IdentityMapping {
 
 /// Which callers a rule applies to: every listed field must match (an empty field matches
 /// all). One type for budgets, model allow lists, MCP tool lists and, later, A2A rules.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Selector {
     /// Workload names as the kernel names the caller (its cgroup's mapping, or the cgroup path;
@@ -194,7 +200,7 @@ pub struct Selector {
 }
 
 /// What a protocol's policy decides for a caller no rule matches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     /// Unmatched callers may do anything (the historical behaviour; `nodegate check` warns
@@ -207,7 +213,7 @@ pub enum Decision {
 
 /// Where explicit-listener callers may go. nodegate's own listeners are never reachable, by any
 /// name, whatever this says.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Egress {
     /// Destinations explicit callers may reach through absolute-form requests and CONNECT:
@@ -216,7 +222,7 @@ pub struct Egress {
     pub allow: Vec<EgressRule>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EgressRule {
     pub address: String,
@@ -224,7 +230,7 @@ pub struct EgressRule {
     pub ports: Vec<u16>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FailMode {
     /// Proxy dead or hung: intercepted connections go directly to their destination.
@@ -234,7 +240,7 @@ pub enum FailMode {
     Closed,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InterceptMode {
     /// cgroup/connect4, connect6 and sock_ops programs redirect enrolled cgroups' connections.
@@ -246,7 +252,7 @@ pub enum InterceptMode {
     Iptables,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     /// Decide from the bytes.
@@ -260,7 +266,7 @@ pub enum Class {
     Tcp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     /// An IP address (`169.254.88.10`), a CIDR (`10.96.0.0/12`) or a host name
@@ -286,14 +292,16 @@ pub struct Destination {
     pub upstream_tls: super::tls::DestinationUpstreamTls,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Heartbeat {
     /// How often the proxy writes its heartbeat into the kernel.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub interval: Duration,
     /// A heartbeat older than this means the proxy is gone: fail open (or closed).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
@@ -303,14 +311,16 @@ impl Default for Heartbeat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dns {
     /// Re-resolve no sooner than this, whatever the record's TTL.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub min_ttl: Duration,
     /// Re-resolve at least this often.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_ttl: Duration,
 }
 
@@ -320,7 +330,7 @@ impl Default for Dns {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Intercept {
     /// Load the eBPF programs and redirect enrolled cgroups' traffic. Needs root (CAP_BPF,

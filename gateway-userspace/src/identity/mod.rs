@@ -21,7 +21,7 @@ pub mod sockdiag;
 
 pub use credentials::{Keys, caller, strip_credentials};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// A pod on this node, as the Kubernetes API describes it.
