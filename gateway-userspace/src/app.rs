@@ -158,13 +158,49 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(i) = interceptor.clone() {
         tokio::spawn(heartbeat(i, live.clone(), stop_rx.clone()));
     }
+    let (changed_tx, mut changed_rx) = watch::channel(Arc::new(cfg.clone()));
+    let composer = match &ctx.cluster {
+        Some(c) if cfg.kubernetes.resources => {
+            let own_namespace = std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|n| !n.is_empty())
+                .or_else(|| {
+                    cfg.kubernetes
+                        .daemonset
+                        .as_deref()
+                        .and_then(|d| d.split_once('/'))
+                        .map(|(ns, _)| ns.to_string())
+                })
+                .unwrap_or_else(|| "default".into());
+            let (composer, _tasks) = crate::k8s::resources::Composer::start(
+                c.client.clone(),
+                Arc::new(cfg.clone()),
+                live.clone(),
+                changed_tx.clone(),
+                own_namespace,
+                cfg.kubernetes.resync,
+            );
+            let _ = c.composer.set(composer.clone());
+            Some(composer)
+        }
+        _ => None,
+    };
     if let Some(path) = config_path.clone() {
-        let (changed_tx, mut changed_rx) = watch::channel(Arc::new(cfg.clone()));
         let m = metrics.clone();
+        // A valid file goes live directly, or through the merge with the cluster's resources.
+        let apply: Box<dyn Fn(Arc<config::Config>) + Send> = match composer.clone() {
+            Some(c) => Box::new(move |cfg| c.set_file(cfg)),
+            None => {
+                let (live, tx) = (live.clone(), changed_tx.clone());
+                Box::new(move |cfg| {
+                    live.store(cfg.clone());
+                    let _ = tx.send(cfg);
+                })
+            }
+        };
         tokio::spawn(config::reload::watch_file(
             path,
-            live.clone(),
-            changed_tx,
+            apply,
             std::time::Duration::from_secs(1),
             move |ok| {
                 m.config_reloads
@@ -173,6 +209,9 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             },
             stop_rx.clone(),
         ));
+    }
+    drop(changed_tx);
+    if config_path.is_some() || composer.is_some() {
         let identities = identities.clone();
         let interceptor = interceptor.clone();
         let llm_ctx = ctx.clone();

@@ -10,10 +10,11 @@ namespaces, in the same JSON:
   ADDED, MODIFIED, DELETED, BOOKMARK (when allowWatchBookmarks=true, every --bookmark-interval),
   and, for a resourceVersion older than the compacted history, the ERROR event with a 410
   Expired Status that a real server sends.
-- /api/v1/namespaces/NS/pods/NAME, /apis/apps/v1/namespaces/NS/daemonsets/NAME and /version.
+- GET of one object of any resource it knows, PATCH of a status subresource (a JSON merge patch;
+  `metadata.generation` counts spec changes only), and /version.
 
 A control listener (plain JSON over HTTP) drives it: POST /<resource> (create or replace an object: pods, namespaces,
-services, endpointslices, daemonsets, inferencepools), DELETE /<resource>/NS/NAME (/namespaces/NAME), POST /batch {"pods": [...], "rate": N} and /batch_delete {"keys": [[ns, name]], "rate": N} (apply or delete
+services, endpointslices, daemonsets, inferencepools), DELETE /<resource>/NS/NAME (/<resource>/NAME when cluster scoped), GET /<resource>/[NS/]NAME (the stored object, status included), POST /batch {"pods": [...], "rate": N} and /batch_delete {"keys": [[ns, name]], "rate": N} (apply or delete
 at N per second, in the background; `batches_done` in /stats counts finished ones), POST /compact (drop history and end every watch, so
 watchers must relist; with {"delete": [[ns, name]]} pods vanish without an event), POST /down
 (close the API listener and every watch: connections are refused), POST /up, GET /stats.
@@ -48,6 +49,15 @@ class State:
             key = (meta.get("namespace", ""), meta["name"])
             old = self.objects[resource].get(key)
             meta.setdefault("uid", old["metadata"]["uid"] if old else str(uuid.uuid4()))
+            # generation counts spec changes, as for any resource with a status subresource
+            if old is None:
+                meta["generation"] = 1
+            else:
+                same = {k: v for k, v in obj.items() if k not in ("metadata", "status")} == \
+                    {k: v for k, v in old.items() if k not in ("metadata", "status")}
+                meta["generation"] = old["metadata"].get("generation", 1) + (0 if same else 1)
+                if "status" not in obj and "status" in old:
+                    obj["status"] = old["status"]
             meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             meta["resourceVersion"] = self.bump()
             self.objects[resource][key] = obj
@@ -67,6 +77,22 @@ class State:
             self.lock.notify_all()
             return obj
 
+    def patch_status(self, resource, key, patch):
+        """A merge patch on the status subresource: only .status changes, generation stays."""
+        with self.lock:
+            obj = self.objects[resource].get(key)
+            if obj is None:
+                return None
+            obj = json.loads(json.dumps(obj))
+            obj["status"] = merge_patch(obj.get("status") or {}, (patch or {}).get("status") or {})
+            obj["metadata"]["resourceVersion"] = self.bump()
+            old = self.objects[resource][key]
+            self.objects[resource][key] = obj
+            self.history.append((self.rv, resource, "MODIFIED", obj, old))
+            self.stats["status_patches"] = self.stats.get("status_patches", 0) + 1
+            self.lock.notify_all()
+            return obj
+
     def compact(self, silent_deletes):
         with self.lock:
             for ns, name in silent_deletes:
@@ -78,6 +104,19 @@ class State:
             self.lock.notify_all()
 
 
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
 # resource -> (kind, list kind, apiVersion)
 KINDS = {
     "pods": ("Pod", "PodList", "v1"),
@@ -86,6 +125,15 @@ KINDS = {
     "daemonsets": ("DaemonSet", "DaemonSetList", "apps/v1"),
     "endpointslices": ("EndpointSlice", "EndpointSliceList", "discovery.k8s.io/v1"),
     "inferencepools": ("InferencePool", "InferencePoolList", "inference.networking.k8s.io/v1"),
+    "secrets": ("Secret", "SecretList", "v1"),
+    # nodegate's own resources (cluster scoped)
+    "llmproviders": ("LLMProvider", "LLMProviderList", "nodegate.io/v1alpha1"),
+    "modelroutes": ("ModelRoute", "ModelRouteList", "nodegate.io/v1alpha1"),
+    "modelaccesses": ("ModelAccess", "ModelAccessList", "nodegate.io/v1alpha1"),
+    "llmbudgets": ("LLMBudget", "LLMBudgetList", "nodegate.io/v1alpha1"),
+    "modelserverpools": ("ModelServerPool", "ModelServerPoolList", "nodegate.io/v1alpha1"),
+    "mcpservers": ("MCPServer", "MCPServerList", "nodegate.io/v1alpha1"),
+    "mcppolicies": ("MCPPolicy", "MCPPolicyList", "nodegate.io/v1alpha1"),
 }
 
 
@@ -171,6 +219,22 @@ def make_api_handler(state, args, server_ref):
             if q.get("watch") in ("true", "1"):
                 return self.watch(resource, q)
             return self.list(resource, q)
+
+        def do_PATCH(self):
+            url = urlparse(self.path)
+            parts = [p for p in url.path.split("/") if p]
+            if not parts or parts[-1] != "status":
+                return self.status(405, "MethodNotAllowed", "only the status subresource is patched here")
+            r = route(parts[:-1])
+            if r is None or r[2] is None:
+                return self.status(404, "NotFound", "the server could not find the requested resource")
+            resource, ns, name = r
+            n = int(self.headers.get("Content-Length") or 0)
+            patch = json.loads(self.rfile.read(n) or b"{}")
+            obj = state.patch_status(resource, (ns or "", name), patch)
+            if obj is None:
+                return self.status(404, "NotFound", f'{resource} "{name}" not found')
+            self.send_json(200, typed(resource, obj))
 
         def list(self, resource, q):
             with state.lock:
@@ -294,6 +358,11 @@ def main():
             self.wfile.write(data)
 
         def do_GET(self):
+            parts = [p for p in self.path.split("/") if p]
+            if parts and parts[0] in KINDS and len(parts) in (2, 3):
+                key = (parts[1], parts[2]) if len(parts) == 3 else ("", parts[1])
+                with state.lock:
+                    return self.reply(state.objects[parts[0]].get(key))
             with state.lock:
                 self.reply(dict(state.stats, resourceVersion=state.rv, up=not server_ref["stopping"]))
 

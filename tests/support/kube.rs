@@ -81,6 +81,16 @@ impl KubeApi {
         self.curl("POST", &format!("/{resource}"), Some(obj))
     }
 
+    /// The stored object (`key`: `ns/name`, or `name` when cluster scoped), status included.
+    pub fn object(&self, resource: &str, key: &str) -> Value {
+        self.curl("GET", &format!("/{resource}/{key}"), None)
+    }
+
+    /// Deletes a cluster-scoped object.
+    pub fn delete_cluster(&self, resource: &str, name: &str) {
+        self.curl("DELETE", &format!("/{resource}/{name}"), None);
+    }
+
     pub fn delete(&self, resource: &str, ns: &str, name: &str) {
         self.curl("DELETE", &format!("/{resource}/{ns}/{name}"), None);
     }

@@ -46,6 +46,15 @@ pub struct Kubernetes {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub stale_after: Duration,
+    /// Watch the gateway's own resources (`nodegate.io/v1alpha1`: LLMProvider, ModelRoute,
+    /// ModelAccess, LLMBudget, ModelServerPool, MCPServer, MCPPolicy) and merge them with this
+    /// file.
+    pub resources: bool,
+    /// How often the merge runs again without a change, re-reading the Kubernetes Secrets that
+    /// provider credentials name (a rotated Secret takes effect within this).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub resync: Duration,
 }
 
 impl Default for Kubernetes {
@@ -63,6 +72,8 @@ impl Default for Kubernetes {
             daemonset: None,
             rescan_interval: Duration::from_secs(1),
             stale_after: Duration::from_secs(30),
+            resources: true,
+            resync: Duration::from_secs(30),
         }
     }
 }

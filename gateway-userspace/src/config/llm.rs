@@ -117,6 +117,25 @@ pub struct Credentials {
     pub env: Option<String>,
     /// File holding the key (trailing whitespace ignored); re-read on config reload.
     pub file: Option<PathBuf>,
+    /// A key of a Kubernetes Secret holding the key (needs `kubernetes.enabled`); read through
+    /// the API and re-read as it changes.
+    pub secret: Option<SecretKeyRef>,
+    /// The value read from `secret` (never serialized).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub resolved: Option<Secret>,
+}
+
+/// One key of a Kubernetes Secret.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+    /// Default: the agent's own namespace (`POD_NAMESPACE`). Reading another namespace's
+    /// Secrets needs a Role there (docs/kubernetes.md).
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

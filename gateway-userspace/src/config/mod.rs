@@ -23,7 +23,7 @@ pub use mcp::*;
 pub use secret::{REDACTED, Secret};
 pub use tls::*;
 pub use types::*;
-pub use validate::{Problem, Target, parse_target, warnings};
+pub use validate::{Problem, Target, parse_target, validate, warnings};
 
 /// The config nodegate runs on when given none: explicit proxy and admin on loopback,
 /// interception off. Works on a fresh machine without privileges.

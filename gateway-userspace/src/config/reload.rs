@@ -5,13 +5,12 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 
-use super::{Config, Shared};
+use super::Config;
 
-/// Runs until `shutdown` fires. Every accepted config is also sent on `changed`.
+/// Runs until `shutdown` fires. Every accepted config goes to `apply`.
 pub async fn watch_file(
     path: PathBuf,
-    live: Shared,
-    changed: watch::Sender<Arc<Config>>,
+    apply: impl Fn(Arc<Config>),
     interval: Duration,
     on_result: impl Fn(bool),
     mut shutdown: watch::Receiver<bool>,
@@ -38,9 +37,7 @@ pub async fn watch_file(
         let text = String::from_utf8_lossy(&bytes);
         match super::parse(&text, &path.display().to_string()) {
             Ok(cfg) => {
-                let cfg = Arc::new(cfg);
-                live.store(cfg.clone());
-                let _ = changed.send(cfg);
+                apply(Arc::new(cfg));
                 on_result(true);
                 tracing::info!(path = %path.display(), "config reloaded");
             }

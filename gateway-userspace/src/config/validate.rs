@@ -233,6 +233,14 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         push("tls.handshake_timeout".into(), "must be greater than zero".into());
     }
     check_llm(&cfg.llm, &mut push);
+    for (i, p) in cfg.llm.providers.iter().enumerate() {
+        if p.credentials.as_ref().is_some_and(|c| c.secret.is_some()) && !cfg.kubernetes.enabled {
+            push(
+                format!("llm.providers[{i}].credentials.secret"),
+                "reading a Kubernetes Secret needs kubernetes.enabled".into(),
+            );
+        }
+    }
     check_inference(&cfg.inference, cfg.kubernetes.enabled, &mut push);
     super::mcp::check(&cfg.mcp, &mut push);
     p
@@ -277,9 +285,9 @@ fn check_llm(llm: &super::llm::Llm, push: &mut impl FnMut(String, String)) {
             push(format!("llm.providers[{i}].name"), format!("duplicate provider {:?}", p.name));
         }
         if let Some(c) = &p.credentials
-            && c.env.is_some() == c.file.is_some()
+            && [c.env.is_some(), c.file.is_some(), c.secret.is_some()].iter().filter(|s| **s).count() != 1
         {
-            push(format!("llm.providers[{i}].credentials"), "set exactly one of env or file".into());
+            push(format!("llm.providers[{i}].credentials"), "set exactly one of env, file or secret".into());
         }
         match p.endpoint.parse::<http::Uri>() {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}

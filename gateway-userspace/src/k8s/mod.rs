@@ -11,6 +11,7 @@ pub mod enroll;
 pub mod owner;
 pub mod pod;
 pub mod pools;
+pub mod resources;
 pub mod services;
 pub mod status;
 pub mod store;
@@ -45,6 +46,8 @@ pub struct Cluster {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// One watch per Service an intercept destination names, by `namespace/name`.
     service_watches: std::sync::Mutex<std::collections::BTreeMap<String, tokio::task::JoinHandle<()>>>,
+    /// The merge of the gateway's own resources with the file config, when it runs.
+    pub composer: std::sync::OnceLock<Arc<resources::Composer>>,
     /// One member watch per inference pool found in the cluster, by pool name.
     pool_watches: std::sync::Mutex<PoolWatches>,
 }
@@ -157,6 +160,7 @@ impl Cluster {
             tasks,
             service_watches: Default::default(),
             pool_watches: Default::default(),
+            composer: Default::default(),
         })
     }
 

@@ -65,6 +65,8 @@ pub enum ProviderError {
     File(String, String, std::io::Error),
     #[error("provider {0}: the key is not a valid header value")]
     Key(String),
+    #[error("provider {0}: Kubernetes Secret key {1} has not been read")]
+    Secret(String, String),
 }
 
 impl ProviderState {
@@ -83,6 +85,17 @@ impl ProviderState {
             prefix.truncate(prefix.len() - 3);
         }
         let key = match p.credentials.as_ref().map(|c| (&c.env, &c.file)) {
+            _ if p.credentials.as_ref().is_some_and(|c| c.secret.is_some()) => {
+                let c = p.credentials.as_ref();
+                let r = c.and_then(|c| c.resolved.as_ref()).ok_or_else(|| {
+                    let s = c.and_then(|c| c.secret.as_ref());
+                    ProviderError::Secret(
+                        p.name.clone(),
+                        s.map(|s| format!("{}/{}", s.name, s.key)).unwrap_or_default(),
+                    )
+                })?;
+                Some(r.expose().to_string())
+            }
             None | Some((None, None)) => None,
             Some((Some(var), _)) => {
                 Some(std::env::var(var).map_err(|_| ProviderError::Env(p.name.clone(), var.clone()))?)
@@ -188,7 +201,7 @@ mod tests {
             name: "oa".into(),
             kind: ProviderKind::Openai,
             endpoint: "http://127.0.0.1:9/v1".into(),
-            credentials: Some(Credentials { env: Some("NG_TEST_PROVIDER_KEY".into()), file: None }),
+            credentials: Some(Credentials { env: Some("NG_TEST_PROVIDER_KEY".into()), ..Default::default() }),
             tokenize: Default::default(),
         };
         let s = ProviderState::new(&p).unwrap();

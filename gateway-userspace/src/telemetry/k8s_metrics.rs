@@ -14,7 +14,15 @@ pub struct ResourceLabels {
     pub resource: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+    /// `accepted` or `refused`.
+    pub state: &'static str,
+}
+
 pub struct K8sMetrics {
+    pub resources: Family<KindLabels, Gauge>,
     pub api_connected: Family<ResourceLabels, Gauge>,
     pub watch_errors: Family<ResourceLabels, Counter>,
     pub pods: Gauge,
@@ -43,7 +51,13 @@ impl K8sMetrics {
             "Pods on this node whose traffic is intercepted",
             pods_enrolled.clone(),
         );
-        Self { api_connected, watch_errors, pods, pods_enrolled }
+        let resources = Family::default();
+        registry.register(
+            "nodegate_kubernetes_resources",
+            "nodegate resources in the cluster by kind, accepted into the config or refused (see their status)",
+            resources.clone(),
+        );
+        Self { resources, api_connected, watch_errors, pods, pods_enrolled }
     }
 
     /// Copies the view's state into the registry (before a scrape).
@@ -57,6 +71,12 @@ impl K8sMetrics {
             self.watch_errors.get_or_create(&labels).inner().store(r.errors, Ordering::Relaxed);
         }
         self.pods.set(cluster.store.pod_count() as i64);
+        if let Some(c) = cluster.composer.get() {
+            for (kind, accepted, refused) in c.counts() {
+                self.resources.get_or_create(&KindLabels { kind, state: "accepted" }).set(accepted as i64);
+                self.resources.get_or_create(&KindLabels { kind, state: "refused" }).set(refused as i64);
+            }
+        }
         self.pods_enrolled.set(cluster.enroller.as_ref().map_or(0, |e| e.enrolled_count()) as i64);
     }
 }
