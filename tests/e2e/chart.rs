@@ -158,33 +158,53 @@ fn chart_lints_renders_valid_manifests_and_a_config_nodegate_accepts() {
         c["volumeMounts"].as_array().into_iter().flatten().filter_map(|m| m["mountPath"].as_str()).collect();
     assert!(mounts.contains(&"/sys/fs/bpf") && mounts.contains(&"/sys/fs/cgroup"), "{mounts:?}");
     let rules = &kind(&docs, "ClusterRole")["rules"];
-    // Least privilege: read only, and exactly what the agent watches.
+    // Least privilege: read what the agent watches; write only its own resources' status.
     let mut granted = Vec::new();
     for rule in rules.as_array().into_iter().flatten() {
-        assert_eq!(
-            rule["verbs"],
-            serde_json::json!(["get", "list", "watch"]),
-            "read-only rules only: {rules}"
-        );
+        let verbs = &rule["verbs"];
         for r in rule["resources"].as_array().into_iter().flatten() {
-            granted.push(format!(
-                "{}/{}",
-                rule["apiGroups"][0].as_str().unwrap_or("?"),
-                r.as_str().unwrap_or("?")
-            ));
+            let r = r.as_str().unwrap_or("?");
+            let want = if r.ends_with("/status") {
+                serde_json::json!(["patch"])
+            } else {
+                serde_json::json!(["get", "list", "watch"])
+            };
+            assert_eq!(verbs, &want, "{r}: {rules}");
+            granted.push(format!("{}/{r}", rule["apiGroups"][0].as_str().unwrap_or("?")));
         }
     }
     granted.sort();
+    let mut want: Vec<String> = [
+        "/namespaces",
+        "/pods",
+        "/services",
+        "discovery.k8s.io/endpointslices",
+        "inference.networking.k8s.io/inferencepools",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for k in [
+        "llmproviders",
+        "modelroutes",
+        "modelaccesses",
+        "llmbudgets",
+        "modelserverpools",
+        "mcpservers",
+        "mcppolicies",
+    ] {
+        want.push(format!("nodegate.io/{k}"));
+        want.push(format!("nodegate.io/{k}/status"));
+    }
+    want.sort();
+    assert_eq!(granted, want, "{rules}");
+    let role = &kind(&docs, "Role")["rules"];
+    let secrets =
+        role.as_array().into_iter().flatten().find(|r| r["resources"] == serde_json::json!(["secrets"]));
     assert_eq!(
-        granted,
-        [
-            "/namespaces",
-            "/pods",
-            "/services",
-            "discovery.k8s.io/endpointslices",
-            "inference.networking.k8s.io/inferencepools"
-        ],
-        "{rules}"
+        secrets.map(|r| r["verbs"].clone()),
+        Some(serde_json::json!(["get"])),
+        "Secrets: get, in the release namespace only: {role}"
     );
     let out = check_config(&docs, &dir, &[]);
     assert!(out.contains("ok (0 warning(s))"), "the default chart config must check clean: {out}");
