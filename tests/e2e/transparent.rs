@@ -375,3 +375,67 @@ fn host_name_destinations_are_resolved_into_the_table() {
     assert_eq!(rec["target"], format!("127.0.0.1:{UPSTREAM_PORT}"));
     assert!(gw.log_text().contains("intercept destination resolved"));
 }
+
+/// A host-name destination resolved by the cluster's DNS server (here a small authoritative
+/// server in the node namespace) with the pod's search domains: `upstream.agents` means
+/// `upstream.agents.svc.cluster.local`, a name the node's own resolver does not know.
+#[test]
+fn host_name_destinations_can_use_the_cluster_dns_view() {
+    require_root();
+    let topo = Topology::new();
+    let cgroups = TestCgroups::new();
+    let (cg, enrolled) = (cgroups.base().to_string(), &cgroups.enrolled);
+    let _up = upstream(&topo.node, "upstream");
+    let log = std::env::temp_dir().join(unique("dns-log-"));
+    let script = repo_root().join("tests/python/dns_server.py");
+    let dns_out = std::env::temp_dir().join(unique("dns-out-"));
+    let f = std::fs::File::create(&dns_out).unwrap_or_else(|e| panic!("{e}"));
+    let _dns = spawn(
+        std::path::Path::new("python3"),
+        &[
+            &script.display().to_string(),
+            "--listen",
+            "127.0.0.1:15353",
+            "--record",
+            "upstream.agents.svc.cluster.local=127.0.0.1",
+            "--ttl",
+            "1",
+            "--log",
+            &log.display().to_string(),
+        ],
+        Some(&topo.node),
+        None,
+        std::process::Stdio::from(f),
+        std::process::Stdio::inherit(),
+    );
+    wait_until(Duration::from_secs(5), "DNS fixture up", || {
+        std::fs::read_to_string(&dns_out).is_ok_and(|t| t.contains("listen"))
+    });
+    let (dir, pin) = Gateway::prepare("cluster-dns");
+    let cfg = config(&cg, "open")
+        .replace(
+            &format!("    - {{ address: {SVC_IP}, ports: [{UPSTREAM_PORT}] }}"),
+            &format!("    - {{ address: upstream.agents, ports: [{UPSTREAM_PORT}] }}"),
+        )
+        .replace(
+            "  heartbeat:",
+            "  dns: { servers: [127.0.0.1:15353], search: [svc.cluster.local, cluster.local], min_ttl: 1s }\n  heartbeat:",
+        );
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    wait_until(Duration::from_secs(10), "upstream.agents resolved through the cluster DNS", || {
+        let rows = gw.status()["entries"].clone();
+        rows.as_array()
+            .is_some_and(|r| r.iter().any(|e| e["network"] == "127.0.0.1/32" && e["port"] == "8080"))
+    });
+    let asked = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        asked.contains("\"upstream.agents.svc.cluster.local\""),
+        "the name was completed with the first search domain, as in a pod: {asked}"
+    );
+    let v = get(&format!("127.0.0.1:{UPSTREAM_PORT}"), "/by-cluster-name", Some(&topo.node), Some(enrolled));
+    assert_eq!(v["ok"], true, "{v}");
+    let rec = gw.wait_audit("record of the request to the cluster name", |r| r["path"] == "/by-cluster-name");
+    assert_eq!(rec["target"], format!("127.0.0.1:{UPSTREAM_PORT}"));
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&dns_out);
+}

@@ -322,11 +322,25 @@ pub struct Dns {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub max_ttl: Duration,
+    /// DNS servers (`ip:port`) to resolve host-name destinations with instead of the node's
+    /// `/etc/resolv.conf`: in a cluster, the DNS Service pods use (for example
+    /// `10.96.0.10:53`), so a name means what it means to the pod.
+    pub servers: Vec<SocketAddr>,
+    /// Search domains appended to a name with fewer than `ndots` dots, as a pod's resolv.conf
+    /// does (`svc.cluster.local`, `cluster.local`); with `servers` only.
+    pub search: Vec<String>,
+    pub ndots: usize,
 }
 
 impl Default for Dns {
     fn default() -> Self {
-        Self { min_ttl: Duration::from_secs(5), max_ttl: Duration::from_secs(300) }
+        Self {
+            min_ttl: Duration::from_secs(5),
+            max_ttl: Duration::from_secs(300),
+            servers: Vec::new(),
+            search: Vec::new(),
+            ndots: 5,
+        }
     }
 }
 

@@ -207,6 +207,14 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             ),
         );
     }
+    for (i, d) in ic.dns.search.iter().enumerate() {
+        if !matches!(parse_target(d), Ok(Target::Host(_))) {
+            push(format!("intercept.dns.search[{i}]"), format!("{d:?} is not a domain name"));
+        }
+    }
+    if !ic.dns.search.is_empty() && ic.dns.servers.is_empty() {
+        push("intercept.dns.search".into(), "search domains apply with dns.servers only".into());
+    }
     if ic.dns.min_ttl > ic.dns.max_ttl {
         push("intercept.dns.min_ttl".into(), "must not exceed max_ttl".into());
     }
