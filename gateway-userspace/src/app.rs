@@ -125,6 +125,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         cluster,
         upstream: up,
         mcp: ArcSwap::new(mcp),
+        a2a: ArcSwap::from_pointee(crate::a2a::A2a::build(&cfg.a2a, None)),
         llm: ArcSwap::from_pointee(crate::llm::Llm::build(&cfg.llm, &metrics, None)),
         pools: ArcSwap::from_pointee(crate::inference::Pools::build(&cfg.inference, &pool_members)),
         pool_members: pool_members.clone(),
@@ -226,6 +227,10 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                 let rebuilt = crate::llm::Llm::build(&new.llm, &llm_ctx.metrics, Some(&llm_ctx.llm.load()));
                 llm_ctx.llm.store(Arc::new(rebuilt));
                 llm_ctx.egress.store(Arc::new(proxy::egress::Egress::new(&new.egress)));
+                if new.a2a != llm_ctx.a2a.load().cfg {
+                    let rebuilt = crate::a2a::A2a::build(&new.a2a, Some(&llm_ctx.a2a.load()));
+                    llm_ctx.a2a.store(Arc::new(rebuilt));
+                }
                 match crate::tls::Tls::build(&new, &llm_ctx.metrics, Some(&llm_ctx.tls.load())) {
                     Ok(t) => llm_ctx.tls.store(Arc::new(t)),
                     Err(e) => {

@@ -5,6 +5,7 @@
 //! -> `proxy::sniff` classifies -> `proxy::http` forwards (or `proxy::splice` relays) through
 //! `proxy::upstream` -> `telemetry` accounts and audits. `config` feeds all of them; `admin`
 //! shows their state.
+pub mod a2a;
 pub mod admin;
 pub mod app;
 pub mod cli;

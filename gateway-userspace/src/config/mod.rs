@@ -1,5 +1,6 @@
 //! Configuration: types, the embedded default, loading (env substitution, YAML, validation) and
 //! hot reload. Loading returns every problem found, each with its path in the file.
+pub mod a2a;
 mod env;
 mod inference;
 mod kubernetes;
@@ -14,6 +15,7 @@ mod validate;
 
 use std::{fmt, path::Path, sync::Arc};
 
+pub use a2a::{A2a, A2aAgent, A2aRule};
 pub use inference::{
     Endpoint, Engine, Inference, Pool, PoolSource, Saturation, Strategy as PickStrategy, Weights,
 };

@@ -22,6 +22,7 @@ pub struct Config {
     pub llm: super::llm::Llm,
     pub inference: super::inference::Inference,
     pub mcp: super::mcp::Mcp,
+    pub a2a: super::a2a::A2a,
     /// Where explicit-listener callers may go (absolute-form requests and CONNECT).
     pub egress: Egress,
     pub tls: super::tls::Tls,

@@ -250,6 +250,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         }
     }
     check_inference(&cfg.inference, cfg.kubernetes.enabled, &mut push);
+    check_a2a(&cfg.a2a, &mut push);
     super::mcp::check(&cfg.mcp, &mut push);
     p
 }
@@ -469,6 +470,52 @@ fn check_inference(
         if !(0.0..=1.0).contains(&p.saturation.kv_cache) {
             push(format!("inference.pools[{i}].saturation.kv_cache"), "must be between 0 and 1".into());
         }
+    }
+}
+
+fn check_a2a(a: &super::a2a::A2a, push: &mut impl FnMut(String, String)) {
+    let mut names = std::collections::BTreeSet::new();
+    for (i, ag) in a.agents.iter().enumerate() {
+        let ok = !ag.name.is_empty()
+            && ag.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !ok {
+            push(
+                format!("a2a.agents[{i}].name"),
+                format!("{:?}: use letters, digits, '-', '_' or '.'", ag.name),
+            );
+        }
+        if !names.insert(ag.name.as_str()) {
+            push(format!("a2a.agents[{i}].name"), format!("duplicate agent {:?}", ag.name));
+        }
+        match ag.url.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
+            Ok(u) if u.scheme_str() == Some("https") => push(
+                format!("a2a.agents[{i}].url"),
+                "https agents are not supported yet (use the agent's plain-HTTP address)".into(),
+            ),
+            _ => push(format!("a2a.agents[{i}].url"), format!("{:?} must be an http:// URL", ag.url)),
+        }
+    }
+    for (i, r) in a.allow.iter().enumerate() {
+        for (m, name) in r.methods.iter().enumerate() {
+            if crate::a2a::methods::parse(name).is_none_or(|(_, v)| v != crate::a2a::methods::Version::V1) {
+                push(
+                    format!("a2a.allow[{i}].methods[{m}]"),
+                    format!("{name:?} is not an A2A 1.0 method name"),
+                );
+            }
+        }
+    }
+    for (i, p) in a.push_allow.iter().enumerate() {
+        if let Err(e) = parse_target(&p.address) {
+            push(format!("a2a.push_allow[{i}].address"), e);
+        }
+    }
+    if a.max_body_bytes == 0 || a.max_card_bytes == 0 || a.max_tasks == 0 {
+        push("a2a".into(), "max_body_bytes, max_card_bytes and max_tasks must be greater than zero".into());
+    }
+    if a.timeout.is_zero() {
+        push("a2a.timeout".into(), "must be greater than zero".into());
     }
 }
 

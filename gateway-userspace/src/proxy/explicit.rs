@@ -114,6 +114,10 @@ async fn route(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result
     if req.uri().authority().is_none() && req.uri().path() == "/mcp" {
         return Ok(crate::mcp::handler::handle(ctx, conn, req).await);
     }
+    // Origin-form `/a2a/<agent>/...`: a registered A2A agent.
+    if req.uri().authority().is_none() && req.uri().path().starts_with(crate::a2a::handler::PREFIX) {
+        return Ok(crate::a2a::handler::handle(ctx, conn, req).await);
+    }
     super::http::forward(ctx, conn, req).await
 }
 

@@ -43,6 +43,8 @@ pub struct Ctx {
     pub pool_members: crate::inference::Found,
     /// The MCP gateway (federated servers, policy, sessions), swapped on reload.
     pub mcp: arc_swap::ArcSwap<crate::mcp::Mcp>,
+    /// The A2A gateway (agents, policy, task owners), swapped on reload.
+    pub a2a: arc_swap::ArcSwap<crate::a2a::A2a>,
     /// Where explicit callers may go (`egress.allow`), swapped on reload.
     pub egress: arc_swap::ArcSwap<egress::Egress>,
     /// TLS termination, upstream trust and passthrough policy, swapped on reload.

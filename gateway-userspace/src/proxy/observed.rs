@@ -13,6 +13,10 @@ use super::upstream::Body;
 
 pub trait Observer: Send + Unpin + 'static {
     fn data(&mut self, len: usize);
+    /// Each data frame as it passes (by default only its size is seen).
+    fn frame(&mut self, d: &Bytes) {
+        self.data(d.len());
+    }
     fn error(&mut self, e: &hyper::Error);
 }
 
@@ -39,7 +43,7 @@ impl<O: Observer> http_body::Body for Observed<O> {
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let (Some(d), Some(o)) = (f.data_ref(), self.observer.as_mut()) {
-                    o.data(d.len());
+                    o.frame(d);
                 }
             }
             Poll::Ready(Some(Err(e))) => {

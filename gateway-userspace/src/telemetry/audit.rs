@@ -77,6 +77,7 @@ impl PodRef {
 pub enum Body {
     Llm(Box<LlmCall>),
     Mcp(Box<McpCall>),
+    A2a(Box<A2aCall>),
     Connection {
         peer: String,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +100,35 @@ pub enum Body {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+}
+
+/// One A2A call: which agent, which method, the task it was about and how it ended.
+#[derive(Debug, Default, Serialize)]
+pub struct A2aCall {
+    pub agent: Arc<str>,
+    /// The 1.0 method name (`GetAgentCard` for a card).
+    pub method: &'static str,
+    /// The caller's protocol generation: `1.0` or `0.3`.
+    pub protocol_version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    /// The task's last state seen in the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    pub stream: bool,
+    pub messages: u64,
+    pub artifacts: u64,
+    pub events: u64,
+    pub status: u16,
+    /// `ok`, `error`, `denied`, `not_found`.
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub duration_ms: f64,
 }
 
 /// One LLM call: who, which model at which provider, tokens by type, cost, latency.

@@ -42,6 +42,16 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct A2aLabels {
+    /// A configured agent's name (bounded by the config).
+    pub agent: std::sync::Arc<str>,
+    /// The 1.0 method name, or `GetAgentCard`.
+    pub method: &'static str,
+    /// `ok`, `error`, `denied`, `not_found`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TlsLabels {
     /// `terminate` or `passthrough`.
     pub mode: &'static str,
@@ -73,6 +83,8 @@ pub struct Metrics {
     pub tls: Family<TlsLabels, Counter>,
     /// Leaf certificates minted from the node CA (a cache miss or a renewal each).
     pub tls_leaves_minted: Counter,
+    /// A2A calls by agent, method and outcome.
+    pub a2a_calls: Family<A2aLabels, Counter>,
     pub llm: super::llm_metrics::LlmMetrics,
     pub mcp: super::mcp_metrics::McpMetrics,
     pub k8s: super::k8s_metrics::K8sMetrics,
@@ -144,6 +156,12 @@ impl Metrics {
             "Audit records dropped because the writer fell behind (queue full)",
             audit_dropped.clone(),
         );
+        let a2a_calls = Family::<A2aLabels, Counter>::default();
+        registry.register(
+            "nodegate_a2a_calls",
+            "A2A calls through nodegate, by agent, method and outcome",
+            a2a_calls.clone(),
+        );
         let tls = Family::<TlsLabels, Counter>::default();
         registry.register(
             "nodegate_tls_connections",
@@ -160,6 +178,7 @@ impl Metrics {
         let mcp = super::mcp_metrics::McpMetrics::register(&mut registry);
         let k8s = super::k8s_metrics::K8sMetrics::register(&mut registry);
         Arc::new(Self {
+            a2a_calls,
             k8s,
             tls,
             tls_leaves_minted,

@@ -1,0 +1,479 @@
+//! `/a2a/<name>/...` on the explicit listener: the agent's card (rewritten) and its JSON-RPC
+//! interface, governed. Anything else under the prefix (the REST binding) is refused rather than
+//! passed on ungoverned.
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method as HttpMethod, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::{
+    A2a, Agent,
+    methods::{self, Method, Version, code},
+    stream::{SseReader, Summary},
+    tasks::Access,
+};
+use crate::{
+    identity::Identity,
+    proxy::{
+        Conn, Ctx,
+        observed::{Observed, Observer},
+        upstream::Body,
+    },
+    telemetry::{
+        audit::{A2aCall, Body as AuditBody, Record},
+        metrics::A2aLabels,
+    },
+};
+
+pub const PREFIX: &str = "/a2a/";
+const CARD_PATHS: [&str; 2] = ["/.well-known/agent-card.json", "/.well-known/agent.json"];
+/// Largest non-streamed answer read from an agent (kept to learn the task and filter lists).
+const MAX_ANSWER: usize = 16 << 20;
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from(serde_json::to_vec(v).unwrap_or_default())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+fn rpc_error(id: &Value, code: i64, message: &str) -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        &json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
+    )
+}
+
+fn is_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// One call being handled: what the audit record and metrics will say.
+struct Call {
+    ctx: Arc<Ctx>,
+    conn: Arc<Conn>,
+    identity: Arc<Identity>,
+    agent: Arc<str>,
+    trace_id: Option<String>,
+    start: Instant,
+    rec: A2aCall,
+    decision: &'static str,
+    rule: Option<Arc<str>>,
+}
+
+impl Call {
+    fn finish(mut self) {
+        self.rec.duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let labels =
+            A2aLabels { agent: self.agent.clone(), method: self.rec.method, outcome: self.rec.outcome };
+        self.ctx.metrics.a2a_calls.get_or_create(&labels).inc();
+        let target = format!("a2a/{}", self.agent);
+        let mut r = Record::new(
+            "a2a",
+            &self.identity,
+            self.conn.mode,
+            target,
+            "a2a",
+            AuditBody::A2a(Box::new(std::mem::take(&mut self.rec))),
+        );
+        r.decision = self.decision;
+        r.rule = self.rule.take();
+        r.trace_id = self.trace_id.take();
+        self.ctx.audit.emit(r);
+    }
+
+    fn refuse(mut self, outcome: &'static str, rule: Option<&str>, error: String) {
+        self.rec.outcome = outcome;
+        self.rec.error = Some(error);
+        if let Some(r) = rule {
+            self.decision = "deny";
+            self.rule = Some(r.into());
+        }
+        self.finish();
+    }
+}
+
+pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let rest = path.strip_prefix(PREFIX).unwrap_or("");
+    let (name, sub) = rest.split_once('/').map_or((rest, ""), |(n, s)| (n, s));
+    let sub = format!("/{sub}");
+    let a2a = ctx.a2a.load_full();
+    let Some(agent) = a2a.agent(name).cloned() else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no A2A agent named {name:?} here")}),
+        );
+    };
+    let keys = ctx.identities.keys();
+    let identity = crate::identity::caller(&keys, &conn.identity, req.headers());
+    let trace_id = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::mcp::handler::trace_id);
+    let call = Call {
+        ctx: ctx.clone(),
+        conn: conn.clone(),
+        identity: identity.clone(),
+        agent: agent.name.clone(),
+        trace_id,
+        start: Instant::now(),
+        rec: A2aCall { agent: agent.name.clone(), protocol_version: "1.0", ..Default::default() },
+        decision: "allow",
+        rule: None,
+    };
+    match *req.method() {
+        HttpMethod::GET if CARD_PATHS.contains(&sub.as_str()) => card(&a2a, &agent, req, sub, call).await,
+        HttpMethod::POST => rpc(&a2a, &agent, req, sub, call, &keys).await,
+        _ => {
+            let msg = "nodegate serves an A2A agent's card and JSON-RPC interface here; other bindings are not governed and not passed on";
+            call.refuse("error", None, msg.into());
+            json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": msg}))
+        }
+    }
+}
+
+/// The agent's card, rewritten to point back through nodegate.
+async fn card(
+    a2a: &A2a,
+    agent: &Agent,
+    req: Request<Incoming>,
+    sub: String,
+    mut call: Call,
+) -> Response<Body> {
+    call.rec.method = "GetAgentCard";
+    if let Err(rule) = a2a.check(&call.identity, &agent.name, None) {
+        let msg =
+            format!("{} may not reach agent {} ({rule})", crate::policy::who(&call.identity), agent.name);
+        call.refuse("denied", Some(&rule), msg.clone());
+        return json_response(StatusCode::FORBIDDEN, &json!({"error": msg}));
+    }
+    let host =
+        req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+    let url = format!("{}{}{sub}", agent.origin, agent.path);
+    let fetched = tokio::time::timeout(a2a.cfg.timeout, async {
+        let up = Request::get(&url)
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())
+            .map_err(|e| e.to_string())?;
+        let resp = call.ctx.upstream.http1.request(up).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), a2a.cfg.max_card_bytes)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the card: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((status, body))
+    })
+    .await
+    .unwrap_or_else(|_| Err("the agent did not answer in time".into()));
+    let (status, body) = match fetched {
+        Ok(x) => x,
+        Err(e) => {
+            let msg = format!("agent {}: {e}", agent.name);
+            call.refuse("error", None, msg.clone());
+            return json_response(StatusCode::BAD_GATEWAY, &json!({"error": msg}));
+        }
+    };
+    call.rec.status = status.as_u16();
+    call.rec.bytes_received = body.len() as u64;
+    if !status.is_success() {
+        call.refuse("error", None, format!("the agent answered {status}"));
+        return json_response(
+            StatusCode::BAD_GATEWAY,
+            &json!({"error": format!("agent {} answered {status} for its card", agent.name)}),
+        );
+    }
+    let mut card: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            call.refuse("error", None, "the agent's card is not a JSON object".into());
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                &json!({"error": format!("agent {}'s card is not a JSON object", agent.name)}),
+            );
+        }
+    };
+    let gateway = format!("http://{host}{PREFIX}{}", agent.name);
+    let dropped = super::card::rewrite(&mut card, &agent.origin, &gateway);
+    if dropped > 0 {
+        tracing::debug!(agent = %agent.name, dropped, "card interfaces nodegate cannot govern left out");
+    }
+    let out = Bytes::from(serde_json::to_vec(&card).unwrap_or_default());
+    call.rec.bytes_sent = out.len() as u64;
+    call.rec.outcome = "ok";
+    call.finish();
+    let mut r = Response::new(full(out));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+async fn rpc(
+    a2a: &A2a,
+    agent: &Arc<Agent>,
+    req: Request<Incoming>,
+    sub: String,
+    mut call: Call,
+    keys: &crate::identity::Keys,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, a2a.cfg.max_body_bytes).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let too_big = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            let msg = if too_big {
+                format!("request body larger than a2a.max_body_bytes ({} bytes)", a2a.cfg.max_body_bytes)
+            } else {
+                format!("reading the request: {e}")
+            };
+            call.refuse("error", None, msg.clone());
+            let status = if too_big { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            return json_response(
+                status,
+                &json!({"jsonrpc": "2.0", "id": null, "error": {"code": code::INVALID_REQUEST, "message": msg}}),
+            );
+        }
+    };
+    call.rec.bytes_sent = bytes.len() as u64;
+    let v: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            call.refuse("error", None, format!("not JSON: {e}"));
+            return rpc_error(&Value::Null, code::PARSE, &format!("Parse error: {e}"));
+        }
+    };
+    let id = v.get("id").cloned().unwrap_or(Value::Null);
+    let Some((method, version)) =
+        v.get("method").and_then(Value::as_str).and_then(methods::parse).filter(|_| v.is_object())
+    else {
+        let what = match &v {
+            Value::Array(_) => "JSON-RPC batches are not supported".to_string(),
+            _ => match v.get("method").and_then(Value::as_str) {
+                Some(m) => format!("Method not found: {m}"),
+                None => "Invalid Request: no method".to_string(),
+            },
+        };
+        let code = if what.starts_with("Method") { code::METHOD_NOT_FOUND } else { code::INVALID_REQUEST };
+        call.refuse("error", None, what.clone());
+        return rpc_error(&id, code, &what);
+    };
+    call.rec.method = method.name();
+    call.rec.stream = method.streams();
+    call.rec.protocol_version = if version == Version::V03 { "0.3" } else { "1.0" };
+    let params = v.get("params").cloned().unwrap_or(Value::Null);
+    if let Err(rule) = a2a.check(&call.identity, &agent.name, Some(method.name())) {
+        let msg = format!(
+            "nodegate: {} may not call {} at agent {} ({rule})",
+            crate::policy::who(&call.identity),
+            method.name(),
+            agent.name
+        );
+        call.refuse("denied", Some(&rule), msg.clone());
+        return rpc_error(&id, code::FORBIDDEN, &msg);
+    }
+    let owner = crate::mcp::handler::owner_of(&call.identity);
+    if let Some(task) = method.task_id(version, &params) {
+        call.rec.task_id = Some(task.clone());
+        if a2a.tasks.access(&agent.name, &task, &owner) == Access::NotFound {
+            // The same answer as for a task that does not exist: nothing to learn by guessing.
+            call.refuse("not_found", None, "task not found (not created by this caller)".into());
+            return rpc_error(&id, code::TASK_NOT_FOUND, "Task not found");
+        }
+    }
+    for url in method.push_urls(version, &params) {
+        if let Err(why) = a2a.push_allowed(&url) {
+            let msg = format!("nodegate: push notification callback refused: {why}");
+            call.refuse("denied", Some("a2a.push_allow"), msg.clone());
+            return rpc_error(&id, code::FORBIDDEN, &msg);
+        }
+    }
+
+    // Upstream: the agent's origin, at the path the (rewritten) card named.
+    let mut up = match Request::post(format!("{}{}", agent.origin, if sub.is_empty() { "/" } else { &sub }))
+        .body(full(bytes))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            call.refuse("error", None, e.to_string());
+            return rpc_error(&id, code::INTERNAL, "bad upstream URL");
+        }
+    };
+    for (name, value) in &parts.headers {
+        if !is_hop(name) {
+            up.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    crate::identity::strip_credentials(keys, up.headers_mut());
+    let answered = tokio::time::timeout(a2a.cfg.timeout, call.ctx.upstream.http1.request(up)).await;
+    let resp = match answered {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let msg = format!("agent {} did not answer: {e}", agent.name);
+            call.refuse("error", None, msg.clone());
+            return rpc_error(&id, code::UPSTREAM, &msg);
+        }
+        Err(_) => {
+            let msg = format!("agent {} did not answer within a2a.timeout", agent.name);
+            call.refuse("error", None, msg.clone());
+            return rpc_error(&id, code::UPSTREAM, &msg);
+        }
+    };
+    call.rec.status = resp.status().as_u16();
+    let sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    let (mut rparts, rbody) = resp.into_parts();
+    let hop: Vec<header::HeaderName> =
+        rparts.headers.keys().filter(|n| is_hop(n) && *n != header::CONTENT_LENGTH).cloned().collect();
+    for n in hop {
+        rparts.headers.remove(n);
+    }
+    if sse {
+        rparts.headers.remove(header::CONTENT_LENGTH);
+        let watcher = StreamWatch {
+            call: Some(call),
+            reader: SseReader::default(),
+            summary: Summary::default(),
+            tasks: method.sends().then(|| (a2a.tasks.clone(), agent.name.clone(), owner)),
+            recorded: false,
+        };
+        let body = Observed::new(rbody.map_err(hyper::Error::from).boxed(), watcher);
+        return Response::from_parts(rparts, body.boxed());
+    }
+    let body = match tokio::time::timeout(a2a.cfg.timeout, Limited::new(rbody, MAX_ANSWER).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
+            let msg = format!("reading agent {}'s answer: {e}", agent.name);
+            call.refuse("error", None, msg.clone());
+            return rpc_error(&id, code::UPSTREAM, &msg);
+        }
+        Err(_) => {
+            call.refuse("error", None, "the answer did not arrive within a2a.timeout".into());
+            return rpc_error(&id, code::UPSTREAM, "the agent's answer did not arrive in time");
+        }
+    };
+    let mut out = body;
+    if let Ok(mut answer) = serde_json::from_slice::<Value>(&out) {
+        let mut summary = Summary::default();
+        summary.observe(&answer);
+        if method.sends()
+            && summary.error.is_none()
+            && let Some(t) = &summary.task_id
+            && !a2a.tasks.record(&agent.name, t, &owner)
+        {
+            tracing::warn!(agent = %agent.name, task = %t, "agent answered with a task another caller owns");
+        }
+        if method == Method::ListTasks
+            && let Some(list) = answer.pointer_mut("/result/tasks").and_then(Value::as_array_mut)
+        {
+            // The agent sees nodegate as one client: show each caller its own tasks only.
+            list.retain(|t| {
+                t.get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|tid| a2a.tasks.access(&agent.name, tid, &owner) == Access::Owner)
+            });
+            let kept = list.len();
+            if let Some(total) = answer.pointer_mut("/result/totalSize") {
+                *total = json!(kept);
+            }
+            out = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+            rparts.headers.remove(header::CONTENT_LENGTH);
+        }
+        call.absorb(summary);
+    }
+    call.rec.bytes_received = out.len() as u64;
+    if call.rec.outcome.is_empty() {
+        call.rec.outcome = if call.rec.error.is_some() { "error" } else { "ok" };
+    }
+    call.finish();
+    Response::from_parts(rparts, full(out))
+}
+
+impl Call {
+    fn absorb(&mut self, s: Summary) {
+        if self.rec.task_id.is_none() {
+            self.rec.task_id = s.task_id;
+        }
+        self.rec.context_id = s.context_id;
+        self.rec.state = s.state;
+        self.rec.messages = s.messages;
+        self.rec.artifacts = s.artifacts;
+        self.rec.events = s.events;
+        self.rec.error = s.error;
+    }
+}
+
+/// Watches a streamed answer go by: records the task's owner as soon as its id appears, and the
+/// call's record when the stream ends (or the client leaves).
+struct StreamWatch {
+    call: Option<Call>,
+    reader: SseReader,
+    summary: Summary,
+    tasks: Option<(Arc<super::tasks::Tasks>, Arc<str>, Arc<str>)>,
+    recorded: bool,
+}
+
+impl Observer for StreamWatch {
+    fn data(&mut self, len: usize) {
+        if let Some(c) = self.call.as_mut() {
+            c.rec.bytes_received += len as u64;
+        }
+    }
+
+    fn frame(&mut self, d: &Bytes) {
+        self.data(d.len());
+        let summary = &mut self.summary;
+        self.reader.feed(d, |event| {
+            if let Ok(v) = serde_json::from_slice::<Value>(event) {
+                summary.observe(&v);
+            }
+        });
+        if !self.recorded
+            && let (Some((tasks, agent, owner)), Some(t)) = (&self.tasks, &self.summary.task_id)
+        {
+            tasks.record(agent, t, owner);
+            self.recorded = true;
+        }
+    }
+
+    fn error(&mut self, e: &hyper::Error) {
+        if let Some(c) = self.call.as_mut() {
+            c.rec.error = Some(format!("stream broke: {e}"));
+        }
+    }
+}
+
+impl Drop for StreamWatch {
+    fn drop(&mut self) {
+        let Some(mut call) = self.call.take() else { return };
+        let broke = call.rec.error.take();
+        call.absorb(std::mem::take(&mut self.summary));
+        if let Some(b) = broke {
+            call.rec.error = Some(b);
+        }
+        call.rec.outcome = if call.rec.error.is_some() { "error" } else { "ok" };
+        call.finish();
+    }
+}

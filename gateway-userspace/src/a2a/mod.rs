@@ -1,0 +1,119 @@
+//! The A2A gateway: Agent2Agent agents served through the explicit listener at `/a2a/<name>`,
+//! with cards rewritten to point back through nodegate, a policy per caller over agents and
+//! methods, task ownership (only the caller that created a task may read, cancel, subscribe to
+//! or configure it), push-notification callbacks checked against `a2a.push_allow`, streams
+//! passed through unbuffered, and one audit record per call.
+pub mod card;
+pub mod handler;
+pub mod methods;
+pub mod stream;
+pub mod tasks;
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{
+    config,
+    identity::Identity,
+    policy::{Pattern, Selector},
+    proxy::egress::Egress,
+};
+
+/// One registered agent.
+pub struct Agent {
+    pub name: Arc<str>,
+    /// `scheme://host:port` of its URL.
+    pub origin: String,
+    /// Its URL's path (no trailing slash): where the card is looked for.
+    pub path: String,
+}
+
+/// The compiled `a2a` section, swapped on reload (the task owners carry over).
+pub struct A2a {
+    pub cfg: config::A2a,
+    agents: HashMap<String, Arc<Agent>>,
+    rules: Vec<(Selector, Vec<Pattern>, Vec<String>, usize)>,
+    pub tasks: Arc<tasks::Tasks>,
+    push: Egress,
+}
+
+impl A2a {
+    pub fn build(cfg: &config::A2a, previous: Option<&A2a>) -> Self {
+        let tasks = match previous {
+            Some(p) => {
+                p.tasks.set_limits(cfg.task_ttl, cfg.max_tasks);
+                p.tasks.clone()
+            }
+            None => Arc::new(tasks::Tasks::new(cfg.task_ttl, cfg.max_tasks)),
+        };
+        let agents = cfg
+            .agents
+            .iter()
+            .filter_map(|a| {
+                let (origin, path) = card::split(&a.url)?;
+                Some((a.name.clone(), Arc::new(Agent { name: a.name.as_str().into(), origin, path })))
+            })
+            .collect();
+        let rules = cfg
+            .allow
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    Selector::new(&r.selector),
+                    r.agents.iter().map(|a| Pattern::new(a)).collect(),
+                    r.methods.clone(),
+                    i,
+                )
+            })
+            .collect();
+        let push = Egress::new(&config::Egress { allow: cfg.push_allow.clone() });
+        Self { cfg: cfg.clone(), agents, rules, tasks, push }
+    }
+
+    pub fn agent(&self, name: &str) -> Option<&Arc<Agent>> {
+        self.agents.get(name)
+    }
+
+    /// Whether `id` may call `method` (a 1.0 name; None: only reach the agent, as for its card)
+    /// at `agent`; the refusing rule when not.
+    pub fn check(&self, id: &Identity, agent: &str, method: Option<&str>) -> Result<(), String> {
+        match self.rules.iter().find(|(sel, _, _, _)| sel.matches(id)) {
+            None if self.cfg.default == config::Decision::Allow => Ok(()),
+            None => Err("a2a.default".into()),
+            Some((_, agents, methods, i)) => {
+                let agent_ok = agents.iter().any(|p| p.matches(agent));
+                let method_ok = method.is_none_or(|m| methods.is_empty() || methods.iter().any(|x| x == m));
+                if agent_ok && method_ok { Ok(()) } else { Err(format!("a2a.allow[{i}]")) }
+            }
+        }
+    }
+
+    /// Whether an agent may be asked to call `url` back.
+    pub fn push_allowed(&self, url: &str) -> Result<(), String> {
+        let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+        let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
+        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(format!("{url:?} is not http(s)"));
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            let local = ip.is_loopback()
+                || ip.is_unspecified()
+                || match ip {
+                    std::net::IpAddr::V4(v4) => v4.is_link_local(),
+                    std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+                };
+            if local {
+                return Err(format!("{host} is a loopback, link-local or unspecified address"));
+            }
+        }
+        if bare.eq_ignore_ascii_case("localhost") {
+            return Err("localhost".into());
+        }
+        if self.cfg.push_allow.is_empty() || !self.push.allows(bare, port) {
+            return Err(format!("{host}:{port} is not in a2a.push_allow"));
+        }
+        Ok(())
+    }
+}

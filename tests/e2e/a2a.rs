@@ -1,0 +1,203 @@
+//! The A2A gateway end to end with the official SDK (a2a-sdk 1.x) on both sides: an agent built
+//! on the SDK's server (tests/python/a2a_agent.py) registered in nodegate, and the SDK's client
+//! (tests/python/a2a_clients.py) reaching it through the explicit listener at `/a2a/echo`, its
+//! card fetched through nodegate. Callers are told apart by their nodegate API keys (principals).
+use std::{path::Path, process::Stdio, time::Duration};
+
+use nodegate_tests::*;
+use serde_json::{Value, json};
+
+const AGENT: &str = "127.0.0.1:18611";
+const GW: &str = "http://127.0.0.1:15080";
+
+fn agent(topo: &Topology) -> Proc {
+    let script = repo_root().join("tests/python/a2a_agent.py").display().to_string();
+    let out = std::env::temp_dir().join(unique("a2a-agent-"));
+    let f = std::fs::File::create(&out).unwrap_or_else(|e| panic!("{e}"));
+    let p = spawn(
+        Path::new("python3"),
+        &[&script, "--listen", AGENT, "--name", "echo"],
+        Some(&topo.node),
+        None,
+        Stdio::from(f),
+        Stdio::inherit(),
+    );
+    wait_until(Duration::from_secs(15), "the A2A agent up", || {
+        get(AGENT, "/.well-known/agent-card.json", Some(&topo.node), None)["ok"] == true
+    });
+    let _ = std::fs::remove_file(&out);
+    p
+}
+
+/// One SDK client scenario as `key`'s caller.
+fn client(topo: &Topology, scenario: &str, key: &str, extra: &[&str]) -> Value {
+    let script = repo_root().join("tests/python/a2a_clients.py").display().to_string();
+    let url = format!("{GW}/a2a/echo");
+    let mut args = vec![script.as_str(), url.as_str(), scenario, "--key", key];
+    args.extend_from_slice(extra);
+    let child =
+        spawn_child(Path::new("python3"), &args, Some(&topo.node), None, Stdio::piped(), Stdio::piped());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("python3: {e}"));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "a2a-sdk is not installed (.ci/run installs it): {stderr}"
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{scenario} printed {stdout:?} ({e}); stderr: {stderr}"))
+}
+
+/// A raw POST to the agent's JSON-RPC path through nodegate: (HTTP status, body).
+fn raw(topo: &Topology, body: &str, path: &str) -> (u16, Value) {
+    let url = format!("{GW}/a2a/echo{path}");
+    let file = std::env::temp_dir().join(unique("a2a-body-"));
+    std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
+    let data = format!("@{}", file.display());
+    let args = [
+        "-s",
+        "-m",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "A2A-Version: 1.0",
+        "-H",
+        "Authorization: Bearer key-alice-01",
+        "--data-binary",
+        &data,
+        &url,
+    ];
+    let child = spawn_child(Path::new("curl"), &args, Some(&topo.node), None, Stdio::piped(), Stdio::null());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("curl: {e}"));
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn agents_hand_off_through_nodegate_under_policy_and_task_ownership() {
+    require_root();
+    let topo = Topology::new();
+    let _agent = agent(&topo);
+    let (dir, pin) = Gateway::prepare("a2a");
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+admin: {{ address: 127.0.0.1:15000 }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: alice, api_keys: [key-alice-01] }}
+  - {{ name: bob, api_keys: [key-bob-0001] }}
+  - {{ name: mallory, api_keys: [key-mallory1] }}
+a2a:
+  agents: [{{ name: echo, url: "http://{AGENT}" }}]
+  default: deny
+  max_body_bytes: 65536
+  allow:
+    - {{ selector: {{ principals: [alice, bob] }}, agents: [echo] }}
+    - {{ selector: {{ principals: [mallory] }}, agents: [echo], methods: [GetTask, ListTasks] }}
+  push_allow: [{{ address: 10.0.0.0/8 }}]
+"#
+    );
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+
+    // The card comes back pointing through nodegate, and the SDK uses it.
+    let card = client(&topo, "card", "key-alice-01", &[]);
+    assert_eq!(card["card"]["supportedInterfaces"][0]["url"], format!("{GW}/a2a/echo"), "{card}");
+    let sent = client(&topo, "send", "key-alice-01", &[]);
+    assert_eq!(sent["texts"], json!(["echo: hello"]), "{sent}");
+    let task = sent["task_id"].as_str().unwrap_or_else(|| panic!("no task: {sent}")).to_string();
+    let rec = gw.wait_audit("send record", |r| r["kind"] == "a2a" && r["method"] == "SendMessage");
+    assert_eq!((rec["principal"].as_str(), rec["agent"].as_str()), (Some("alice"), Some("echo")), "{rec}");
+    assert_eq!(
+        (rec["task_id"].as_str(), rec["state"].as_str()),
+        (Some(task.as_str()), Some("TASK_STATE_COMPLETED")),
+        "{rec}"
+    );
+    assert_eq!(rec["artifacts"], 1, "{rec}");
+
+    // A stream passes through event by event, and its task becomes the caller's.
+    let streamed = client(&topo, "stream", "key-alice-01", &["--text", "over a stream"]);
+    assert_eq!(
+        streamed["states"].as_array().and_then(|s| s.last()).cloned(),
+        Some(json!("TASK_STATE_COMPLETED")),
+        "{streamed}"
+    );
+    let stream_task = streamed["task_id"].as_str().unwrap_or_default().to_string();
+    let rec = gw.wait_audit("stream record", |r| r["kind"] == "a2a" && r["method"] == "SendStreamingMessage");
+    assert_eq!((rec["stream"].as_bool(), rec["events"].as_u64()), (Some(true), Some(4)), "{rec}");
+    assert_eq!(rec["task_id"].as_str(), Some(stream_task.as_str()));
+
+    // The owner reads its task; nobody else can, and cannot tell it exists.
+    let got = client(&topo, "get", "key-alice-01", &["--task", &task]);
+    assert_eq!(got["task"]["id"], task.as_str(), "{got}");
+    for key in ["key-bob-0001", "key-mallory1"] {
+        let other = client(&topo, "get", key, &["--task", &task]);
+        assert_eq!(other["type"], "TaskNotFoundError", "{key}: {other}");
+        let nonexistent = client(&topo, "get", "key-alice-01", &["--task", "no-such-task"]);
+        assert_eq!(nonexistent["error"], other["error"], "the same answer as for a task that does not exist");
+    }
+    let cancel = client(&topo, "cancel", "key-bob-0001", &["--task", &stream_task]);
+    assert_eq!(cancel["type"], "TaskNotFoundError", "another caller cannot cancel: {cancel}");
+    let listed = client(&topo, "list", "key-alice-01", &[]);
+    let ids: Vec<&str> = listed["ids"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert!(ids.contains(&task.as_str()) && ids.contains(&stream_task.as_str()), "{listed}");
+    let listed = client(&topo, "list", "key-bob-0001", &[]);
+    assert_eq!(listed["ids"], json!([]), "bob sees none of alice's tasks: {listed}");
+
+    // Policy: mallory may only read; a send is refused with the rule named.
+    let denied = client(&topo, "send", "key-mallory1", &[]);
+    assert!(denied["error"].as_str().unwrap_or_default().contains("a2a.allow[1]"), "{denied}");
+    let rec = gw.wait_audit("denied record", |r| r["kind"] == "a2a" && r["decision"] == "deny");
+    assert_eq!(rec["rule"], "a2a.allow[1]", "{rec}");
+    // A caller no rule names cannot even read the card (default deny).
+    let nobody = client(&topo, "send", "no-such-key", &[]);
+    assert!(nobody["error"].as_str().unwrap_or_default().contains("403"), "{nobody}");
+    let rec = gw.wait_audit("default deny record", |r| r["kind"] == "a2a" && r["rule"] == "a2a.default");
+    assert_eq!(rec["method"], "GetAgentCard", "{rec}");
+
+    // Push callbacks: loopback (the node itself) refused whatever the list says; an allowed
+    // address is passed on to the agent (which says it has no push support).
+    let refused = client(
+        &topo,
+        "push",
+        "key-alice-01",
+        &["--task", &task, "--push-url", "http://127.0.0.1:15000/admin"],
+    );
+    assert!(
+        refused["error"].as_str().unwrap_or_default().contains("push notification callback refused"),
+        "{refused}"
+    );
+    let outside =
+        client(&topo, "push", "key-alice-01", &["--task", &task, "--push-url", "http://192.0.2.7/cb"]);
+    assert!(outside["error"].as_str().unwrap_or_default().contains("a2a.push_allow"), "{outside}");
+    let passed =
+        client(&topo, "push", "key-alice-01", &["--task", &task, "--push-url", "http://10.1.2.3:8080/cb"]);
+    assert_eq!(passed["type"], "PushNotificationNotSupportedError", "reached the agent: {passed}");
+
+    // Bad input: clear JSON-RPC errors, nothing reaches the agent that it should not see.
+    let (code, v) = raw(&topo, "{not json", "");
+    assert_eq!((code, v["error"]["code"].as_i64()), (200, Some(-32700)), "{v}");
+    let (_, v) = raw(&topo, r#"{"jsonrpc":"2.0","id":7,"method":"tasks/delete","params":{}}"#, "");
+    assert_eq!(v["error"]["code"], -32601, "{v}");
+    let (_, v) = raw(&topo, r#"[{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":"x"}}]"#, "");
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    let huge = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x".repeat(100_000)}]}}}).to_string();
+    let (code, _) = raw(&topo, &huge, "");
+    assert_eq!(code, 413, "a message over a2a.max_body_bytes");
+    let (_, v) =
+        raw(&topo, r#"{"message": {"messageId": "m", "role": "ROLE_USER", "parts": []}}"#, "/message:send");
+    assert_eq!(v["error"]["code"], -32600, "a REST-binding call is not passed on ungoverned: {v}");
+    let m = get("127.0.0.1:15000", "/metrics", Some(&topo.node), None)["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        m.contains("nodegate_a2a_calls_total{agent=\"echo\",method=\"GetTask\",outcome=\"not_found\"}"),
+        "{m}"
+    );
+    drop(gw);
+}

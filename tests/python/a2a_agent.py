@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""An A2A agent built on the official SDK (a2a-sdk 1.x) for nodegate's tests.
+
+a2a_agent.py --listen 127.0.0.1:18600 --name echo [--binding JSONRPC|HTTP+JSON] [--compat-0.3]
+
+Skills: `echo` answers with the text it was sent, as a completed task with one artifact;
+`slow` works for --slow-seconds (streaming a status update every 0.2 s) and can be cancelled.
+The card is served at /.well-known/agent-card.json; its interface URL is the listen address.
+Prints one JSON line {"listen": ...} when ready.
+"""
+import argparse
+import asyncio
+import json
+
+import uvicorn
+from starlette.applications import Starlette
+
+from a2a.helpers.proto_helpers import new_task
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes, create_rest_routes
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    Part,
+    TaskState,
+)
+
+
+class Agent(AgentExecutor):
+    def __init__(self, slow_seconds):
+        self.slow_seconds = slow_seconds
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        text = context.get_user_input() or ""
+        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        if not context.current_task:
+            await event_queue.enqueue_event(
+                new_task(context.task_id, context.context_id, TaskState.TASK_STATE_SUBMITTED, history=[context.message])
+            )
+        await updater.start_work()
+        if text.startswith("slow"):
+            steps = int(self.slow_seconds / 0.2)
+            for i in range(steps):
+                await asyncio.sleep(0.2)
+                await updater.update_status(
+                    TaskState.TASK_STATE_WORKING,
+                    message=updater.new_agent_message([Part(text=f"step {i}")]),
+                )
+        await updater.add_artifact([Part(text=f"echo: {text}")], name="answer")
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        await updater.cancel()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--listen", required=True)
+    ap.add_argument("--name", default="echo")
+    ap.add_argument("--binding", default="JSONRPC")
+    ap.add_argument("--compat-0.3", dest="compat", action="store_true")
+    ap.add_argument("--slow-seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    host, port = args.listen.rsplit(":", 1)
+    url = f"http://{args.listen}"
+    card = AgentCard(
+        name=args.name,
+        description=f"test agent {args.name}",
+        version="1.0.0",
+        supported_interfaces=[AgentInterface(url=url, protocol_binding=args.binding, protocol_version="1.0")],
+        capabilities=AgentCapabilities(streaming=True, push_notifications=True),
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain"],
+        skills=[
+            AgentSkill(id="echo", name="echo", description="echoes", tags=["echo"]),
+            AgentSkill(id="slow", name="slow", description="works slowly", tags=["slow"]),
+        ],
+    )
+    handler = DefaultRequestHandler(agent_executor=Agent(args.slow_seconds), task_store=InMemoryTaskStore(), agent_card=card)
+    routes = create_agent_card_routes(card)
+    if args.binding == "JSONRPC":
+        routes += create_jsonrpc_routes(handler, "/", enable_v0_3_compat=args.compat)
+    else:
+        routes += create_rest_routes(handler)
+    app = Starlette(routes=routes)
+    print(json.dumps({"listen": args.listen}), flush=True)
+    uvicorn.run(app, host=host, port=int(port), log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

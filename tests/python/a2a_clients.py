@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""The official A2A SDK (a2a-sdk 1.x) as a client, for nodegate's tests. Prints one JSON line.
+
+a2a_clients.py URL SCENARIO [--key KEY] [--task ID] [--push-url URL]
+
+URL is the agent's base (its card is URL/.well-known/agent-card.json, fetched by the SDK);
+--key is sent as `Authorization: Bearer KEY` (nodegate's API key for the caller).
+Scenarios: card, send, stream, get, cancel, list, push.
+"""
+import argparse
+import asyncio
+import json
+import uuid
+
+import httpx
+
+from a2a.client import ClientConfig, create_client
+from a2a.client.card_resolver import A2ACardResolver
+from a2a.types import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    TaskPushNotificationConfig,
+)
+from google.protobuf.json_format import MessageToDict
+
+
+def message(text):
+    return Message(message_id=str(uuid.uuid4()), role=Role.ROLE_USER, parts=[Part(text=text)])
+
+
+async def run(args):
+    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        if args.scenario == "card":
+            card = await A2ACardResolver(http, args.url).get_agent_card()
+            return {"card": MessageToDict(card)}
+        client = await create_client(args.url, client_config=ClientConfig(streaming=args.scenario == "stream", httpx_client=http))
+        if args.scenario in ("send", "stream"):
+            events = []
+            async for ev in client.send_message(SendMessageRequest(message=message(args.text))):
+                events.append(MessageToDict(ev))
+            task = next((e["task"] for e in reversed(events) if "task" in e), None)
+            states = [e.get("statusUpdate", e.get("task", {})).get("status", {}).get("state") for e in events]
+            texts = [p.get("text") for e in events for a in e.get("task", {}).get("artifacts", []) + [e.get("artifactUpdate", {}).get("artifact", {})] for p in a.get("parts", [])]
+            task_id = (task or {}).get("id") or next((e.get("statusUpdate", {}).get("taskId") for e in events if "statusUpdate" in e), None)
+            return {"task_id": task_id, "states": states, "texts": [t for t in texts if t], "events": len(events)}
+        if args.scenario == "get":
+            t = await client.get_task(GetTaskRequest(id=args.task))
+            return {"task": MessageToDict(t)}
+        if args.scenario == "cancel":
+            t = await client.cancel_task(CancelTaskRequest(id=args.task))
+            return {"task": MessageToDict(t)}
+        if args.scenario == "list":
+            r = await client.list_tasks(ListTasksRequest())
+            return {"ids": [t.id for t in r.tasks]}
+        if args.scenario == "push":
+            r = await client.create_task_push_notification_config(
+                TaskPushNotificationConfig(task_id=args.task, url=args.push_url, id="cb1")
+            )
+            return {"config": MessageToDict(r)}
+        raise SystemExit(f"unknown scenario {args.scenario}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("url")
+    ap.add_argument("scenario")
+    ap.add_argument("--key")
+    ap.add_argument("--task")
+    ap.add_argument("--push-url")
+    ap.add_argument("--text", default="hello")
+    args = ap.parse_args()
+    try:
+        out = asyncio.run(run(args))
+    except Exception as e:  # the test asserts on what the SDK raised
+        out = {"error": str(e), "type": type(e).__name__}
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
