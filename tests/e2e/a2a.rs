@@ -16,7 +16,7 @@ fn agent(topo: &Topology) -> Proc {
     let f = std::fs::File::create(&out).unwrap_or_else(|e| panic!("{e}"));
     let p = spawn(
         Path::new("python3"),
-        &[&script, "--listen", AGENT, "--name", "echo"],
+        &[&script, "--listen", AGENT, "--name", "echo", "--slow-seconds", "6"],
         Some(&topo.node),
         None,
         Stdio::from(f),
@@ -100,6 +100,7 @@ a2a:
     - {{ selector: {{ principals: [alice, bob] }}, agents: [echo] }}
     - {{ selector: {{ principals: [mallory] }}, agents: [echo], methods: [GetTask, ListTasks] }}
   push_allow: [{{ address: 10.0.0.0/8 }}]
+  stream_idle: 2s
 "#
     );
     let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
@@ -147,6 +148,36 @@ a2a:
     assert!(ids.contains(&task.as_str()) && ids.contains(&stream_task.as_str()), "{listed}");
     let listed = client(&topo, "list", "key-bob-0001", &[]);
     assert_eq!(listed["ids"], json!([]), "bob sees none of alice's tasks: {listed}");
+
+    // A task still running: another caller can neither cancel nor subscribe to it; its owner
+    // follows it to the end, and can cancel another.
+    let started = client(&topo, "start", "key-alice-01", &["--text", "slow work"]);
+    let running = started["task_id"].as_str().unwrap_or_else(|| panic!("{started}")).to_string();
+    for scenario in ["cancel", "subscribe"] {
+        let v = client(&topo, scenario, "key-bob-0001", &["--task", &running]);
+        assert_eq!(v["type"], "TaskNotFoundError", "{scenario} by another caller: {v}");
+    }
+    let followed = client(&topo, "subscribe", "key-alice-01", &["--task", &running]);
+    assert_eq!(
+        followed["states"].as_array().and_then(|s| s.last()).cloned(),
+        Some(json!("TASK_STATE_COMPLETED")),
+        "{followed}"
+    );
+    let second = client(&topo, "start", "key-alice-01", &["--text", "slow again"]);
+    let second = second["task_id"].as_str().unwrap_or_default().to_string();
+    let cancelled = client(&topo, "cancel", "key-alice-01", &["--task", &second]);
+    assert_eq!(cancelled["task"]["status"]["state"], "TASK_STATE_CANCELED", "{cancelled}");
+
+    // An agent that goes quiet mid-stream: the stream ends with an error event after
+    // `stream_idle`, the record says so, and the next call is served as usual.
+    let hung = client(&topo, "stream", "key-alice-01", &["--text", "hang here"]);
+    assert!(hung["error"].as_str().unwrap_or_default().contains("sent nothing"), "{hung}");
+    let rec = gw.wait_audit("hung stream record", |r| {
+        r["kind"] == "a2a" && r["error"].as_str().is_some_and(|e| e.contains("sent nothing"))
+    });
+    assert_eq!((rec["outcome"].as_str(), rec["stream"].as_bool()), (Some("error"), Some(true)), "{rec}");
+    let after = client(&topo, "send", "key-alice-01", &[]);
+    assert_eq!(after["texts"], json!(["echo: hello"]), "{after}");
 
     // Policy: mallory may only read; a send is refused with the rule named.
     let denied = client(&topo, "send", "key-mallory1", &[]);

@@ -3,8 +3,9 @@
 
 a2a_agent.py --listen 127.0.0.1:18600 --name echo [--binding JSONRPC|HTTP+JSON] [--compat-0.3]
 
-Skills: `echo` answers with the text it was sent, as a completed task with one artifact;
-`slow` works for --slow-seconds (streaming a status update every 0.2 s) and can be cancelled.
+Skills (by the text's first word): `echo` answers with the text it was sent, as a completed task with one artifact;
+`slow` works for --slow-seconds (streaming a status update every 0.2 s) and can be cancelled;
+`hang` goes quiet after its first events and never finishes.
 The card is served at /.well-known/agent-card.json; its interface URL is the listen address.
 Prints one JSON line {"listen": ...} when ready.
 """
@@ -43,6 +44,9 @@ class Agent(AgentExecutor):
                 new_task(context.task_id, context.context_id, TaskState.TASK_STATE_SUBMITTED, history=[context.message])
             )
         await updater.start_work()
+        if text.startswith("hang"):
+            # Stops sending events mid-stream and never finishes.
+            await asyncio.sleep(3600)
         if text.startswith("slow"):
             steps = int(self.slow_seconds / 0.2)
             for i in range(steps):

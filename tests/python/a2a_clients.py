@@ -5,7 +5,7 @@ a2a_clients.py URL SCENARIO [--key KEY] [--task ID] [--push-url URL]
 
 URL is the agent's base (its card is URL/.well-known/agent-card.json, fetched by the SDK);
 --key is sent as `Authorization: Bearer KEY` (nodegate's API key for the caller).
-Scenarios: card, send, stream, get, cancel, list, push.
+Scenarios: card, send, stream, start (send, returning at once), subscribe, get, cancel, list, push.
 """
 import argparse
 import asyncio
@@ -23,7 +23,9 @@ from a2a.types import (
     Message,
     Part,
     Role,
+    SendMessageConfiguration,
     SendMessageRequest,
+    SubscribeToTaskRequest,
     TaskPushNotificationConfig,
 )
 from google.protobuf.json_format import MessageToDict
@@ -39,7 +41,7 @@ async def run(args):
         if args.scenario == "card":
             card = await A2ACardResolver(http, args.url).get_agent_card()
             return {"card": MessageToDict(card)}
-        client = await create_client(args.url, client_config=ClientConfig(streaming=args.scenario == "stream", httpx_client=http))
+        client = await create_client(args.url, client_config=ClientConfig(streaming=args.scenario in ("stream", "subscribe"), httpx_client=http))
         if args.scenario in ("send", "stream"):
             events = []
             async for ev in client.send_message(SendMessageRequest(message=message(args.text))):
@@ -49,6 +51,18 @@ async def run(args):
             texts = [p.get("text") for e in events for a in e.get("task", {}).get("artifacts", []) + [e.get("artifactUpdate", {}).get("artifact", {})] for p in a.get("parts", [])]
             task_id = (task or {}).get("id") or next((e.get("statusUpdate", {}).get("taskId") for e in events if "statusUpdate" in e), None)
             return {"task_id": task_id, "states": states, "texts": [t for t in texts if t], "events": len(events)}
+        if args.scenario == "start":
+            req = SendMessageRequest(message=message(args.text), configuration=SendMessageConfiguration(return_immediately=True))
+            async for ev in client.send_message(req):
+                d = MessageToDict(ev)
+                return {"task_id": d.get("task", {}).get("id"), "state": d.get("task", {}).get("status", {}).get("state")}
+            return {"error": "no answer"}
+        if args.scenario == "subscribe":
+            states = []
+            async for ev in client.subscribe(SubscribeToTaskRequest(id=args.task)):
+                d = MessageToDict(ev)
+                states.append(d.get("statusUpdate", d.get("task", {})).get("status", {}).get("state"))
+            return {"states": states}
         if args.scenario == "get":
             t = await client.get_task(GetTaskRequest(id=args.task))
             return {"task": MessageToDict(t)}

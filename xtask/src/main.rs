@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask test` (build every binary, then run every test) and
 //! `cargo xtask bench redirect` (the interception benchmark).
+mod bench_a2a;
 mod bench_inference;
 mod bench_k8s;
 mod bench_llm;
@@ -54,6 +55,9 @@ enum Bench {
     /// New TLS connections/s and request latency: direct, passthrough, terminate (cached and
     /// fresh leaf) and haproxy terminating the same way (needs root and haproxy).
     Tls(bench_tls::Args),
+    /// A2A SendMessage through nodegate vs direct (a fixed 1,000/s and closed loop), and the
+    /// added latency per streamed event.
+    A2a(bench_a2a::Args),
     /// Pod churn on one node: watch event -> enrolled map write latency, memory per pod (needs
     /// root).
     K8s(bench_k8s::Args),
@@ -124,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { which: Bench::Mcp(a) } => bench_mcp::run(a),
         Cmd::Bench { which: Bench::Tls(a) } => bench_tls::run(a),
         Cmd::Bench { which: Bench::K8s(a) } => bench_k8s::run(a),
+        Cmd::Bench { which: Bench::A2a(a) } => bench_a2a::run(a),
         Cmd::Codegen(a) => codegen::run(&a),
     }
 }

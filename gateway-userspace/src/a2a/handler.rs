@@ -359,7 +359,8 @@ async fn rpc(
             tasks: method.sends().then(|| (a2a.tasks.clone(), agent.name.clone(), owner)),
             recorded: false,
         };
-        let body = Observed::new(rbody.map_err(hyper::Error::from).boxed(), watcher);
+        let cut = super::stream::IdleCut::new(rbody.boxed(), a2a.cfg.stream_idle, &id, &agent.name);
+        let body = Observed::new(cut.boxed(), watcher);
         return Response::from_parts(rparts, body.boxed());
     }
     let body = match tokio::time::timeout(a2a.cfg.timeout, Limited::new(rbody, MAX_ANSWER).collect()).await {

@@ -120,6 +120,67 @@ impl SseReader {
     }
 }
 
+/// A streamed answer that ends with a clean JSON-RPC error event when the agent sends nothing
+/// for `idle`: a client is not left waiting on an agent that went quiet mid-stream.
+pub struct IdleCut {
+    inner: Option<crate::proxy::upstream::Body>,
+    idle: std::time::Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    farewell: Option<bytes::Bytes>,
+}
+
+impl IdleCut {
+    /// `id` is the JSON-RPC id of the call, echoed in the error event.
+    pub fn new(
+        inner: crate::proxy::upstream::Body,
+        idle: std::time::Duration,
+        id: &Value,
+        agent: &str,
+    ) -> Self {
+        let event = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
+            "code": super::methods::code::UPSTREAM,
+            "message": format!("agent {agent} sent nothing for {}s; nodegate ended the stream", idle.as_secs()),
+        }});
+        Self {
+            inner: Some(inner),
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            farewell: Some(bytes::Bytes::from(format!("data: {event}\n\n"))),
+        }
+    }
+}
+
+impl http_body::Body for IdleCut {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        use std::task::Poll;
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+        match std::pin::Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                let deadline = tokio::time::Instant::now() + self.idle;
+                self.timer.as_mut().reset(deadline);
+                if r.is_none() {
+                    self.inner = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    // Drop the agent's stream (closing it) and say why, once.
+                    self.inner = None;
+                    Poll::Ready(self.farewell.take().map(|b| Ok(http_body::Frame::data(b))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

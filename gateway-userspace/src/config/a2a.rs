@@ -32,10 +32,14 @@ pub struct A2a {
     /// port): `{ address, ports }` as in `egress.allow`. Empty: no push notification config is
     /// passed on. Loopback, link-local and unspecified addresses are refused whatever this says.
     pub push_allow: Vec<EgressRule>,
-    /// Time for an agent to answer a call (streams: between events).
+    /// Time for an agent to answer a call (the whole answer; for a stream, its first bytes).
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
+    /// A stream whose agent sends nothing for this long is ended with a JSON-RPC error event.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub stream_idle: Duration,
 }
 
 impl Default for A2a {
@@ -50,6 +54,7 @@ impl Default for A2a {
             max_tasks: 100_000,
             push_allow: Vec::new(),
             timeout: Duration::from_secs(300),
+            stream_idle: Duration::from_secs(300),
         }
     }
 }

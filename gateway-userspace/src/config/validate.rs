@@ -514,8 +514,8 @@ fn check_a2a(a: &super::a2a::A2a, push: &mut impl FnMut(String, String)) {
     if a.max_body_bytes == 0 || a.max_card_bytes == 0 || a.max_tasks == 0 {
         push("a2a".into(), "max_body_bytes, max_card_bytes and max_tasks must be greater than zero".into());
     }
-    if a.timeout.is_zero() {
-        push("a2a.timeout".into(), "must be greater than zero".into());
+    if a.timeout.is_zero() || a.stream_idle.is_zero() {
+        push("a2a.timeout".into(), "timeout and stream_idle must be greater than zero".into());
     }
 }
 
