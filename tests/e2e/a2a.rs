@@ -31,12 +31,22 @@ fn agent(topo: &Topology) -> Proc {
 
 /// One SDK client scenario as `key`'s caller.
 fn client(topo: &Topology, scenario: &str, key: &str, extra: &[&str]) -> Value {
+    client_at(&topo.node, None, &format!("{GW}/a2a/echo"), scenario, key, extra)
+}
+
+/// One SDK client scenario against `url`, from `ns` (and `cgroup`).
+fn client_at(
+    ns: &Netns,
+    cgroup: Option<&Cgroup>,
+    url: &str,
+    scenario: &str,
+    key: &str,
+    extra: &[&str],
+) -> Value {
     let script = repo_root().join("tests/python/a2a_clients.py").display().to_string();
-    let url = format!("{GW}/a2a/echo");
-    let mut args = vec![script.as_str(), url.as_str(), scenario, "--key", key];
+    let mut args = vec![script.as_str(), url, scenario, "--key", key];
     args.extend_from_slice(extra);
-    let child =
-        spawn_child(Path::new("python3"), &args, Some(&topo.node), None, Stdio::piped(), Stdio::piped());
+    let child = spawn_child(Path::new("python3"), &args, Some(ns), cgroup, Stdio::piped(), Stdio::piped());
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("python3: {e}"));
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(
@@ -210,6 +220,35 @@ a2a:
     assert_eq!(passed["type"], "PushNotificationNotSupportedError", "reached the agent: {passed}");
 
     // Bad input: clear JSON-RPC errors, nothing reaches the agent that it should not see.
+    // An absolute-form request on the explicit listener to the agent's own address is governed
+    // the same: mallory cannot send that way either.
+    let body = r#"{"jsonrpc":"2.0","id":3,"method":"SendMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"around"}]}}}"#;
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.node.name,
+            "curl",
+            "-s",
+            "-m",
+            "10",
+            "-x",
+            GW,
+            "-H",
+            "content-type: application/json",
+        ])
+        .args([
+            "-H",
+            "Authorization: Bearer key-mallory1",
+            "--data-binary",
+            body,
+            &format!("http://{AGENT}/"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(v["error"]["code"], -32040, "absolute-form to the agent is no way around: {v}");
+
     let (code, v) = raw(&topo, "{not json", "");
     assert_eq!((code, v["error"]["code"].as_i64()), (200, Some(-32700)), "{v}");
     let (_, v) = raw(&topo, r#"{"jsonrpc":"2.0","id":7,"method":"tasks/delete","params":{}}"#, "");
@@ -231,4 +270,83 @@ a2a:
         "{m}"
     );
     drop(gw);
+}
+
+/// Intercepted A2A traffic (a destination classed `a2a`) is governed in place: the agent's own
+/// card passes unchanged, calls are checked against the caller the kernel names, and tasks stay
+/// their creator's.
+#[test]
+fn intercepted_a2a_is_governed_in_place() {
+    require_root();
+    let topo = Topology::new();
+    let cgroups = TestCgroups::new();
+    let cg = cgroups.base().to_string();
+    let other = Cgroup::new(&format!("{cg}/other"));
+    let script = repo_root().join("tests/python/a2a_agent.py").display().to_string();
+    let listen = format!("0.0.0.0:{UPSTREAM_PORT}");
+    let url = format!("http://{SVC_IP}:{UPSTREAM_PORT}");
+    let _agent = spawn(
+        Path::new("python3"),
+        &[&script, "--listen", &listen, "--name", "echo", "--url", &url],
+        Some(&topo.node),
+        None,
+        Stdio::null(),
+        Stdio::inherit(),
+    );
+    wait_until(Duration::from_secs(15), "the A2A agent up", || {
+        get(&format!("127.0.0.1:{UPSTREAM_PORT}"), "/.well-known/agent-card.json", Some(&topo.node), None)["ok"]
+            == true
+    });
+    let (dir, pin) = Gateway::prepare("a2a-transparent");
+    let cfg = format!(
+        r#"
+listeners: {{ transparent: 0.0.0.0:{TRANSPARENT_PORT}, explicit: null }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: planner, cgroup: "{cg}/enrolled" }}
+  - {{ name: intruder, cgroup: "{cg}/other" }}
+intercept:
+  enabled: true
+  cgroups: ["{cg}/enrolled", "{cg}/other"]
+  redirect_to: {NODE_IP}:{TRANSPARENT_PORT}
+  pin_path: "{{PIN}}"
+  destinations:
+    - {{ address: {SVC_IP}, ports: [{UPSTREAM_PORT}], class: a2a }}
+a2a:
+  default: deny
+  allow:
+    - {{ selector: {{ workloads: [planner] }}, agents: ["*"] }}
+    - {{ selector: {{ workloads: [intruder] }}, agents: ["*"], methods: [GetTask] }}
+"#
+    );
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    let planner = Some(&cgroups.enrolled);
+    let card = client_at(&topo.pod, planner, &url, "card", "-", &[]);
+    assert_eq!(
+        card["card"]["supportedInterfaces"][0]["url"],
+        url.as_str(),
+        "the agent's own card, unchanged: {card}"
+    );
+    let sent = client_at(&topo.pod, planner, &url, "send", "-", &[]);
+    assert_eq!(sent["texts"], json!(["echo: hello"]), "{sent}");
+    let task = sent["task_id"].as_str().unwrap_or_default().to_string();
+    let rec = gw.wait_audit("intercepted send", |r| r["kind"] == "a2a" && r["method"] == "SendMessage");
+    assert_eq!(
+        (rec["mode"].as_str(), rec["identity"].as_str()),
+        (Some("transparent"), Some("planner")),
+        "{rec}"
+    );
+    assert_eq!(rec["task_id"].as_str(), Some(task.as_str()), "{rec}");
+    let mine = client_at(&topo.pod, planner, &url, "get", "-", &["--task", &task]);
+    assert_eq!(mine["task"]["id"], task.as_str(), "{mine}");
+    // Another workload, named by its cgroup: may read tasks, but not this one, and may not send.
+    let theirs = client_at(&topo.pod, Some(&other), &url, "get", "-", &["--task", &task]);
+    assert_eq!(theirs["type"], "TaskNotFoundError", "{theirs}");
+    let denied = client_at(&topo.pod, Some(&other), &url, "send", "-", &[]);
+    assert!(denied["error"].as_str().unwrap_or_default().contains("a2a.allow[1]"), "{denied}");
+    let rec = gw.wait_audit("intercepted denial", |r| r["kind"] == "a2a" && r["decision"] == "deny");
+    assert_eq!(rec["identity"], "intruder", "{rec}");
+    // Outside the enrolled cgroups nothing is intercepted: the agent answers anyone.
+    let free = client_at(&topo.pod, None, &url, "get", "-", &["--task", &task]);
+    assert_eq!(free["task"]["id"], task.as_str(), "not intercepted: {free}");
 }

@@ -70,9 +70,10 @@ def main():
     ap.add_argument("--binding", default="JSONRPC")
     ap.add_argument("--compat-0.3", dest="compat", action="store_true")
     ap.add_argument("--slow-seconds", type=float, default=5.0)
+    ap.add_argument("--url", default=None, help="the interface URL the card advertises (default: http://LISTEN)")
     args = ap.parse_args()
     host, port = args.listen.rsplit(":", 1)
-    url = f"http://{args.listen}"
+    url = args.url or f"http://{args.listen}"
     card = AgentCard(
         name=args.name,
         description=f"test agent {args.name}",

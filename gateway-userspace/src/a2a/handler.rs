@@ -67,6 +67,32 @@ fn is_hop(name: &header::HeaderName) -> bool {
     )
 }
 
+/// Where a call goes: a registered agent's origin (explicit mode), or the destination an
+/// intercepted connection was going to (transparent mode; through TLS when it was terminated).
+pub enum Upstream {
+    Registered(String),
+    Intercepted { dst: std::net::SocketAddr, origin: Option<Arc<crate::tls::client::Origin>> },
+}
+
+impl Upstream {
+    fn uri(&self, path: &str) -> Result<http::Uri, String> {
+        let r = match self {
+            Self::Registered(origin) => format!("{origin}{path}").parse::<http::Uri>(),
+            Self::Intercepted { origin: Some(o), .. } => o.uri(path),
+            Self::Intercepted { dst, origin: None } => format!("http://{dst}{path}").parse::<http::Uri>(),
+        };
+        r.map_err(|e| e.to_string())
+    }
+
+    async fn send(&self, ctx: &Ctx, req: Request<Body>) -> Result<Response<Incoming>, String> {
+        let r = match self {
+            Self::Intercepted { origin: Some(o), .. } => o.request(req).await,
+            _ => ctx.upstream.http1.request(req).await,
+        };
+        r.map_err(|e| e.to_string())
+    }
+}
+
 /// One call being handled: what the audit record and metrics will say.
 struct Call {
     ctx: Arc<Ctx>,
@@ -144,11 +170,132 @@ pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> R
     };
     match *req.method() {
         HttpMethod::GET if CARD_PATHS.contains(&sub.as_str()) => card(&a2a, &agent, req, sub, call).await,
-        HttpMethod::POST => rpc(&a2a, &agent, req, sub, call, &keys).await,
+        HttpMethod::POST => {
+            let up = Upstream::Registered(agent.origin.clone());
+            rpc(&a2a, agent.name.clone(), up, req, sub, call, &keys).await
+        }
         _ => {
             let msg = "nodegate serves an A2A agent's card and JSON-RPC interface here; other bindings are not governed and not passed on";
             call.refuse("error", None, msg.into());
             json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": msg}))
+        }
+    }
+}
+
+/// An intercepted request to an A2A agent (a destination classed `a2a`, or a registered agent's
+/// address): governed in place. JSON-RPC calls get the same policy, ownership and audit as at
+/// `/a2a/<name>`; the card passes unchanged (the client is talking to the agent itself); other
+/// requests (the REST binding) are refused rather than passed on ungoverned.
+pub async fn transparent(
+    ctx: Arc<Ctx>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+    dst: std::net::SocketAddr,
+) -> Response<Body> {
+    let agent: Arc<str> =
+        ctx.a2a.load().agent_at(dst).map_or_else(|| Arc::from(dst.to_string()), |a| a.name.clone());
+    let up = Upstream::Intercepted { dst, origin: conn.origin.clone() };
+    governed(ctx, conn, req, agent, up).await
+}
+
+/// A request addressed to an agent directly (intercepted, or an absolute-form request on the
+/// explicit listener naming a registered agent's address): governed as at `/a2a/<name>`.
+pub async fn governed(
+    ctx: Arc<Ctx>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+    agent: Arc<str>,
+    up: Upstream,
+) -> Response<Body> {
+    let a2a = ctx.a2a.load_full();
+    let keys = ctx.identities.keys();
+    let identity = crate::identity::caller(&keys, &conn.identity, req.headers());
+    let trace_id = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::mcp::handler::trace_id);
+    let call = Call {
+        ctx: ctx.clone(),
+        conn: conn.clone(),
+        identity,
+        agent: agent.clone(),
+        trace_id,
+        start: Instant::now(),
+        rec: A2aCall { agent: agent.clone(), protocol_version: "1.0", ..Default::default() },
+        decision: "allow",
+        rule: None,
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    match *req.method() {
+        HttpMethod::POST => rpc(&a2a, agent, up, req, path, call, &keys).await,
+        HttpMethod::GET if CARD_PATHS.contains(&req.uri().path()) => {
+            passthrough_card(&a2a, agent, up, req, call).await
+        }
+        _ => {
+            let msg =
+                "nodegate governs this A2A agent's JSON-RPC interface; other requests are not passed on";
+            call.refuse("error", None, msg.into());
+            json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": msg}))
+        }
+    }
+}
+
+/// The card of an intercepted agent, as it is (policy still decides who may read it).
+async fn passthrough_card(
+    a2a: &A2a,
+    agent: Arc<str>,
+    up: Upstream,
+    req: Request<Incoming>,
+    mut call: Call,
+) -> Response<Body> {
+    call.rec.method = "GetAgentCard";
+    if let Err(rule) = a2a.check(&call.identity, &agent, None) {
+        let msg = format!("{} may not reach agent {agent} ({rule})", crate::policy::who(&call.identity));
+        call.refuse("denied", Some(&rule), msg.clone());
+        return json_response(StatusCode::FORBIDDEN, &json!({"error": msg}));
+    }
+    let (mut parts, _) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    parts.uri = match up.uri(&path) {
+        Ok(u) => u,
+        Err(e) => {
+            call.refuse("error", None, e.clone());
+            return json_response(StatusCode::BAD_GATEWAY, &json!({"error": e}));
+        }
+    };
+    let hop: Vec<header::HeaderName> = parts.headers.keys().filter(|n| is_hop(n)).cloned().collect();
+    for n in hop {
+        parts.headers.remove(n);
+    }
+    let request = Request::from_parts(parts, Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
+    let ctx = call.ctx.clone();
+    let got = tokio::time::timeout(a2a.cfg.timeout, async {
+        let resp = up.send(&ctx, request).await?;
+        let status = resp.status();
+        let (rparts, body) = resp.into_parts();
+        let body =
+            Limited::new(body, a2a.cfg.max_card_bytes).collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok::<_, String>((status, rparts, body))
+    })
+    .await
+    .unwrap_or_else(|_| Err("the agent did not answer in time".into()));
+    match got {
+        Ok((status, mut rparts, body)) => {
+            call.rec.status = status.as_u16();
+            call.rec.bytes_received = body.len() as u64;
+            call.rec.outcome = if status.is_success() { "ok" } else { "error" };
+            call.finish();
+            let hop: Vec<header::HeaderName> = rparts.headers.keys().filter(|n| is_hop(n)).cloned().collect();
+            for n in hop {
+                rparts.headers.remove(n);
+            }
+            Response::from_parts(rparts, full(body))
+        }
+        Err(e) => {
+            let msg = format!("agent {agent}: {e}");
+            call.refuse("error", None, msg.clone());
+            json_response(StatusCode::BAD_GATEWAY, &json!({"error": msg}))
         }
     }
 }
@@ -230,7 +377,8 @@ async fn card(
 
 async fn rpc(
     a2a: &A2a,
-    agent: &Arc<Agent>,
+    agent: Arc<str>,
+    target: Upstream,
     req: Request<Incoming>,
     sub: String,
     mut call: Call,
@@ -281,12 +429,12 @@ async fn rpc(
     call.rec.stream = method.streams();
     call.rec.protocol_version = if version == Version::V03 { "0.3" } else { "1.0" };
     let params = v.get("params").cloned().unwrap_or(Value::Null);
-    if let Err(rule) = a2a.check(&call.identity, &agent.name, Some(method.name())) {
+    if let Err(rule) = a2a.check(&call.identity, &agent, Some(method.name())) {
         let msg = format!(
             "nodegate: {} may not call {} at agent {} ({rule})",
             crate::policy::who(&call.identity),
             method.name(),
-            agent.name
+            agent
         );
         call.refuse("denied", Some(&rule), msg.clone());
         return rpc_error(&id, code::FORBIDDEN, &msg);
@@ -294,7 +442,7 @@ async fn rpc(
     let owner = crate::mcp::handler::owner_of(&call.identity);
     if let Some(task) = method.task_id(version, &params) {
         call.rec.task_id = Some(task.clone());
-        if a2a.tasks.access(&agent.name, &task, &owner) == Access::NotFound {
+        if a2a.tasks.access(&agent, &task, &owner) == Access::NotFound {
             // The same answer as for a task that does not exist: nothing to learn by guessing.
             call.refuse("not_found", None, "task not found (not created by this caller)".into());
             return rpc_error(&id, code::TASK_NOT_FOUND, "Task not found");
@@ -308,14 +456,16 @@ async fn rpc(
         }
     }
 
-    // Upstream: the agent's origin, at the path the (rewritten) card named.
-    let mut up = match Request::post(format!("{}{}", agent.origin, if sub.is_empty() { "/" } else { &sub }))
-        .body(full(bytes))
-    {
+    // Upstream: the agent's origin at the path the (rewritten) card named, or where the
+    // intercepted client was going.
+    let built = target
+        .uri(if sub.is_empty() { "/" } else { &sub })
+        .and_then(|u| Request::post(u).body(full(bytes)).map_err(|e| e.to_string()));
+    let mut up = match built {
         Ok(r) => r,
         Err(e) => {
-            call.refuse("error", None, e.to_string());
-            return rpc_error(&id, code::INTERNAL, "bad upstream URL");
+            call.refuse("error", None, e.clone());
+            return rpc_error(&id, code::INTERNAL, &format!("bad upstream URL: {e}"));
         }
     };
     for (name, value) in &parts.headers {
@@ -324,16 +474,17 @@ async fn rpc(
         }
     }
     crate::identity::strip_credentials(keys, up.headers_mut());
-    let answered = tokio::time::timeout(a2a.cfg.timeout, call.ctx.upstream.http1.request(up)).await;
+    let ctx = call.ctx.clone();
+    let answered = tokio::time::timeout(a2a.cfg.timeout, target.send(&ctx, up)).await;
     let resp = match answered {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            let msg = format!("agent {} did not answer: {e}", agent.name);
+            let msg = format!("agent {agent} did not answer: {e}");
             call.refuse("error", None, msg.clone());
             return rpc_error(&id, code::UPSTREAM, &msg);
         }
         Err(_) => {
-            let msg = format!("agent {} did not answer within a2a.timeout", agent.name);
+            let msg = format!("agent {agent} did not answer within a2a.timeout");
             call.refuse("error", None, msg.clone());
             return rpc_error(&id, code::UPSTREAM, &msg);
         }
@@ -356,17 +507,17 @@ async fn rpc(
             call: Some(call),
             reader: SseReader::default(),
             summary: Summary::default(),
-            tasks: method.sends().then(|| (a2a.tasks.clone(), agent.name.clone(), owner)),
+            tasks: method.sends().then(|| (a2a.tasks.clone(), agent.clone(), owner)),
             recorded: false,
         };
-        let cut = super::stream::IdleCut::new(rbody.boxed(), a2a.cfg.stream_idle, &id, &agent.name);
+        let cut = super::stream::IdleCut::new(rbody.boxed(), a2a.cfg.stream_idle, &id, &agent);
         let body = Observed::new(cut.boxed(), watcher);
         return Response::from_parts(rparts, body.boxed());
     }
     let body = match tokio::time::timeout(a2a.cfg.timeout, Limited::new(rbody, MAX_ANSWER).collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) => {
-            let msg = format!("reading agent {}'s answer: {e}", agent.name);
+            let msg = format!("reading agent {agent}'s answer: {e}");
             call.refuse("error", None, msg.clone());
             return rpc_error(&id, code::UPSTREAM, &msg);
         }
@@ -382,9 +533,9 @@ async fn rpc(
         if method.sends()
             && summary.error.is_none()
             && let Some(t) = &summary.task_id
-            && !a2a.tasks.record(&agent.name, t, &owner)
+            && !a2a.tasks.record(&agent, t, &owner)
         {
-            tracing::warn!(agent = %agent.name, task = %t, "agent answered with a task another caller owns");
+            tracing::warn!(%agent, task = %t, "agent answered with a task another caller owns");
         }
         if method == Method::ListTasks
             && let Some(list) = answer.pointer_mut("/result/tasks").and_then(Value::as_array_mut)
@@ -393,7 +544,7 @@ async fn rpc(
             list.retain(|t| {
                 t.get("id")
                     .and_then(Value::as_str)
-                    .is_some_and(|tid| a2a.tasks.access(&agent.name, tid, &owner) == Access::Owner)
+                    .is_some_and(|tid| a2a.tasks.access(&agent, tid, &owner) == Access::Owner)
             });
             let kept = list.len();
             if let Some(total) = answer.pointer_mut("/result/totalSize") {

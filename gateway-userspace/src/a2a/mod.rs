@@ -74,6 +74,18 @@ impl A2a {
         self.agents.get(name)
     }
 
+    /// The registered agent whose URL names `host:port`, for absolute-form requests.
+    pub fn agent_named_by(&self, host: &str, port: u16) -> Option<&Arc<Agent>> {
+        let origin = format!("http://{}:{port}", host.to_ascii_lowercase());
+        self.agents.values().find(|a| a.origin.eq_ignore_ascii_case(&origin))
+    }
+
+    /// The registered agent at `dst` (its URL's address), for intercepted traffic.
+    pub fn agent_at(&self, dst: std::net::SocketAddr) -> Option<&Arc<Agent>> {
+        let origin = format!("http://{dst}");
+        self.agents.values().find(|a| a.origin == origin)
+    }
+
     /// Whether `id` may call `method` (a 1.0 name; None: only reach the agent, as for its card)
     /// at `agent`; the refusing rule when not.
     pub fn check(&self, id: &Identity, agent: &str, method: Option<&str>) -> Result<(), String> {

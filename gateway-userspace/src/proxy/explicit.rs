@@ -114,6 +114,15 @@ async fn route(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result
     if req.uri().authority().is_none() && req.uri().path() == "/mcp" {
         return Ok(crate::mcp::handler::handle(ctx, conn, req).await);
     }
+    // Absolute-form to a registered A2A agent's own address: governed the same, not a way around.
+    if let Some(auth) = req.uri().authority() {
+        let port = auth.port_u16().unwrap_or(80);
+        let agent = ctx.a2a.load().agent_named_by(auth.host(), port).cloned();
+        if let Some(agent) = agent {
+            let up = crate::a2a::handler::Upstream::Registered(agent.origin.clone());
+            return Ok(crate::a2a::handler::governed(ctx, conn, req, agent.name.clone(), up).await);
+        }
+    }
     // Origin-form `/a2a/<agent>/...`: a registered A2A agent.
     if req.uri().authority().is_none() && req.uri().path().starts_with(crate::a2a::handler::PREFIX) {
         return Ok(crate::a2a::handler::handle(ctx, conn, req).await);

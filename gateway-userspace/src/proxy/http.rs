@@ -163,6 +163,9 @@ pub async fn forward(
     if let Some(dst) = mcp_call(&ctx, &conn, &req) {
         return Ok(crate::mcp::transparent::handle(ctx, conn, req, dst).await);
     }
+    if let Some(dst) = a2a_call(&ctx, &conn) {
+        return Ok(crate::a2a::handler::transparent(ctx, conn, req, dst).await);
+    }
     let start = Instant::now();
     let keys = ctx.identities.keys();
     let identity = crate::identity::caller(&keys, &conn.identity, req.headers());
@@ -362,6 +365,13 @@ fn mcp_call(ctx: &Ctx, conn: &Conn, req: &Request<Incoming>) -> Option<std::net:
     (conn.class == gateway_common::TrafficClass::Mcp
         || ctx.mcp.load().server_for(dst, conn.origin.as_deref()).is_some())
     .then_some(dst)
+}
+
+/// An intercepted request is A2A when its destination is classed `a2a` or is a registered
+/// agent's address: every request to it is governed (nothing passes as plain HTTP).
+fn a2a_call(ctx: &Ctx, conn: &Conn) -> Option<std::net::SocketAddr> {
+    let dst = conn.target?;
+    (conn.class == gateway_common::TrafficClass::A2a || ctx.a2a.load().agent_at(dst).is_some()).then_some(dst)
 }
 
 fn refuse(mut pending: Pending, status: StatusCode, msg: &str) -> Response<Body> {
