@@ -350,3 +350,69 @@ a2a:
     let free = client_at(&topo.pod, None, &url, "get", "-", &["--task", &task]);
     assert_eq!(free["task"]["id"], task.as_str(), "not intercepted: {free}");
 }
+
+/// Two nodegate replicas sharing task owners through Redis: a task created through one is its
+/// creator's through the other too, and nobody else's; with Redis gone, a task the second
+/// replica never saw is "not found" there (fail closed), while the first still knows it.
+#[test]
+fn task_owners_are_shared_across_replicas_through_redis() {
+    require_root();
+    let redis_bin = Path::new("/usr/bin/redis-server");
+    assert!(redis_bin.exists(), "redis-server is not installed (apt-get install redis-server; .ci/run does)");
+    let topo = Topology::new();
+    let mut redis = spawn(
+        redis_bin,
+        &["--port", "16390", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        Some(&topo.node),
+        None,
+        Stdio::null(),
+        Stdio::null(),
+    );
+    wait_until(Duration::from_secs(5), "redis to answer PING", || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &topo.node.name, "redis-cli", "-p", "16390", "ping"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+    });
+    let _agent = agent(&topo);
+    let replica = |tag: &str, port: u16, admin: u16| {
+        let (dir, pin) = Gateway::prepare(tag);
+        let cfg = format!(
+            r#"
+listeners: {{ explicit: 127.0.0.1:{port}, transparent: null }}
+admin: {{ address: 127.0.0.1:{admin} }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+identities:
+  - {{ name: alice, api_keys: [key-alice-01] }}
+  - {{ name: bob, api_keys: [key-bob-0001] }}
+a2a:
+  agents: [{{ name: echo, url: "http://{AGENT}" }}]
+  redis_url: "redis://127.0.0.1:16390/0"
+"#
+        );
+        Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None)
+    };
+    let _one = replica("a2a-replica-1", 15080, 15000);
+    let _two = replica("a2a-replica-2", 15082, 15002);
+    let (first, second) = ("http://127.0.0.1:15080/a2a/echo", "http://127.0.0.1:15082/a2a/echo");
+    let sent = client_at(&topo.node, None, first, "send", "key-alice-01", &[]);
+    let task = sent["task_id"].as_str().unwrap_or_else(|| panic!("{sent}")).to_string();
+    let there = client_at(&topo.node, None, second, "get", "key-alice-01", &["--task", &task]);
+    assert_eq!(
+        there["task"]["id"],
+        task.as_str(),
+        "the creator follows its task through the other replica: {there}"
+    );
+    let bob = client_at(&topo.node, None, second, "get", "key-bob-0001", &["--task", &task]);
+    assert_eq!(bob["type"], "TaskNotFoundError", "{bob}");
+
+    // Redis gone: the first replica still knows its own task; the second fails closed for one
+    // it has never seen.
+    let later = client_at(&topo.node, None, first, "send", "key-alice-01", &[]);
+    let later = later["task_id"].as_str().unwrap_or_default().to_string();
+    redis.kill9();
+    let here = client_at(&topo.node, None, first, "get", "key-alice-01", &["--task", &later]);
+    assert_eq!(here["task"]["id"], later.as_str(), "{here}");
+    let unseen = client_at(&topo.node, None, second, "get", "key-alice-01", &["--task", &later]);
+    assert_eq!(unseen["type"], "TaskNotFoundError", "without Redis, an unseen task is not found: {unseen}");
+}

@@ -13,7 +13,6 @@ use super::{
     A2a, Agent,
     methods::{self, Method, Version, code},
     stream::{SseReader, Summary},
-    tasks::Access,
 };
 use crate::{
     identity::Identity,
@@ -376,7 +375,7 @@ async fn card(
 }
 
 async fn rpc(
-    a2a: &A2a,
+    a2a: &Arc<A2a>,
     agent: Arc<str>,
     target: Upstream,
     req: Request<Incoming>,
@@ -442,7 +441,7 @@ async fn rpc(
     let owner = crate::mcp::handler::owner_of(&call.identity);
     if let Some(task) = method.task_id(version, &params) {
         call.rec.task_id = Some(task.clone());
-        if a2a.tasks.access(&agent, &task, &owner) == Access::NotFound {
+        if !a2a.may_act(&agent, &task, &owner).await {
             // The same answer as for a task that does not exist: nothing to learn by guessing.
             call.refuse("not_found", None, "task not found (not created by this caller)".into());
             return rpc_error(&id, code::TASK_NOT_FOUND, "Task not found");
@@ -507,7 +506,7 @@ async fn rpc(
             call: Some(call),
             reader: SseReader::default(),
             summary: Summary::default(),
-            tasks: method.sends().then(|| (a2a.tasks.clone(), agent.clone(), owner)),
+            tasks: method.sends().then(|| (a2a.clone(), agent.clone(), owner)),
             recorded: false,
         };
         let cut = super::stream::IdleCut::new(rbody.boxed(), a2a.cfg.stream_idle, &id, &agent);
@@ -533,7 +532,7 @@ async fn rpc(
         if method.sends()
             && summary.error.is_none()
             && let Some(t) = &summary.task_id
-            && !a2a.tasks.record(&agent, t, &owner)
+            && !a2a.claim(&agent, t, &owner).await
         {
             tracing::warn!(%agent, task = %t, "agent answered with a task another caller owns");
         }
@@ -541,11 +540,15 @@ async fn rpc(
             && let Some(list) = answer.pointer_mut("/result/tasks").and_then(Value::as_array_mut)
         {
             // The agent sees nodegate as one client: show each caller its own tasks only.
-            list.retain(|t| {
-                t.get("id")
-                    .and_then(Value::as_str)
-                    .is_some_and(|tid| a2a.tasks.access(&agent, tid, &owner) == Access::Owner)
-            });
+            let ids: Vec<String> =
+                list.iter().filter_map(|t| t.get("id").and_then(Value::as_str).map(str::to_string)).collect();
+            let mut mine = std::collections::HashSet::new();
+            for tid in ids {
+                if a2a.may_act(&agent, &tid, &owner).await {
+                    mine.insert(tid);
+                }
+            }
+            list.retain(|t| t.get("id").and_then(Value::as_str).is_some_and(|tid| mine.contains(tid)));
             let kept = list.len();
             if let Some(total) = answer.pointer_mut("/result/totalSize") {
                 *total = json!(kept);
@@ -583,7 +586,7 @@ struct StreamWatch {
     call: Option<Call>,
     reader: SseReader,
     summary: Summary,
-    tasks: Option<(Arc<super::tasks::Tasks>, Arc<str>, Arc<str>)>,
+    tasks: Option<(Arc<A2a>, Arc<str>, Arc<str>)>,
     recorded: bool,
 }
 
@@ -603,9 +606,12 @@ impl Observer for StreamWatch {
             }
         });
         if !self.recorded
-            && let (Some((tasks, agent, owner)), Some(t)) = (&self.tasks, &self.summary.task_id)
+            && let (Some((a2a, agent, owner)), Some(t)) = (&self.tasks, &self.summary.task_id)
         {
-            tasks.record(agent, t, owner);
+            // Known here at once; shared (when Redis is configured) in the background.
+            a2a.tasks.record(agent, t, owner);
+            let (a2a, agent, owner, t) = (a2a.clone(), agent.clone(), owner.clone(), t.clone());
+            tokio::spawn(async move { a2a.claim(&agent, &t, &owner).await });
             self.recorded = true;
         }
     }

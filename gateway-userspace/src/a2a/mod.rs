@@ -6,6 +6,7 @@
 pub mod card;
 pub mod handler;
 pub mod methods;
+pub mod shared;
 pub mod stream;
 pub mod tasks;
 
@@ -33,6 +34,8 @@ pub struct A2a {
     agents: HashMap<String, Arc<Agent>>,
     rules: Vec<(Selector, Vec<Pattern>, Vec<String>, usize)>,
     pub tasks: Arc<tasks::Tasks>,
+    /// Task owners shared through Redis, when `a2a.redis_url` is set.
+    shared: Option<Arc<shared::Shared>>,
     push: Egress,
 }
 
@@ -67,7 +70,18 @@ impl A2a {
             })
             .collect();
         let push = Egress::new(&config::Egress { allow: cfg.push_allow.clone() });
-        Self { cfg: cfg.clone(), agents, rules, tasks, push }
+        let shared = match (&cfg.redis_url, previous) {
+            (Some(url), Some(p)) if p.cfg.redis_url.as_ref() == Some(url) => p.shared.clone(),
+            (Some(url), _) => match shared::Shared::new(url.expose()) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::error!(error = %e, "a2a.redis_url is not usable; task owners stay on this node");
+                    None
+                }
+            },
+            (None, _) => None,
+        };
+        Self { cfg: cfg.clone(), agents, rules, tasks, shared, push }
     }
 
     pub fn agent(&self, name: &str) -> Option<&Arc<Agent>> {
@@ -97,6 +111,36 @@ impl A2a {
                 let method_ok = method.is_none_or(|m| methods.is_empty() || methods.iter().any(|x| x == m));
                 if agent_ok && method_ok { Ok(()) } else { Err(format!("a2a.allow[{i}]")) }
             }
+        }
+    }
+
+    /// Whether `owner` may act on `task` at `agent`: it created it (as this node or, with Redis,
+    /// any replica remembers).
+    pub async fn may_act(&self, agent: &Arc<str>, task: &str, owner: &Arc<str>) -> bool {
+        if self.tasks.access(agent, task, owner) == tasks::Access::Owner {
+            return true;
+        }
+        let Some(s) = &self.shared else { return false };
+        match s.owner(agent, task, self.cfg.task_ttl).await {
+            Some(o) if *o == **owner => {
+                self.tasks.record(agent, task, owner);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records `owner` as the creator of `task`, here and in Redis; false when another caller
+    /// owns it already (then that owner is what this node remembers).
+    pub async fn claim(&self, agent: &Arc<str>, task: &str, owner: &Arc<str>) -> bool {
+        let local = self.tasks.record(agent, task, owner);
+        let Some(s) = &self.shared else { return local };
+        match s.record(agent, task, owner, self.cfg.task_ttl).await {
+            Some(existing) if *existing != **owner => {
+                self.tasks.force(agent, task, &Arc::from(existing));
+                false
+            }
+            _ => local,
         }
     }
 

@@ -75,6 +75,16 @@ impl Tasks {
         true
     }
 
+    /// Records `owner` for `task` whatever was remembered (what a shared store says wins).
+    pub fn force(&self, agent: &Arc<str>, task: &str, owner: &Arc<str>) {
+        let mut inner = self.lock();
+        let key = (agent.clone(), task.to_string());
+        if let Some(e) = inner.map.get_mut(&key) {
+            e.owner = owner.clone();
+            e.seen = Instant::now();
+        }
+    }
+
     /// Whether `caller` may act on `task` at `agent`.
     pub fn access(&self, agent: &Arc<str>, task: &str, caller: &Arc<str>) -> Access {
         let ttl = *self.ttl.lock().unwrap_or_else(|e| e.into_inner());

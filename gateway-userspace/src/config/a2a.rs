@@ -32,6 +32,9 @@ pub struct A2a {
     /// port): `{ address, ports }` as in `egress.allow`. Empty: no push notification config is
     /// passed on. Loopback, link-local and unspecified addresses are refused whatever this says.
     pub push_allow: Vec<EgressRule>,
+    /// Redis (`redis://host:port/db`) holding task owners, shared by every replica that uses it:
+    /// a caller follows its task through any of them. Unset: owners are per node, in memory.
+    pub redis_url: Option<super::secret::Secret>,
     /// Time for an agent to answer a call (the whole answer; for a stream, its first bytes).
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -54,6 +57,7 @@ impl Default for A2a {
             max_tasks: 100_000,
             push_allow: Vec::new(),
             timeout: Duration::from_secs(300),
+            redis_url: None,
             stream_idle: Duration::from_secs(300),
         }
     }
