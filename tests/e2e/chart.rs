@@ -128,6 +128,8 @@ fn chart_lints_renders_valid_manifests_and_a_config_nodegate_accepts() {
         "modelserverpools",
         "mcpservers",
         "mcppolicies",
+        "a2aagents",
+        "a2aaccesses",
     ] {
         assert!(
             out.contains(&format!("passed for resource customresourcedefinition/{crd}.nodegate.io")),
@@ -192,6 +194,8 @@ fn chart_lints_renders_valid_manifests_and_a_config_nodegate_accepts() {
         "modelserverpools",
         "mcpservers",
         "mcppolicies",
+        "a2aagents",
+        "a2aaccesses",
     ] {
         want.push(format!("nodegate.io/{k}"));
         want.push(format!("nodegate.io/{k}/status"));

@@ -180,6 +180,15 @@ llm:
         chat(&topo, "chat").0 == 200 && upstream_key(&topo) == "Bearer sk-from-secret-2"
     });
 
+    // A2A agents come from the cluster too: a good one is served, a bad URL is refused by name.
+    api.apply("a2aagents", &resource("planner", json!({"url": "http://10.0.9.9:9999"})));
+    api.apply("a2aagents", &resource("bad-agent", json!({"url": "ftp://10.0.9.9/"})));
+    wait_condition(&api, "a2aagents", "planner", "True", 1);
+    let c = wait_condition(&api, "a2aagents", "bad-agent", "False", 1);
+    assert!(c["message"].as_str().unwrap_or_default().starts_with("spec.url"), "{c}");
+    let dump = get("127.0.0.1:15000", "/config_dump", Some(&topo.node), None)["body"].to_string();
+    assert!(dump.contains("10.0.9.9:9999") && !dump.contains("ftp://"), "{dump}");
+
     // The access rule goes: `llm.default: deny` from the file applies again.
     api.delete_cluster("modelaccesses", "everyone");
     wait_until(Duration::from_secs(10), "access refused without the rule", || chat(&topo, "chat").0 == 403);

@@ -134,6 +134,8 @@ KINDS = {
     "modelserverpools": ("ModelServerPool", "ModelServerPoolList", "nodegate.io/v1alpha1"),
     "mcpservers": ("MCPServer", "MCPServerList", "nodegate.io/v1alpha1"),
     "mcppolicies": ("MCPPolicy", "MCPPolicyList", "nodegate.io/v1alpha1"),
+    "a2aagents": ("A2AAgent", "A2AAgentList", "nodegate.io/v1alpha1"),
+    "a2aaccesses": ("A2AAccess", "A2AAccessList", "nodegate.io/v1alpha1"),
 }
 
 

@@ -47,7 +47,8 @@ pub struct Kubernetes {
     #[schemars(with = "String")]
     pub stale_after: Duration,
     /// Watch the gateway's own resources (`nodegate.io/v1alpha1`: LLMProvider, ModelRoute,
-    /// ModelAccess, LLMBudget, ModelServerPool, MCPServer, MCPPolicy) and merge them with this
+    /// ModelAccess, LLMBudget, ModelServerPool, MCPServer, MCPPolicy, A2AAgent, A2AAccess) and
+    /// merge them with this
     /// file.
     pub resources: bool,
     /// How often the merge runs again without a change, re-reading the Kubernetes Secrets that

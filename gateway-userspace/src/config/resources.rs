@@ -74,6 +74,8 @@ pub static KINDS: &[Kind] = &[
     ),
     kind!("MCPServer", "mcpservers", "ngmcp", "mcp.servers", true, super::mcp::McpServer, mcp.servers),
     kind!("MCPPolicy", "mcppolicies", "ngmcppol", "mcp.policies", false, super::mcp::McpPolicy, mcp.policies),
+    kind!("A2AAgent", "a2aagents", "nga2a", "a2a.agents", true, super::a2a::A2aAgent, a2a.agents),
+    kind!("A2AAccess", "a2aaccesses", "nga2aacc", "a2a.allow", false, super::a2a::A2aRule, a2a.allow),
 ];
 
 impl Kind {
@@ -122,6 +124,8 @@ impl Kind {
             "inference.pools" => cfg.inference.pools.len(),
             "mcp.servers" => cfg.mcp.servers.len(),
             "mcp.policies" => cfg.mcp.policies.len(),
+            "a2a.agents" => cfg.a2a.agents.len(),
+            "a2a.allow" => cfg.a2a.allow.len(),
             _ => 0,
         }
     }
