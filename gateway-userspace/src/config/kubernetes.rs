@@ -48,8 +48,7 @@ pub struct Kubernetes {
     pub stale_after: Duration,
     /// Watch the gateway's own resources (`nodegate.io/v1alpha1`: LLMProvider, ModelRoute,
     /// ModelAccess, LLMBudget, ModelServerPool, MCPServer, MCPPolicy, A2AAgent, A2AAccess) and
-    /// merge them with this
-    /// file.
+    /// merge them with this file.
     pub resources: bool,
     /// How often the merge runs again without a change, re-reading the Kubernetes Secrets that
     /// provider credentials name (a rotated Secret takes effect within this).
