@@ -357,23 +357,8 @@ a2a:
 #[test]
 fn task_owners_are_shared_across_replicas_through_redis() {
     require_root();
-    let redis_bin = Path::new("/usr/bin/redis-server");
-    assert!(redis_bin.exists(), "redis-server is not installed (apt-get install redis-server; .ci/run does)");
     let topo = Topology::new();
-    let mut redis = spawn(
-        redis_bin,
-        &["--port", "16390", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        Some(&topo.node),
-        None,
-        Stdio::null(),
-        Stdio::null(),
-    );
-    wait_until(Duration::from_secs(5), "redis to answer PING", || {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &topo.node.name, "redis-cli", "-p", "16390", "ping"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
-    });
+    let mut redis = redis_server(&topo.node, 16390);
     let _agent = agent(&topo);
     let replica = |tag: &str, port: u16, admin: u16| {
         let (dir, pin) = Gateway::prepare(tag);

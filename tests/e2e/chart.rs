@@ -23,6 +23,19 @@ fn chart() -> String {
 }
 
 /// `helm template` with `values` files; (success, stdout, stderr).
+/// The plural names of nodegate's own resources (their CRDs ship with the chart).
+const CRDS: [&str; 9] = [
+    "llmproviders",
+    "modelroutes",
+    "modelaccesses",
+    "llmbudgets",
+    "modelserverpools",
+    "mcpservers",
+    "mcppolicies",
+    "a2aagents",
+    "a2aaccesses",
+];
+
 fn template(values: &[&str]) -> (bool, String, String) {
     let helm = tool("helm");
     let mut args = vec![
@@ -120,17 +133,7 @@ fn chart_lints_renders_valid_manifests_and_a_config_nodegate_accepts() {
     assert!(ok, "helm template (defaults): {err}");
     let out = validate(&rendered, &dir);
     assert!(out.contains("passed for resource daemonset/ng-nodegate"), "{out}");
-    for crd in [
-        "llmproviders",
-        "modelroutes",
-        "modelaccesses",
-        "llmbudgets",
-        "modelserverpools",
-        "mcpservers",
-        "mcppolicies",
-        "a2aagents",
-        "a2aaccesses",
-    ] {
+    for crd in CRDS {
         assert!(
             out.contains(&format!("passed for resource customresourcedefinition/{crd}.nodegate.io")),
             "the chart ships and validates the {crd} CRD: {out}"
@@ -186,17 +189,7 @@ fn chart_lints_renders_valid_manifests_and_a_config_nodegate_accepts() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for k in [
-        "llmproviders",
-        "modelroutes",
-        "modelaccesses",
-        "llmbudgets",
-        "modelserverpools",
-        "mcpservers",
-        "mcppolicies",
-        "a2aagents",
-        "a2aaccesses",
-    ] {
+    for k in CRDS {
         want.push(format!("nodegate.io/{k}"));
         want.push(format!("nodegate.io/{k}/status"));
     }

@@ -46,31 +46,7 @@ fn served(topo: &Topology, ip: &str) -> u64 {
 fn chat(topo: &Topology, model: &str, tag: &str) -> (u16, Value) {
     let body =
         json!({"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": tag}]}).to_string();
-    let url = format!("{GW}/v1/chat/completions");
-    let args = [
-        "-s",
-        "-m",
-        "20",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        &body,
-        &url,
-    ];
-    let child = spawn_child(
-        std::path::Path::new("curl"),
-        &args,
-        Some(&topo.node),
-        None,
-        Stdio::piped(),
-        Stdio::null(),
-    );
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("curl: {e}"));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+    post_json_status(&topo.node, &format!("{GW}/v1/chat/completions"), &body)
 }
 
 fn slice(endpoints: &[(&str, &str, bool)]) -> Value {

@@ -3,7 +3,7 @@
 //! validation `nodegate check` runs, answers each with an `Accepted` status condition, and reads
 //! a provider's key from a Kubernetes Secret. Real chat completions through the explicit listener
 //! to llm-sim show what is live; bad resources change nothing.
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use nodegate_tests::{kube::*, *};
 use serde_json::{Value, json};
@@ -43,31 +43,7 @@ fn resource(name: &str, spec: Value) -> Value {
 fn chat(topo: &Topology, model: &str) -> (u16, Value) {
     let body =
         json!({"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}).to_string();
-    let url = format!("{GW}/v1/chat/completions");
-    let args = [
-        "-s",
-        "-m",
-        "20",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        &body,
-        &url,
-    ];
-    let child = spawn_child(
-        std::path::Path::new("curl"),
-        &args,
-        Some(&topo.node),
-        None,
-        Stdio::piped(),
-        Stdio::null(),
-    );
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("curl: {e}"));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+    post_json_status(&topo.node, &format!("{GW}/v1/chat/completions"), &body)
 }
 
 fn accepted(api: &KubeApi, resource: &str, name: &str) -> Value {

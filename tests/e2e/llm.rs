@@ -296,23 +296,8 @@ fn budget_never_overshoots_under_concurrency_in_memory() {
 #[test]
 fn budget_never_overshoots_under_concurrency_with_redis_and_falls_back_when_it_dies() {
     require_root();
-    let redis_bin = std::path::Path::new("/usr/bin/redis-server");
-    assert!(redis_bin.exists(), "redis-server is not installed (apt-get install redis-server; .ci/run does)");
     let topo = Topology::new();
-    let mut redis = spawn(
-        redis_bin,
-        &["--port", "16379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        Some(&topo.node),
-        None,
-        Stdio::null(),
-        Stdio::null(),
-    );
-    wait_until(Duration::from_secs(5), "redis to answer PING", || {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &topo.node.name, "redis-cli", "-p", "16379", "ping"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
-    });
+    let mut redis = redis_server(&topo.node, 16379);
     let _sim = llm_sim(&topo.node, "127.0.0.1:18131", "primary", &["--tokens", "10"]);
     let gw = gateway(&topo, "llm-redis", &budget_config(Some("redis://127.0.0.1:16379/0")));
     budget_holds(&topo, &gw);

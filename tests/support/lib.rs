@@ -558,6 +558,49 @@ pub fn sdk(
         .unwrap_or_else(|e| panic!("{scenario} printed {stdout:?} ({e}); stderr: {stderr}"))
 }
 
+/// `curl` POSTing JSON `body` to `url` from inside `ns`: (HTTP status, body as JSON or Null).
+pub fn post_json_status(ns: &Netns, url: &str, body: &str) -> (u16, Value) {
+    let args = [
+        "-s",
+        "-m",
+        "20",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        body,
+        url,
+    ];
+    let child = spawn_child(Path::new("curl"), &args, Some(ns), None, Stdio::piped(), Stdio::null());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("curl: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A redis-server on 127.0.0.1:`port` inside `ns` (no persistence), answering PING.
+pub fn redis_server(ns: &Netns, port: u16) -> Proc {
+    let bin = Path::new("/usr/bin/redis-server");
+    assert!(bin.exists(), "redis-server is not installed (apt-get install redis-server; .ci/run does)");
+    let port_s = port.to_string();
+    let p = spawn(
+        bin,
+        &["--port", &port_s, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        Some(ns),
+        None,
+        Stdio::null(),
+        Stdio::null(),
+    );
+    wait_until(Duration::from_secs(5), "redis to answer PING", || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, "redis-cli", "-p", &port_s, "ping"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+    });
+    p
+}
+
 /// `curl` POSTing JSON `body` to `url` from inside `ns`, in the background (killed on drop).
 pub fn post_json_spawn(ns: &Netns, url: &str, body: &str, timeout_secs: u32) -> Proc {
     let t = timeout_secs.to_string();

@@ -50,20 +50,19 @@ fn rpc_error(id: &Value, code: i64, message: &str) -> Response<Body> {
     )
 }
 
-fn is_hop(name: &header::HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-    )
+/// Removes what is not passed on from `h` (hop-by-hop and framing headers), keeping
+/// `content-length` when `keep_length` (an answer passed through as it is).
+fn not_copied(h: &mut http::HeaderMap, keep_length: bool) {
+    let drop: Vec<header::HeaderName> = h
+        .keys()
+        .filter(|n| {
+            crate::proxy::http::is_hop_or_framing(n) && !(keep_length && *n == header::CONTENT_LENGTH)
+        })
+        .cloned()
+        .collect();
+    for n in drop {
+        h.remove(n);
+    }
 }
 
 /// Where a call goes: a registered agent's origin (explicit mode), or the destination an
@@ -106,6 +105,32 @@ struct Call {
 }
 
 impl Call {
+    fn new(
+        ctx: &Arc<Ctx>,
+        conn: &Arc<Conn>,
+        keys: &crate::identity::Keys,
+        req: &Request<Incoming>,
+        agent: Arc<str>,
+    ) -> Self {
+        let identity = crate::identity::caller(keys, &conn.identity, req.headers());
+        let trace_id = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::mcp::handler::trace_id);
+        Self {
+            ctx: ctx.clone(),
+            conn: conn.clone(),
+            identity,
+            agent: agent.clone(),
+            trace_id,
+            start: Instant::now(),
+            rec: A2aCall { agent, protocol_version: "1.0", ..Default::default() },
+            decision: "allow",
+            rule: None,
+        }
+    }
+
     fn finish(mut self) {
         self.rec.duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         let labels =
@@ -150,23 +175,7 @@ pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> R
         );
     };
     let keys = ctx.identities.keys();
-    let identity = crate::identity::caller(&keys, &conn.identity, req.headers());
-    let trace_id = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::mcp::handler::trace_id);
-    let call = Call {
-        ctx: ctx.clone(),
-        conn: conn.clone(),
-        identity: identity.clone(),
-        agent: agent.name.clone(),
-        trace_id,
-        start: Instant::now(),
-        rec: A2aCall { agent: agent.name.clone(), protocol_version: "1.0", ..Default::default() },
-        decision: "allow",
-        rule: None,
-    };
+    let call = Call::new(&ctx, &conn, &keys, &req, agent.name.clone());
     match *req.method() {
         HttpMethod::GET if CARD_PATHS.contains(&sub.as_str()) => card(&a2a, &agent, req, sub, call).await,
         HttpMethod::POST => {
@@ -208,23 +217,7 @@ pub async fn governed(
 ) -> Response<Body> {
     let a2a = ctx.a2a.load_full();
     let keys = ctx.identities.keys();
-    let identity = crate::identity::caller(&keys, &conn.identity, req.headers());
-    let trace_id = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::mcp::handler::trace_id);
-    let call = Call {
-        ctx: ctx.clone(),
-        conn: conn.clone(),
-        identity,
-        agent: agent.clone(),
-        trace_id,
-        start: Instant::now(),
-        rec: A2aCall { agent: agent.clone(), protocol_version: "1.0", ..Default::default() },
-        decision: "allow",
-        rule: None,
-    };
+    let call = Call::new(&ctx, &conn, &keys, &req, agent.clone());
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     match *req.method() {
         HttpMethod::POST => rpc(&a2a, agent, up, req, path, call, &keys).await,
@@ -263,10 +256,7 @@ async fn passthrough_card(
             return json_response(StatusCode::BAD_GATEWAY, &json!({"error": e}));
         }
     };
-    let hop: Vec<header::HeaderName> = parts.headers.keys().filter(|n| is_hop(n)).cloned().collect();
-    for n in hop {
-        parts.headers.remove(n);
-    }
+    not_copied(&mut parts.headers, false);
     let request = Request::from_parts(parts, Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
     let ctx = call.ctx.clone();
     let got = tokio::time::timeout(a2a.cfg.timeout, async {
@@ -285,10 +275,7 @@ async fn passthrough_card(
             call.rec.bytes_received = body.len() as u64;
             call.rec.outcome = if status.is_success() { "ok" } else { "error" };
             call.finish();
-            let hop: Vec<header::HeaderName> = rparts.headers.keys().filter(|n| is_hop(n)).cloned().collect();
-            for n in hop {
-                rparts.headers.remove(n);
-            }
+            not_copied(&mut rparts.headers, false);
             Response::from_parts(rparts, full(body))
         }
         Err(e) => {
@@ -468,7 +455,7 @@ async fn rpc(
         }
     };
     for (name, value) in &parts.headers {
-        if !is_hop(name) {
+        if !crate::proxy::http::is_hop_or_framing(name) {
             up.headers_mut().append(name.clone(), value.clone());
         }
     }
@@ -495,11 +482,7 @@ async fn rpc(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("text/event-stream"));
     let (mut rparts, rbody) = resp.into_parts();
-    let hop: Vec<header::HeaderName> =
-        rparts.headers.keys().filter(|n| is_hop(n) && *n != header::CONTENT_LENGTH).cloned().collect();
-    for n in hop {
-        rparts.headers.remove(n);
-    }
+    not_copied(&mut rparts.headers, true);
     if sse {
         rparts.headers.remove(header::CONTENT_LENGTH);
         let watcher = StreamWatch {

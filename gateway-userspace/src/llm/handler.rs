@@ -378,7 +378,7 @@ pub async fn handle(
             .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
         let Ok(mut up_req) = built else { continue };
         for (name, value) in &parts.headers {
-            if !is_hop_header(name) {
+            if !crate::proxy::http::is_hop_or_framing(name) {
                 up_req.headers_mut().append(name.clone(), value.clone());
             }
         }
@@ -496,20 +496,4 @@ fn strategy_label(s: crate::config::PickStrategy) -> &'static str {
         LeastRequest => "least-request",
         PowerOfTwo => "power-of-two",
     }
-}
-
-fn is_hop_header(name: &header::HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-    )
 }

@@ -62,6 +62,24 @@ const HOP_BY_HOP: [header::HeaderName; 8] = [
     http::HeaderName::from_static("keep-alive"),
 ];
 
+/// Headers a handler that rebuilds a request or answer does not copy: hop-by-hop ones, the
+/// proxy's own authentication, and the framing (`host`, `content-length`) it sets itself.
+pub(crate) fn is_hop_or_framing(name: &http::header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<http::HeaderName> = h
