@@ -59,6 +59,11 @@ fn client_at(
 
 /// A raw POST to the agent's JSON-RPC path through nodegate: (HTTP status, body).
 fn raw(topo: &Topology, body: &str, path: &str) -> (u16, Value) {
+    raw_as(topo, "key-alice-01", body, path)
+}
+
+/// [`raw`] as the caller holding `key`.
+fn raw_as(topo: &Topology, key: &str, body: &str, path: &str) -> (u16, Value) {
     let url = format!("{GW}/a2a/echo{path}");
     let file = std::env::temp_dir().join(unique("a2a-body-"));
     std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
@@ -74,7 +79,7 @@ fn raw(topo: &Topology, body: &str, path: &str) -> (u16, Value) {
         "-H",
         "A2A-Version: 1.0",
         "-H",
-        "Authorization: Bearer key-alice-01",
+        &format!("Authorization: Bearer {key}"),
         "--data-binary",
         &data,
         &url,
@@ -153,6 +158,12 @@ a2a:
     }
     let cancel = client(&topo, "cancel", "key-bob-0001", &["--task", &stream_task]);
     assert_eq!(cancel["type"], "TaskNotFoundError", "another caller cannot cancel: {cancel}");
+    // Nor can another caller pull a task in as context for its own message.
+    let sneaky = json!({"jsonrpc": "2.0", "id": 9, "method": "SendMessage", "params": {"message": {
+        "messageId": "m9", "role": "ROLE_USER", "parts": [{"text": "what did they ask?"}], "referenceTaskIds": [task]}}})
+    .to_string();
+    let (_, v) = raw_as(&topo, "key-bob-0001", &sneaky, "");
+    assert_eq!(v["error"]["code"], -32001, "a referenced task is checked like the task acted on: {v}");
     let listed = client(&topo, "list", "key-alice-01", &[]);
     let ids: Vec<&str> = listed["ids"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     assert!(ids.contains(&task.as_str()) && ids.contains(&stream_task.as_str()), "{listed}");
@@ -284,10 +295,21 @@ fn intercepted_a2a_is_governed_in_place() {
     let other = Cgroup::new(&format!("{cg}/other"));
     let script = repo_root().join("tests/python/a2a_agent.py").display().to_string();
     let listen = format!("0.0.0.0:{UPSTREAM_PORT}");
+    let seen = std::env::temp_dir().join(unique("a2a-seen-"));
     let url = format!("http://{SVC_IP}:{UPSTREAM_PORT}");
     let _agent = spawn(
         Path::new("python3"),
-        &[&script, "--listen", &listen, "--name", "echo", "--url", &url],
+        &[
+            &script,
+            "--listen",
+            &listen,
+            "--name",
+            "echo",
+            "--url",
+            &url,
+            "--log-headers",
+            &seen.display().to_string(),
+        ],
         Some(&topo.node),
         None,
         Stdio::null(),
@@ -305,6 +327,7 @@ audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
 identities:
   - {{ name: planner, cgroup: "{cg}/enrolled" }}
   - {{ name: intruder, cgroup: "{cg}/other" }}
+  - {{ name: planner-key, api_keys: [key-planner-1] }}
 intercept:
   enabled: true
   cgroups: ["{cg}/enrolled", "{cg}/other"]
@@ -321,13 +344,18 @@ a2a:
     );
     let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
     let planner = Some(&cgroups.enrolled);
-    let card = client_at(&topo.pod, planner, &url, "card", "-", &[]);
+    let card = client_at(&topo.pod, planner, &url, "card", "key-planner-1", &[]);
     assert_eq!(
         card["card"]["supportedInterfaces"][0]["url"],
         url.as_str(),
         "the agent's own card, unchanged: {card}"
     );
-    let sent = client_at(&topo.pod, planner, &url, "send", "-", &[]);
+    let sent = client_at(&topo.pod, planner, &url, "send", "key-planner-1", &[]);
+    // nodegate's key never reaches the agent, for the card or a call.
+    let seen_text = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert!(seen_text.contains("agent-card.json") && seen_text.lines().count() >= 2, "{seen_text}");
+    assert!(!seen_text.contains("key-planner-1"), "the agent saw nodegate's key: {seen_text}");
+    let _ = std::fs::remove_file(&seen);
     assert_eq!(sent["texts"], json!(["echo: hello"]), "{sent}");
     let task = sent["task_id"].as_str().unwrap_or_default().to_string();
     let rec = gw.wait_audit("intercepted send", |r| r["kind"] == "a2a" && r["method"] == "SendMessage");
@@ -337,7 +365,7 @@ a2a:
         "{rec}"
     );
     assert_eq!(rec["task_id"].as_str(), Some(task.as_str()), "{rec}");
-    let mine = client_at(&topo.pod, planner, &url, "get", "-", &["--task", &task]);
+    let mine = client_at(&topo.pod, planner, &url, "get", "key-planner-1", &["--task", &task]);
     assert_eq!(mine["task"]["id"], task.as_str(), "{mine}");
     // Another workload, named by its cgroup: may read tasks, but not this one, and may not send.
     let theirs = client_at(&topo.pod, Some(&other), &url, "get", "-", &["--task", &task]);

@@ -70,6 +70,7 @@ def main():
     ap.add_argument("--binding", default="JSONRPC")
     ap.add_argument("--compat-0.3", dest="compat", action="store_true")
     ap.add_argument("--slow-seconds", type=float, default=5.0)
+    ap.add_argument("--log-headers", default=None, help="append each request's Authorization header to this file")
     ap.add_argument("--url", default=None, help="the interface URL the card advertises (default: http://LISTEN)")
     args = ap.parse_args()
     host, port = args.listen.rsplit(":", 1)
@@ -94,6 +95,15 @@ def main():
     else:
         routes += create_rest_routes(handler)
     app = Starlette(routes=routes)
+    if args.log_headers:
+        inner = app
+
+        async def app(scope, receive, send):  # what nodegate passed on, for the tests to read
+            if scope["type"] == "http":
+                auth = dict(scope["headers"]).get(b"authorization", b"").decode()
+                with open(args.log_headers, "a") as f:
+                    f.write(json.dumps({"path": scope["path"], "authorization": auth}) + "\n")
+            await inner(scope, receive, send)
     print(json.dumps({"listen": args.listen}), flush=True)
     uvicorn.run(app, host=host, port=int(port), log_level="warning")
 

@@ -257,6 +257,7 @@ async fn passthrough_card(
         }
     };
     not_copied(&mut parts.headers, false);
+    crate::identity::strip_credentials(&call.ctx.identities.keys(), &mut parts.headers);
     let request = Request::from_parts(parts, Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
     let ctx = call.ctx.clone();
     let got = tokio::time::timeout(a2a.cfg.timeout, async {
@@ -427,10 +428,19 @@ async fn rpc(
     }
     let owner = crate::mcp::handler::owner_of(&call.identity);
     if let Some(task) = method.task_id(version, &params) {
-        call.rec.task_id = Some(task.clone());
+        call.rec.task_id = Some(task);
+    }
+    // The task acted on, and any task a message refers to for context: each the caller's own.
+    let references = method.referenced_tasks(&params);
+    if references.len() > methods::MAX_REFERENCES {
+        let msg = format!("a message may refer to at most {} tasks", methods::MAX_REFERENCES);
+        call.refuse("error", None, msg.clone());
+        return rpc_error(&id, code::INVALID_REQUEST, &msg);
+    }
+    for task in method.task_id(version, &params).into_iter().chain(references) {
         if !a2a.may_act(&agent, &task, &owner).await {
             // The same answer as for a task that does not exist: nothing to learn by guessing.
-            call.refuse("not_found", None, "task not found (not created by this caller)".into());
+            call.refuse("not_found", None, format!("task {task} not found (not created by this caller)"));
             return rpc_error(&id, code::TASK_NOT_FOUND, "Task not found");
         }
     }

@@ -81,6 +81,22 @@ impl Method {
         params.pointer(at).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
     }
 
+    /// Tasks a message names for context (`referenceTaskIds`).
+    pub fn referenced_tasks(self, params: &Value) -> Vec<String> {
+        if !self.sends() {
+            return Vec::new();
+        }
+        params
+            .pointer("/message/referenceTaskIds")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Push-notification callback URLs the call would register.
     pub fn push_urls(self, v: Version, params: &Value) -> Vec<String> {
         let at: &[&str] = match (self, v) {
@@ -97,6 +113,9 @@ impl Method {
         at.iter().filter_map(|p| params.pointer(p).and_then(Value::as_str)).map(str::to_string).collect()
     }
 }
+
+/// Most `referenceTaskIds` one message may name (each is checked for ownership).
+pub const MAX_REFERENCES: usize = 64;
 
 /// JSON-RPC error codes of the A2A spec, and nodegate's own refusal.
 pub mod code {
@@ -127,6 +146,9 @@ mod tests {
         assert_eq!(GetPushConfig.task_id(Version::V1, &p).as_deref(), Some("t1"));
         assert_eq!(GetPushConfig.task_id(Version::V03, &json!({"id": "t2"})).as_deref(), Some("t2"));
         assert_eq!(SendMessage.task_id(Version::V1, &json!({"message": {"taskId": ""}})), None);
+        let refs = json!({"message": {"referenceTaskIds": ["a", "", "b"]}});
+        assert_eq!(SendMessage.referenced_tasks(&refs), vec!["a".to_string(), "b".to_string()]);
+        assert!(GetTask.referenced_tasks(&refs).is_empty());
         let send = json!({"message": {}, "configuration": {"taskPushNotificationConfig": {"url": "http://10.0.0.1/cb"}}});
         assert_eq!(SendMessage.push_urls(Version::V1, &send), vec!["http://10.0.0.1/cb".to_string()]);
     }
