@@ -5,7 +5,7 @@
 //! cgroups inside a "pod" network namespace joined by veth to the "node" namespace where nodegate,
 //! the fixture and the upstreams run. Assertions are on what the upstream saw (direct or through
 //! the proxy) and on what the audit names each caller as.
-use std::{path::Path, process::Stdio, time::Duration};
+use std::time::Duration;
 
 use nodegate_tests::{kube::*, *};
 use serde_json::json;
@@ -73,24 +73,7 @@ fn intercepted(topo: &Topology, cg: &Cgroup, path: &str) -> bool {
 fn chat(topo: &Topology, cg: &Cgroup) -> (u16, serde_json::Value) {
     let url = format!("http://{SVC_IP}:{LLM_PORT}/v1/chat/completions");
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
-    let args = [
-        "-s",
-        "-m",
-        "10",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        body,
-        &url,
-    ];
-    let child =
-        spawn_child(Path::new("curl"), &args, Some(&topo.pod), Some(cg), Stdio::piped(), Stdio::null());
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("curl: {e}"));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    post_json_status(&topo.pod, Some(cg), &url, body)
 }
 
 fn admin(topo: &Topology, path: &str) -> serde_json::Value {

@@ -46,7 +46,7 @@ fn served(topo: &Topology, ip: &str) -> u64 {
 fn chat(topo: &Topology, model: &str, tag: &str) -> (u16, Value) {
     let body =
         json!({"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": tag}]}).to_string();
-    post_json_status(&topo.node, &format!("{GW}/v1/chat/completions"), &body)
+    post_json_status(&topo.node, None, &format!("{GW}/v1/chat/completions"), &body)
 }
 
 fn slice(endpoints: &[(&str, &str, bool)]) -> Value {

@@ -43,7 +43,7 @@ fn resource(name: &str, spec: Value) -> Value {
 fn chat(topo: &Topology, model: &str) -> (u16, Value) {
     let body =
         json!({"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}).to_string();
-    post_json_status(&topo.node, &format!("{GW}/v1/chat/completions"), &body)
+    post_json_status(&topo.node, None, &format!("{GW}/v1/chat/completions"), &body)
 }
 
 fn accepted(api: &KubeApi, resource: &str, name: &str) -> Value {

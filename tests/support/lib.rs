@@ -558,8 +558,9 @@ pub fn sdk(
         .unwrap_or_else(|e| panic!("{scenario} printed {stdout:?} ({e}); stderr: {stderr}"))
 }
 
-/// `curl` POSTing JSON `body` to `url` from inside `ns`: (HTTP status, body as JSON or Null).
-pub fn post_json_status(ns: &Netns, url: &str, body: &str) -> (u16, Value) {
+/// `curl` POSTing JSON `body` to `url` from inside `ns` (and `cgroup`): (HTTP status, body as
+/// JSON or Null).
+pub fn post_json_status(ns: &Netns, cgroup: Option<&Cgroup>, url: &str, body: &str) -> (u16, Value) {
     let args = [
         "-s",
         "-m",
@@ -572,7 +573,7 @@ pub fn post_json_status(ns: &Netns, url: &str, body: &str) -> (u16, Value) {
         body,
         url,
     ];
-    let child = spawn_child(Path::new("curl"), &args, Some(ns), None, Stdio::piped(), Stdio::null());
+    let child = spawn_child(Path::new("curl"), &args, Some(ns), cgroup, Stdio::piped(), Stdio::null());
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("curl: {e}"));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));

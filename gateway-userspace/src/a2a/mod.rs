@@ -26,12 +26,17 @@ pub struct Agent {
     pub origin: String,
     /// Its URL's path (no trailing slash): where the card is looked for.
     pub path: String,
+    /// Its URL's host (lowercase) and port, for absolute-form requests naming it.
+    host: String,
+    port: u16,
 }
 
 /// The compiled `a2a` section, swapped on reload (the task owners carry over).
 pub struct A2a {
     pub cfg: config::A2a,
     agents: HashMap<String, Arc<Agent>>,
+    /// Agents whose URL names an IP address, by that address (intercepted traffic).
+    by_addr: HashMap<std::net::SocketAddr, Arc<Agent>>,
     rules: Vec<(Selector, Vec<Pattern>, Vec<String>, usize)>,
     pub tasks: Arc<tasks::Tasks>,
     /// Task owners shared through Redis, when `a2a.redis_url` is set.
@@ -48,12 +53,24 @@ impl A2a {
             }
             None => Arc::new(tasks::Tasks::new(cfg.task_ttl, cfg.max_tasks)),
         };
-        let agents = cfg
+        let agents: HashMap<String, Arc<Agent>> = cfg
             .agents
             .iter()
             .filter_map(|a| {
                 let (origin, path) = card::split(&a.url)?;
-                Some((a.name.clone(), Arc::new(Agent { name: a.name.as_str().into(), origin, path })))
+                let uri: http::Uri = a.url.parse().ok()?;
+                let host = uri.host()?.to_ascii_lowercase();
+                let port = uri.port_u16().unwrap_or(80);
+                let agent = Agent { name: a.name.as_str().into(), origin, path, host, port };
+                Some((a.name.clone(), Arc::new(agent)))
+            })
+            .collect();
+        let by_addr = agents
+            .values()
+            .filter_map(|a| {
+                let ip: std::net::IpAddr =
+                    a.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+                Some((std::net::SocketAddr::new(ip, a.port), a.clone()))
             })
             .collect();
         let rules = cfg
@@ -81,7 +98,7 @@ impl A2a {
             },
             (None, _) => None,
         };
-        Self { cfg: cfg.clone(), agents, rules, tasks, shared, push }
+        Self { cfg: cfg.clone(), agents, by_addr, rules, tasks, shared, push }
     }
 
     pub fn agent(&self, name: &str) -> Option<&Arc<Agent>> {
@@ -90,14 +107,12 @@ impl A2a {
 
     /// The registered agent whose URL names `host:port`, for absolute-form requests.
     pub fn agent_named_by(&self, host: &str, port: u16) -> Option<&Arc<Agent>> {
-        let origin = format!("http://{}:{port}", host.to_ascii_lowercase());
-        self.agents.values().find(|a| a.origin.eq_ignore_ascii_case(&origin))
+        self.agents.values().find(|a| a.port == port && a.host.eq_ignore_ascii_case(host))
     }
 
     /// The registered agent at `dst` (its URL's address), for intercepted traffic.
     pub fn agent_at(&self, dst: std::net::SocketAddr) -> Option<&Arc<Agent>> {
-        let origin = format!("http://{dst}");
-        self.agents.values().find(|a| a.origin == origin)
+        self.by_addr.get(&dst)
     }
 
     /// Whether `id` may call `method` (a 1.0 name; None: only reach the agent, as for its card)

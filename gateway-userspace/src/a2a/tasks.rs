@@ -12,16 +12,15 @@ struct Entry {
     seen: Instant,
 }
 
-#[derive(Default)]
 struct Inner {
     map: HashMap<(Arc<str>, String), Entry>,
     order: VecDeque<(Arc<str>, String)>,
+    ttl: Duration,
+    max: usize,
 }
 
 pub struct Tasks {
     inner: Mutex<Inner>,
-    ttl: Mutex<Duration>,
-    max: Mutex<usize>,
 }
 
 /// Whether a caller may act on a task.
@@ -34,13 +33,15 @@ pub enum Access {
 
 impl Tasks {
     pub fn new(ttl: Duration, max: usize) -> Self {
-        Self { inner: Mutex::default(), ttl: Mutex::new(ttl), max: Mutex::new(max.max(1)) }
+        let inner = Inner { map: HashMap::new(), order: VecDeque::new(), ttl, max: max.max(1) };
+        Self { inner: Mutex::new(inner) }
     }
 
     /// New limits from a reloaded config (what is remembered stays).
     pub fn set_limits(&self, ttl: Duration, max: usize) {
-        *self.ttl.lock().unwrap_or_else(|e| e.into_inner()) = ttl;
-        *self.max.lock().unwrap_or_else(|e| e.into_inner()) = max.max(1);
+        let mut inner = self.lock();
+        inner.ttl = ttl;
+        inner.max = max.max(1);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -50,9 +51,8 @@ impl Tasks {
     /// Records `owner` as the creator of `task` at `agent`; a task already owned keeps its owner
     /// (returns false when that owner is someone else).
     pub fn record(&self, agent: &Arc<str>, task: &str, owner: &Arc<str>) -> bool {
-        let ttl = *self.ttl.lock().unwrap_or_else(|e| e.into_inner());
-        let max = *self.max.lock().unwrap_or_else(|e| e.into_inner());
         let mut inner = self.lock();
+        let (ttl, max) = (inner.ttl, inner.max);
         let key = (agent.clone(), task.to_string());
         let now = Instant::now();
         if let Some(e) = inner.map.get_mut(&key)
@@ -69,7 +69,7 @@ impl Tasks {
         }
         // The order queue may hold keys already replaced; keep it from growing past twice the map.
         if inner.order.len() > 2 * max {
-            let Inner { map, order } = &mut *inner;
+            let Inner { map, order, .. } = &mut *inner;
             order.retain(|k| map.contains_key(k));
         }
         true
@@ -87,8 +87,8 @@ impl Tasks {
 
     /// Whether `caller` may act on `task` at `agent`.
     pub fn access(&self, agent: &Arc<str>, task: &str, caller: &Arc<str>) -> Access {
-        let ttl = *self.ttl.lock().unwrap_or_else(|e| e.into_inner());
         let mut inner = self.lock();
+        let ttl = inner.ttl;
         let key = (agent.clone(), task.to_string());
         let now = Instant::now();
         match inner.map.get_mut(&key) {

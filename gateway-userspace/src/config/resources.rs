@@ -22,6 +22,7 @@ pub struct Kind {
     pub named: bool,
     schema: fn(&mut SchemaGenerator) -> Schema,
     merge: fn(&mut Config, Value) -> Result<(), Problem>,
+    count: fn(&Config) -> usize,
 }
 
 fn item<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Problem> {
@@ -45,6 +46,7 @@ macro_rules! kind {
                 cfg.$($field).+.push(item::<$ty>(v)?);
                 Ok(())
             },
+            count: |cfg| cfg.$($field).+.len(),
         }
     };
 }
@@ -116,18 +118,7 @@ impl Kind {
 
     /// How many items this kind's list holds in `cfg`.
     pub fn len(&self, cfg: &Config) -> usize {
-        match self.list {
-            "llm.providers" => cfg.llm.providers.len(),
-            "llm.models" => cfg.llm.models.len(),
-            "llm.allow" => cfg.llm.allow.len(),
-            "llm.budgets" => cfg.llm.budgets.len(),
-            "inference.pools" => cfg.inference.pools.len(),
-            "mcp.servers" => cfg.mcp.servers.len(),
-            "mcp.policies" => cfg.mcp.policies.len(),
-            "a2a.agents" => cfg.a2a.agents.len(),
-            "a2a.allow" => cfg.a2a.allow.len(),
-            _ => 0,
-        }
+        (self.count)(cfg)
     }
 
     /// The CustomResourceDefinition, its schema generated from the item's Rust type.
