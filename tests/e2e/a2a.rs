@@ -11,19 +11,19 @@ const AGENT: &str = "127.0.0.1:18611";
 const GW: &str = "http://127.0.0.1:15080";
 
 fn agent(topo: &Topology) -> Proc {
+    agent_at(topo, AGENT, "echo", &[])
+}
+
+/// An SDK agent named `name` listening at `listen` in the node namespace (`extra`: its flags).
+fn agent_at(topo: &Topology, listen: &str, name: &str, extra: &[&str]) -> Proc {
     let script = repo_root().join("tests/python/a2a_agent.py").display().to_string();
     let out = std::env::temp_dir().join(unique("a2a-agent-"));
     let f = std::fs::File::create(&out).unwrap_or_else(|e| panic!("{e}"));
-    let p = spawn(
-        Path::new("python3"),
-        &[&script, "--listen", AGENT, "--name", "echo", "--slow-seconds", "6"],
-        Some(&topo.node),
-        None,
-        Stdio::from(f),
-        Stdio::inherit(),
-    );
+    let mut args = vec![script.as_str(), "--listen", listen, "--name", name, "--slow-seconds", "6"];
+    args.extend_from_slice(extra);
+    let p = spawn(Path::new("python3"), &args, Some(&topo.node), None, Stdio::from(f), Stdio::inherit());
     wait_until(Duration::from_secs(15), "the A2A agent up", || {
-        get(AGENT, "/.well-known/agent-card.json", Some(&topo.node), None)["ok"] == true
+        get(listen, "/.well-known/agent-card.json", Some(&topo.node), None)["ok"] == true
     });
     let _ = std::fs::remove_file(&out);
     p
@@ -64,7 +64,11 @@ fn raw(topo: &Topology, body: &str, path: &str) -> (u16, Value) {
 
 /// [`raw`] as the caller holding `key`.
 fn raw_as(topo: &Topology, key: &str, body: &str, path: &str) -> (u16, Value) {
-    let url = format!("{GW}/a2a/echo{path}");
+    raw_to(topo, key, body, &format!("{GW}/a2a/echo{path}"))
+}
+
+/// A raw POST of `body` to `url` as the caller holding `key`: (HTTP status, body).
+fn raw_to(topo: &Topology, key: &str, body: &str, url: &str) -> (u16, Value) {
     let file = std::env::temp_dir().join(unique("a2a-body-"));
     std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
     let data = format!("@{}", file.display());
@@ -82,7 +86,7 @@ fn raw_as(topo: &Topology, key: &str, body: &str, path: &str) -> (u16, Value) {
         &format!("Authorization: Bearer {key}"),
         "--data-binary",
         &data,
-        &url,
+        url,
     ];
     let child = spawn_child(Path::new("curl"), &args, Some(&topo.node), None, Stdio::piped(), Stdio::null());
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("curl: {e}"));
@@ -269,9 +273,17 @@ a2a:
     let huge = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x".repeat(100_000)}]}}}).to_string();
     let (code, _) = raw(&topo, &huge, "");
     assert_eq!(code, 413, "a message over a2a.max_body_bytes");
-    let (_, v) =
-        raw(&topo, r#"{"message": {"messageId": "m", "role": "ROLE_USER", "parts": []}}"#, "/message:send");
-    assert_eq!(v["error"]["code"], -32600, "a REST-binding call is not passed on ungoverned: {v}");
+    // The REST binding is governed the same: mallory's send refused with the rule named.
+    let (code, v) = raw_as(
+        &topo,
+        "key-mallory1",
+        r#"{"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]}}"#,
+        "/rest/message:send",
+    );
+    assert_eq!((code, v["error"]["status"].as_str()), (403, Some("PERMISSION_DENIED")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap_or_default().contains("a2a.allow[1]"), "{v}");
+    let (code, v) = raw(&topo, "{}", "/elsewhere");
+    assert_eq!(code, 404, "nothing is served outside the card, JSON-RPC and REST: {v}");
     let m = get("127.0.0.1:15000", "/metrics", Some(&topo.node), None)["body"]
         .as_str()
         .unwrap_or_default()
@@ -281,6 +293,195 @@ a2a:
         "{m}"
     );
     drop(gw);
+}
+
+/// Agents of each wire (JSON-RPC 1.0, HTTP+JSON only, an A2A 0.3 agent) reached by SDK clients
+/// of each wire (JSON-RPC 1.0, HTTP+JSON, the SDK's 0.3 transport) through `/a2a/<name>`: every
+/// pair works, bridged where they differ (the audit says to what), and policy and task ownership
+/// hold across a bridge. What cannot be bridged is refused by name; a card that is not JSON and
+/// an agent answering HTML are clear errors.
+#[test]
+fn every_wire_reaches_every_agent_through_a_bridge() {
+    require_root();
+    let topo = Topology::new();
+    let _new = agent_at(&topo, "127.0.0.1:18621", "new", &[]);
+    let _rest = agent_at(&topo, "127.0.0.1:18622", "rest", &["--binding", "HTTP+JSON"]);
+    let _old = agent_at(&topo, "127.0.0.1:18623", "old", &["--v03-only"]);
+    // Not an agent: a card that is not JSON, and HTML for anything posted.
+    let junk = std::env::temp_dir().join(unique("a2a-junk-"));
+    std::fs::create_dir_all(junk.join(".well-known")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(junk.join(".well-known/agent-card.json"), "<html>not a card</html>")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let junk_dir = junk.display().to_string();
+    let _junk = spawn(
+        Path::new("python3"),
+        &["-m", "http.server", "18624", "--bind", "127.0.0.1", "--directory", &junk_dir],
+        Some(&topo.node),
+        None,
+        Stdio::null(),
+        Stdio::null(),
+    );
+    wait_until(Duration::from_secs(10), "the junk server up", || {
+        get("127.0.0.1:18624", "/.well-known/agent-card.json", Some(&topo.node), None)["ok"] == true
+    });
+    let (dir, pin) = Gateway::prepare("a2a-bridge");
+    let cfg = r#"
+listeners: { explicit: 127.0.0.1:15080, transparent: null }
+admin: { address: 127.0.0.1:15000 }
+audit: { path: "{AUDIT}", flush_interval: 50ms }
+identities:
+  - { name: alice, api_keys: [key-alice-01] }
+  - { name: bob, api_keys: [key-bob-0001] }
+  - { name: mallory, api_keys: [key-mallory1] }
+a2a:
+  agents:
+    - { name: new, url: "http://127.0.0.1:18621" }
+    - { name: rest, url: "http://127.0.0.1:18622" }
+    - { name: old, url: "http://127.0.0.1:18623" }
+    - { name: junk, url: "http://127.0.0.1:18624" }
+  default: deny
+  allow:
+    - { selector: { principals: [alice, bob] }, agents: ["*"] }
+    - { selector: { principals: [mallory] }, agents: ["*"], methods: [GetTask] }
+  push_allow: [{ address: 10.0.0.0/8 }]
+"#;
+    let gw = Gateway::start(&dir, &pin, cfg, Some(&topo.node), None);
+    let url = |name: &str| format!("{GW}/a2a/{name}");
+
+    // The card offers nodegate's three interfaces, and none of the agent's own URLs.
+    let card = client_at(&topo.node, None, &url("old"), "card", "key-alice-01", &[]);
+    let ifaces = &card["card"]["supportedInterfaces"];
+    assert_eq!(ifaces.as_array().map(Vec::len), Some(3), "{card}");
+    assert!(!card.to_string().contains("18623"), "the agent's address is not advertised: {card}");
+
+    // Every client wire to every agent wire: sent and streamed to completion, audited with the
+    // caller's binding and generation, and the wire nodegate bridged to.
+    let clients: [(&str, &[&str], &str, &str); 3] = [
+        ("jsonrpc", &[], "jsonrpc", "1.0"),
+        ("rest", &["--binding", "HTTP+JSON"], "rest", "1.0"),
+        ("v03", &["--v03"], "jsonrpc", "0.3"),
+    ];
+    let agents =
+        [("new", "JSON-RPC (A2A 1.0)"), ("rest", "HTTP+JSON (A2A 1.0)"), ("old", "JSON-RPC (A2A 0.3)")];
+    for (agent_name, agent_wire) in agents {
+        for (client_name, flags, binding, version) in clients {
+            let what = format!("{client_name} client -> {agent_name} agent");
+            let text = format!("hello from {what}");
+            let mut args = vec!["--text", text.as_str()];
+            args.extend_from_slice(flags);
+            let sent = client_at(&topo.node, None, &url(agent_name), "send", "key-alice-01", &args);
+            assert_eq!(sent["texts"], json!([format!("echo: {text}")]), "{what}: {sent}");
+            let rec = gw.wait_audit(&what, |r| {
+                r["kind"] == "a2a"
+                    && r["method"] == "SendMessage"
+                    && r["agent"] == agent_name
+                    && r["binding"] == binding
+                    && r["protocol_version"] == version
+            });
+            let same =
+                (binding == "rest") == (agent_name == "rest") && (version == "0.3") == (agent_name == "old");
+            let expected = if same { Value::Null } else { json!(agent_wire) };
+            assert_eq!(rec["bridged_to"], expected, "{what}: {rec}");
+            assert_eq!(rec["state"], "TASK_STATE_COMPLETED", "{what}: {rec}");
+            let streamed = client_at(&topo.node, None, &url(agent_name), "stream", "key-alice-01", &args);
+            assert_eq!(
+                streamed["states"].as_array().and_then(|s| s.last()).cloned(),
+                Some(json!("TASK_STATE_COMPLETED")),
+                "{what}: {streamed}"
+            );
+            assert_eq!(streamed["texts"], json!([format!("echo: {text}")]), "{what}: {streamed}");
+        }
+    }
+
+    // Task ownership across a bridge: alice's task at the 0.3 agent, made over REST, is hers
+    // on every wire and nobody else's on any.
+    let sent = client_at(&topo.node, None, &url("old"), "send", "key-alice-01", &["--binding", "HTTP+JSON"]);
+    let task = sent["task_id"].as_str().unwrap_or_else(|| panic!("{sent}")).to_string();
+    for (_, flags, ..) in clients {
+        let mut args = vec!["--task", task.as_str()];
+        args.extend_from_slice(flags);
+        let mine = client_at(&topo.node, None, &url("old"), "get", "key-alice-01", &args);
+        assert_eq!(mine["task"]["id"], task.as_str(), "{flags:?}: {mine}");
+        assert_eq!(mine["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{flags:?}: {mine}");
+        for key in ["key-bob-0001", "key-mallory1"] {
+            let theirs = client_at(&topo.node, None, &url("old"), "get", key, &args);
+            assert_eq!(theirs["type"], "TaskNotFoundError", "{key} {flags:?}: {theirs}");
+        }
+    }
+    // A running task followed and cancelled over bridges: started over 0.3 at the REST agent,
+    // followed to the end by its owner over REST... (another caller cannot), another cancelled.
+    let started =
+        client_at(&topo.node, None, &url("rest"), "start", "key-alice-01", &["--text", "slow work", "--v03"]);
+    let running = started["task_id"].as_str().unwrap_or_else(|| panic!("{started}")).to_string();
+    let blocked =
+        client_at(&topo.node, None, &url("rest"), "subscribe", "key-bob-0001", &["--task", &running]);
+    assert_eq!(blocked["type"], "TaskNotFoundError", "{blocked}");
+    let followed = client_at(
+        &topo.node,
+        None,
+        &url("rest"),
+        "subscribe",
+        "key-alice-01",
+        &["--task", &running, "--v03"],
+    );
+    assert_eq!(
+        followed["states"].as_array().and_then(|s| s.last()).cloned(),
+        Some(json!("TASK_STATE_COMPLETED")),
+        "{followed}"
+    );
+    let second = client_at(&topo.node, None, &url("old"), "start", "key-alice-01", &["--text", "slow again"]);
+    let second = second["task_id"].as_str().unwrap_or_default().to_string();
+    let cancelled = client_at(
+        &topo.node,
+        None,
+        &url("old"),
+        "cancel",
+        "key-alice-01",
+        &["--task", &second, "--binding", "HTTP+JSON"],
+    );
+    assert_eq!(cancelled["task"]["status"]["state"], "TASK_STATE_CANCELED", "{cancelled}");
+
+    // Policy on the REST wire: a refusal is 403 PERMISSION_DENIED naming the rule; a push
+    // callback to the node itself is refused before any agent hears of it.
+    let denied =
+        client_at(&topo.node, None, &url("old"), "send", "key-mallory1", &["--binding", "HTTP+JSON"]);
+    assert!(denied["error"].as_str().unwrap_or_default().contains("403"), "{denied}");
+    let rec = gw.wait_audit("denied over REST", |r| {
+        r["kind"] == "a2a" && r["decision"] == "deny" && r["binding"] == "rest"
+    });
+    assert_eq!((rec["rule"].as_str(), rec["agent"].as_str()), (Some("a2a.allow[1]"), Some("old")), "{rec}");
+    let push = r#"{"url": "http://127.0.0.1:15000/admin", "id": "cb"}"#;
+    let (code, v) = rest_call(&topo, "old", &format!("/rest/tasks/{task}/pushNotificationConfigs"), push);
+    assert_eq!(code, 403, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap_or_default().contains("push notification callback refused"),
+        "{v}"
+    );
+
+    // What has no counterpart is refused by name: A2A 0.3 has no ListTasks.
+    let listed = client_at(&topo.node, None, &url("old"), "list", "key-alice-01", &[]);
+    assert_eq!(listed["type"], "UnsupportedOperationError", "{listed}");
+    assert!(listed["error"].as_str().unwrap_or_default().contains("ListTasks"), "{listed}");
+
+    // Not an agent: its card is refused as not JSON, a call gets a JSON-RPC error saying what
+    // came back, and the others are served as before.
+    let card = client_at(&topo.node, None, &url("junk"), "card", "key-alice-01", &[]);
+    assert!(card["error"].as_str().unwrap_or_default().contains("502"), "{card}");
+    let rec = gw.wait_audit("junk card", |r| r["kind"] == "a2a" && r["agent"] == "junk");
+    assert!(rec["error"].as_str().unwrap_or_default().contains("not a JSON object"), "{rec}");
+    let body = r#"{"jsonrpc":"2.0","id":4,"method":"SendMessage","params":{"message":{"messageId":"m4","role":"ROLE_USER","parts":[{"text":"hi"}]}}}"#;
+    let (code, v) = raw_to(&topo, "key-alice-01", body, &url("junk"));
+    assert_eq!((code, v["error"]["code"].as_i64()), (200, Some(-32041)), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap_or_default().contains("not JSON"), "{v}");
+    let after = client_at(&topo.node, None, &url("new"), "send", "key-alice-01", &[]);
+    assert_eq!(after["texts"], json!(["echo: hello"]), "{after}");
+    let _ = std::fs::remove_dir_all(&junk);
+    drop(gw);
+}
+
+/// A POST to nodegate's REST interface for `agent` as alice: (HTTP status, body).
+fn rest_call(topo: &Topology, agent: &str, path: &str, body: &str) -> (u16, Value) {
+    raw_to(topo, "key-alice-01", body, &format!("{GW}/a2a/{agent}{path}"))
 }
 
 /// Intercepted A2A traffic (a destination classed `a2a`) is governed in place: the agent's own

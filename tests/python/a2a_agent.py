@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """An A2A agent built on the official SDK (a2a-sdk 1.x) for nodegate's tests.
 
-a2a_agent.py --listen 127.0.0.1:18600 --name echo [--binding JSONRPC|HTTP+JSON] [--compat-0.3]
+a2a_agent.py --listen 127.0.0.1:18600 --name echo [--binding JSONRPC|HTTP+JSON] [--compat-0.3] [--v03-only]
 
 Skills (by the text's first word): `echo` answers with the text it was sent, as a completed task with one artifact;
 `slow` works for --slow-seconds (streaming a status update every 0.2 s) and can be cancelled;
 `hang` goes quiet after its first events and never finishes.
 The card is served at /.well-known/agent-card.json; its interface URL is the listen address.
+--binding HTTP+JSON serves the REST binding only (no JSON-RPC); --v03-only makes an agent of the
+0.3 generation: a 0.3 card (`url`, `protocolVersion: 0.3`) and only 0.3 method names answered
+(through the SDK's own 0.3 compatibility layer; 1.0 names get -32601 Method not found).
 Prints one JSON line {"listen": ...} when ready.
 """
 import argparse
@@ -69,6 +72,7 @@ def main():
     ap.add_argument("--name", default="echo")
     ap.add_argument("--binding", default="JSONRPC")
     ap.add_argument("--compat-0.3", dest="compat", action="store_true")
+    ap.add_argument("--v03-only", dest="v03_only", action="store_true")
     ap.add_argument("--slow-seconds", type=float, default=5.0)
     ap.add_argument("--log-headers", default=None, help="append each request's Authorization header to this file")
     ap.add_argument("--url", default=None, help="the interface URL the card advertises (default: http://LISTEN)")
@@ -79,7 +83,9 @@ def main():
         name=args.name,
         description=f"test agent {args.name}",
         version="1.0.0",
-        supported_interfaces=[AgentInterface(url=url, protocol_binding=args.binding, protocol_version="1.0")],
+        supported_interfaces=[
+            AgentInterface(url=url, protocol_binding=args.binding, protocol_version="0.3" if args.v03_only else "1.0")
+        ],
         capabilities=AgentCapabilities(streaming=True, push_notifications=True),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
@@ -89,12 +95,56 @@ def main():
         ],
     )
     handler = DefaultRequestHandler(agent_executor=Agent(args.slow_seconds), task_store=InMemoryTaskStore(), agent_card=card)
-    routes = create_agent_card_routes(card)
-    if args.binding == "JSONRPC":
-        routes += create_jsonrpc_routes(handler, "/", enable_v0_3_compat=args.compat)
+    if args.v03_only:
+        from a2a.compat.v0_3.conversions import to_compat_agent_card
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        old_card = to_compat_agent_card(card).model_dump(by_alias=True, exclude_none=True, mode="json")
+
+        async def serve_card(request):
+            return JSONResponse(old_card)
+
+        routes = [Route("/.well-known/agent-card.json", serve_card, methods=["GET"])]
+        routes += create_jsonrpc_routes(handler, "/", enable_v0_3_compat=True)
     else:
-        routes += create_rest_routes(handler)
+        routes = create_agent_card_routes(card)
+        if args.binding == "JSONRPC":
+            routes += create_jsonrpc_routes(handler, "/", enable_v0_3_compat=args.compat)
+        else:
+            routes += create_rest_routes(handler)
     app = Starlette(routes=routes)
+    if args.v03_only:
+        v03_app = app
+
+        async def app(scope, receive, send):  # a 0.3 agent: 1.0 method names are unknown to it
+            if scope["type"] != "http" or scope["method"] != "POST":
+                return await v03_app(scope, receive, send)
+            chunks, more = [], True
+            while more:
+                m = await receive()
+                chunks.append(m.get("body", b""))
+                more = m.get("more_body", False)
+            body = b"".join(chunks)
+            try:
+                req = json.loads(body)
+            except ValueError:
+                req = {}
+            if isinstance(req, dict) and "/" not in str(req.get("method", "/")):
+                err = {"jsonrpc": "2.0", "id": req.get("id"), "error": {"code": -32601, "message": "Method not found"}}
+                out = json.dumps(err).encode()
+                await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+                return await send({"type": "http.response.body", "body": out})
+            sent = False
+
+            async def replay():
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await v03_app(scope, replay, send)
     if args.log_headers:
         inner = app
 

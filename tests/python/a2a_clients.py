@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """The official A2A SDK (a2a-sdk 1.x) as a client, for nodegate's tests. Prints one JSON line.
 
-a2a_clients.py URL SCENARIO [--key KEY] [--task ID] [--push-url URL]
+a2a_clients.py URL SCENARIO [--key KEY] [--task ID] [--push-url URL] [--binding B] [--v03]
 
 URL is the agent's base (its card is URL/.well-known/agent-card.json, fetched by the SDK);
 --key is sent as `Authorization: Bearer KEY` (nodegate's API key for the caller).
 Scenarios: card, send, stream, start (send, returning at once), subscribe, get, cancel, list, push.
+--binding HTTP+JSON makes the client use the card's REST interface (default: JSON-RPC);
+--v03 makes it a 0.3 client: only the card's 0.3 interfaces are kept, so the SDK talks through its
+0.3 compatibility transport (0.3 method names and shapes on the wire).
 """
 import argparse
 import asyncio
@@ -41,7 +44,17 @@ async def run(args):
         if args.scenario == "card":
             card = await A2ACardResolver(http, args.url).get_agent_card()
             return {"card": MessageToDict(card)}
-        client = await create_client(args.url, client_config=ClientConfig(streaming=args.scenario in ("stream", "subscribe"), httpx_client=http))
+        card = await A2ACardResolver(http, args.url).get_agent_card()
+        if args.v03:
+            keep = [i for i in card.supported_interfaces if i.protocol_version.startswith("0.")]
+            del card.supported_interfaces[:]
+            card.supported_interfaces.extend(keep)
+        config = ClientConfig(
+            streaming=args.scenario in ("stream", "subscribe"),
+            httpx_client=http,
+            supported_protocol_bindings=[args.binding],
+        )
+        client = await create_client(card, client_config=config)
         if args.scenario in ("send", "stream"):
             events = []
             async for ev in client.send_message(SendMessageRequest(message=message(args.text))):
@@ -88,6 +101,8 @@ def main():
     ap.add_argument("--task")
     ap.add_argument("--push-url")
     ap.add_argument("--text", default="hello")
+    ap.add_argument("--binding", default="JSONRPC")
+    ap.add_argument("--v03", action="store_true")
     args = ap.parse_args()
     try:
         out = asyncio.run(run(args))

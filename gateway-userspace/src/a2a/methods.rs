@@ -58,6 +58,11 @@ impl Method {
         TABLE.iter().find(|(m, _, _)| *m == self).map_or("?", |(_, n, _)| n)
     }
 
+    /// The 0.3 name, for an agent of that generation.
+    pub fn v03_name(self) -> &'static str {
+        TABLE.iter().find(|(m, _, _)| *m == self).and_then(|(_, _, o)| *o).unwrap_or("?")
+    }
+
     /// Whether the answer is an event stream.
     pub fn streams(self) -> bool {
         matches!(self, SendStreamingMessage | SubscribeToTask)
@@ -122,13 +127,17 @@ pub mod code {
     pub const PARSE: i64 = -32700;
     pub const INVALID_REQUEST: i64 = -32600;
     pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
     pub const INTERNAL: i64 = -32603;
     pub const TASK_NOT_FOUND: i64 = -32001;
     pub const PUSH_NOT_SUPPORTED: i64 = -32003;
+    pub const UNSUPPORTED: i64 = -32004;
     /// Implementation-defined: the caller's policy refuses the call (the message names the rule).
     pub const FORBIDDEN: i64 = -32040;
     /// Implementation-defined: the agent did not answer (or not in time).
     pub const UPSTREAM: i64 = -32041;
+    /// Implementation-defined: the request is larger than `a2a.max_body_bytes`.
+    pub const TOO_LARGE: i64 = -32042;
 }
 
 #[cfg(test)]

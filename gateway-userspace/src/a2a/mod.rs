@@ -4,11 +4,17 @@
 //! or configure it), push-notification callbacks checked against `a2a.push_allow`, streams
 //! passed through unbuffered, and one audit record per call.
 pub mod card;
+pub mod convert;
+pub mod discover;
+pub mod exchange;
 pub mod handler;
 pub mod methods;
+pub mod record;
 pub mod shared;
 pub mod stream;
 pub mod tasks;
+pub mod translate;
+pub mod wire;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -29,6 +35,8 @@ pub struct Agent {
     /// Its URL's host (lowercase) and port, for absolute-form requests naming it.
     host: String,
     port: u16,
+    /// What it speaks, as its card last said.
+    pub known: discover::Known,
 }
 
 /// The compiled `a2a` section, swapped on reload (the task owners carry over).
@@ -61,7 +69,14 @@ impl A2a {
                 let uri: http::Uri = a.url.parse().ok()?;
                 let host = uri.host()?.to_ascii_lowercase();
                 let port = uri.port_u16().unwrap_or(80);
-                let agent = Agent { name: a.name.as_str().into(), origin, path, host, port };
+                let agent = Agent {
+                    name: a.name.as_str().into(),
+                    origin,
+                    path,
+                    host,
+                    port,
+                    known: Default::default(),
+                };
                 Some((a.name.clone(), Arc::new(agent)))
             })
             .collect();

@@ -24,16 +24,38 @@ fn s(v: &Value, at: &str) -> Option<String> {
 impl Summary {
     /// Takes in one JSON-RPC response object (a whole answer, or one stream event).
     pub fn observe(&mut self, rpc: &Value) {
-        self.events += 1;
         if let Some(e) = rpc.get("error") {
-            self.error = Some(format!(
-                "{} {}",
+            self.events += 1;
+            self.failed(
                 e.get("code").and_then(Value::as_i64).unwrap_or(0),
-                e.get("message").and_then(Value::as_str).unwrap_or("")
-            ));
+                e.get("message").and_then(Value::as_str).unwrap_or(""),
+            );
             return;
         }
-        let Some(r) = rpc.get("result") else { return };
+        match rpc.get("result") {
+            Some(r) => self.result(r),
+            None => self.events += 1,
+        }
+    }
+
+    /// Takes in an answer read off any wire (results in 1.0 shape).
+    pub fn answer(&mut self, a: &super::wire::Answer) {
+        match a {
+            super::wire::Answer::Result(r) => self.result(r),
+            super::wire::Answer::Error(f) => {
+                self.events += 1;
+                self.failed(f.code, &f.message);
+            }
+        }
+    }
+
+    fn failed(&mut self, code: i64, message: &str) {
+        self.error = Some(format!("{code} {message}"));
+    }
+
+    /// Takes in one result (either generation's shape).
+    pub fn result(&mut self, r: &Value) {
+        self.events += 1;
         // 1.0: a oneof wrapper; 0.3: the object itself with a `kind`.
         let (task, ctx, state) = if let Some(t) = r.get("task") {
             (s(t, "/id"), s(t, "/contextId"), s(t, "/status/state"))
@@ -120,7 +142,7 @@ impl SseReader {
     }
 }
 
-/// A streamed answer that ends with a clean JSON-RPC error event when the agent sends nothing
+/// A streamed answer that ends with a clean error event when the agent sends nothing
 /// for `idle`: a client is not left waiting on an agent that went quiet mid-stream.
 pub struct IdleCut {
     inner: Option<crate::proxy::upstream::Body>,
@@ -130,23 +152,13 @@ pub struct IdleCut {
 }
 
 impl IdleCut {
-    /// `id` is the JSON-RPC id of the call, echoed in the error event.
+    /// `farewell` is the error event sent when the agent goes quiet (on the client's wire).
     pub fn new(
         inner: crate::proxy::upstream::Body,
         idle: std::time::Duration,
-        id: &Value,
-        agent: &str,
+        farewell: bytes::Bytes,
     ) -> Self {
-        let event = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
-            "code": super::methods::code::UPSTREAM,
-            "message": format!("agent {agent} sent nothing for {}s; nodegate ended the stream", idle.as_secs()),
-        }});
-        Self {
-            inner: Some(inner),
-            idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
-            farewell: Some(bytes::Bytes::from(format!("data: {event}\n\n"))),
-        }
+        Self { inner: Some(inner), idle, timer: Box::pin(tokio::time::sleep(idle)), farewell: Some(farewell) }
     }
 }
 

@@ -110,6 +110,11 @@ pub struct A2aCall {
     pub method: &'static str,
     /// The caller's protocol generation: `1.0` or `0.3`.
     pub protocol_version: &'static str,
+    /// The caller's binding: `jsonrpc` or `rest`.
+    pub binding: &'static str,
+    /// The agent's wire, when nodegate bridged the call to another one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridged_to: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
