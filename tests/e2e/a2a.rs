@@ -520,6 +520,15 @@ fn intercepted_a2a_is_governed_in_place() {
         get(&format!("127.0.0.1:{UPSTREAM_PORT}"), "/.well-known/agent-card.json", Some(&topo.node), None)["ok"]
             == true
     });
+    // A second agent speaking only the REST binding, on the next port.
+    let rest_port = UPSTREAM_PORT + 1;
+    let rest_url = format!("http://{SVC_IP}:{rest_port}");
+    let _rest_agent = agent_at(
+        &topo,
+        &format!("0.0.0.0:{rest_port}"),
+        "rest",
+        &["--binding", "HTTP+JSON", "--url", &rest_url],
+    );
     let (dir, pin) = Gateway::prepare("a2a-transparent");
     let cfg = format!(
         r#"
@@ -535,7 +544,7 @@ intercept:
   redirect_to: {NODE_IP}:{TRANSPARENT_PORT}
   pin_path: "{{PIN}}"
   destinations:
-    - {{ address: {SVC_IP}, ports: [{UPSTREAM_PORT}], class: a2a }}
+    - {{ address: {SVC_IP}, ports: [{UPSTREAM_PORT}, {rest_port}], class: a2a }}
 a2a:
   default: deny
   allow:
@@ -575,6 +584,26 @@ a2a:
     assert!(denied["error"].as_str().unwrap_or_default().contains("a2a.allow[1]"), "{denied}");
     let rec = gw.wait_audit("intercepted denial", |r| r["kind"] == "a2a" && r["decision"] == "deny");
     assert_eq!(rec["identity"], "intruder", "{rec}");
+    // The REST binding is governed in place the same way.
+    let rest = ["--binding", "HTTP+JSON"];
+    let sent = client_at(&topo.pod, planner, &rest_url, "send", "-", &rest);
+    assert_eq!(sent["texts"], json!(["echo: hello"]), "{sent}");
+    let rest_task = sent["task_id"].as_str().unwrap_or_default().to_string();
+    let rec = gw.wait_audit("intercepted REST send", |r| r["kind"] == "a2a" && r["binding"] == "rest");
+    assert_eq!(
+        (rec["identity"].as_str(), rec["task_id"].as_str()),
+        (Some("planner"), Some(rest_task.as_str())),
+        "{rec}"
+    );
+    assert_eq!(rec["bridged_to"], Value::Null, "in place, not bridged: {rec}");
+    let mut args = vec!["--task", rest_task.as_str()];
+    args.extend_from_slice(&rest);
+    let mine = client_at(&topo.pod, planner, &rest_url, "get", "-", &args);
+    assert_eq!(mine["task"]["id"], rest_task.as_str(), "{mine}");
+    let theirs = client_at(&topo.pod, Some(&other), &rest_url, "get", "-", &args);
+    assert_eq!(theirs["type"], "TaskNotFoundError", "{theirs}");
+    let denied = client_at(&topo.pod, Some(&other), &rest_url, "send", "-", &rest);
+    assert!(denied["error"].as_str().unwrap_or_default().contains("403"), "{denied}");
     // Outside the enrolled cgroups nothing is intercepted: the agent answers anyone.
     let free = client_at(&topo.pod, None, &url, "get", "-", &["--task", &task]);
     assert_eq!(free["task"]["id"], task.as_str(), "not intercepted: {free}");
