@@ -22,8 +22,16 @@ fn agent_at(topo: &Topology, listen: &str, name: &str, extra: &[&str]) -> Proc {
     let mut args = vec![script.as_str(), "--listen", listen, "--name", name, "--slow-seconds", "6"];
     args.extend_from_slice(extra);
     let p = spawn(Path::new("python3"), &args, Some(&topo.node), None, Stdio::from(f), Stdio::inherit());
+    let https = extra.contains(&"--tls-cert");
     wait_until(Duration::from_secs(15), "the A2A agent up", || {
-        get(listen, "/.well-known/agent-card.json", Some(&topo.node), None)["ok"] == true
+        if !https {
+            return get(listen, "/.well-known/agent-card.json", Some(&topo.node), None)["ok"] == true;
+        }
+        let url = format!("https://{listen}/.well-known/agent-card.json");
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &topo.node.name, "curl", "-skf", "-o", "/dev/null", "-m", "2", &url])
+            .status()
+            .is_ok_and(|s| s.success())
     });
     let _ = std::fs::remove_file(&out);
     p
@@ -111,6 +119,7 @@ identities:
   - {{ name: alice, api_keys: [key-alice-01] }}
   - {{ name: bob, api_keys: [key-bob-0001] }}
   - {{ name: mallory, api_keys: [key-mallory1] }}
+  - {{ name: carol, api_keys: [key-carol-01] }}
 a2a:
   agents: [{{ name: echo, url: "http://{AGENT}" }}]
   default: deny
@@ -118,6 +127,7 @@ a2a:
   allow:
     - {{ selector: {{ principals: [alice, bob] }}, agents: [echo] }}
     - {{ selector: {{ principals: [mallory] }}, agents: [echo], methods: [GetTask, ListTasks] }}
+    - {{ selector: {{ principals: [carol] }}, agents: [echo], skills: ["tag:echo"] }}
   push_allow: [{{ address: 10.0.0.0/8 }}]
   stream_idle: 2s
 "#
@@ -209,6 +219,27 @@ a2a:
     assert!(denied["error"].as_str().unwrap_or_default().contains("a2a.allow[1]"), "{denied}");
     let rec = gw.wait_audit("denied record", |r| r["kind"] == "a2a" && r["decision"] == "deny");
     assert_eq!(rec["rule"], "a2a.allow[1]", "{rec}");
+    // Skills: carol may only ask for skills tagged `echo` on the agent's card. Her card lists
+    // only those; a message naming one is served, one naming another or none is refused.
+    let card = client(&topo, "card", "key-carol-01", &[]);
+    let skills: Vec<&str> =
+        card["card"]["skills"].as_array().into_iter().flatten().filter_map(|s| s["id"].as_str()).collect();
+    assert_eq!(skills, vec!["echo"], "{card}");
+    let ok = client(&topo, "send", "key-carol-01", &["--skill", "echo"]);
+    assert_eq!(ok["texts"], json!(["echo: hello"]), "{ok}");
+    let rec = gw.wait_audit("skill record", |r| {
+        r["kind"] == "a2a" && r["principal"] == "carol" && r["method"] == "SendMessage"
+    });
+    assert_eq!((rec["skill"].as_str(), rec["decision"].as_str()), (Some("echo"), Some("allow")), "{rec}");
+    let other = client(&topo, "send", "key-carol-01", &["--skill", "slow", "--text", "slow one"]);
+    assert!(other["error"].as_str().unwrap_or_default().contains("skill \"slow\" is not one"), "{other}");
+    let none = client(&topo, "send", "key-carol-01", &[]);
+    assert!(none["error"].as_str().unwrap_or_default().contains("names no skill"), "{none}");
+    let rec = gw.wait_audit("skill denial", |r| {
+        r["kind"] == "a2a" && r["principal"] == "carol" && r["decision"] == "deny"
+    });
+    assert_eq!(rec["rule"], "a2a.allow[2]", "{rec}");
+
     // A caller no rule names cannot even read the card (default deny).
     let nobody = client(&topo, "send", "no-such-key", &[]);
     assert!(nobody["error"].as_str().unwrap_or_default().contains("403"), "{nobody}");
@@ -263,6 +294,15 @@ a2a:
         .unwrap_or_else(|e| panic!("curl: {e}"));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert_eq!(v["error"]["code"], -32040, "absolute-form to the agent is no way around: {v}");
+    // Nor is a CONNECT tunnel to it (which would carry calls past policy unseen).
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &topo.node.name, "curl", "-s", "-o", "/dev/null", "-m", "10", "-p", "-x", GW])
+        .args(["-w", "%{http_connect}", &format!("http://{AGENT}/.well-known/agent-card.json")])
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403", "CONNECT to the agent refused");
+    let rec = gw.wait_audit("tunnel refused", |r| r["rule"] == "a2a.agents");
+    assert!(rec["error"].as_str().unwrap_or_default().contains("/a2a/echo"), "{rec}");
 
     let (code, v) = raw(&topo, "{not json", "");
     assert_eq!((code, v["error"]["code"].as_i64()), (200, Some(-32700)), "{v}");
@@ -324,8 +364,21 @@ fn every_wire_reaches_every_agent_through_a_bridge() {
     wait_until(Duration::from_secs(10), "the junk server up", || {
         get("127.0.0.1:18624", "/.well-known/agent-card.json", Some(&topo.node), None)["ok"] == true
     });
+    // Agents behind HTTPS: one with a certificate from a CA nodegate is told to trust, one
+    // from a CA it does not know.
+    let pki = std::env::temp_dir().join(unique("a2a-pki-"));
+    std::fs::create_dir_all(&pki).unwrap_or_else(|e| panic!("{e}"));
+    let ca = certs::TestCa::new(&pki, "agents-ca");
+    let leaf = ca.issue(&pki, "secure", &["127.0.0.1"], false);
+    let stranger = certs::TestCa::new(&pki, "stranger-ca").issue(&pki, "shady", &["127.0.0.1"], false);
+    let tls_flags = |leaf: &certs::Leaf| [leaf.cert.display().to_string(), leaf.key.display().to_string()];
+    let [cert, key] = tls_flags(&leaf);
+    let _secure = agent_at(&topo, "127.0.0.1:18625", "secure", &["--tls-cert", &cert, "--tls-key", &key]);
+    let [cert, key] = tls_flags(&stranger);
+    let _shady = agent_at(&topo, "127.0.0.1:18626", "shady", &["--tls-cert", &cert, "--tls-key", &key]);
     let (dir, pin) = Gateway::prepare("a2a-bridge");
     let cfg = r#"
+tls: { upstream: { ca_files: ["CA_FILE"] } }
 listeners: { explicit: 127.0.0.1:15080, transparent: null }
 admin: { address: 127.0.0.1:15000 }
 audit: { path: "{AUDIT}", flush_interval: 50ms }
@@ -339,13 +392,16 @@ a2a:
     - { name: rest, url: "http://127.0.0.1:18622" }
     - { name: old, url: "http://127.0.0.1:18623" }
     - { name: junk, url: "http://127.0.0.1:18624" }
+    - { name: secure, url: "https://127.0.0.1:18625" }
+    - { name: shady, url: "https://127.0.0.1:18626" }
   default: deny
   allow:
     - { selector: { principals: [alice, bob] }, agents: ["*"] }
     - { selector: { principals: [mallory] }, agents: ["*"], methods: [GetTask] }
   push_allow: [{ address: 10.0.0.0/8 }]
-"#;
-    let gw = Gateway::start(&dir, &pin, cfg, Some(&topo.node), None);
+"#
+    .replace("CA_FILE", &ca.cert.display().to_string());
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
     let url = |name: &str| format!("{GW}/a2a/{name}");
 
     // The card offers nodegate's three interfaces, and none of the agent's own URLs.
@@ -476,6 +532,17 @@ a2a:
     let after = client_at(&topo.node, None, &url("new"), "send", "key-alice-01", &[]);
     assert_eq!(after["texts"], json!(["echo: hello"]), "{after}");
     let _ = std::fs::remove_dir_all(&junk);
+
+    // HTTPS agents: verified against tls.upstream.ca_files, streamed like any other; one whose
+    // certificate nodegate cannot verify is an error that says so, and nothing is sent to it.
+    let sent =
+        client_at(&topo.node, None, &url("secure"), "stream", "key-alice-01", &["--binding", "HTTP+JSON"]);
+    assert_eq!(sent["texts"], json!(["echo: hello"]), "{sent}");
+    let card = client_at(&topo.node, None, &url("shady"), "card", "key-alice-01", &[]);
+    assert!(card["error"].as_str().unwrap_or_default().contains("502"), "{card}");
+    let rec = gw.wait_audit("shady card", |r| r["kind"] == "a2a" && r["agent"] == "shady");
+    assert!(rec["error"].as_str().unwrap_or_default().to_lowercase().contains("certificate"), "{rec}");
+    let _ = std::fs::remove_dir_all(&pki);
     drop(gw);
 }
 

@@ -48,6 +48,26 @@ mcp:
     let (answer, _) =
         while_posting(&topo.node, &a, &call(8, 5.0), || mcp_post(&topo.node, Some(&a), &cancel(8)));
     assert!(answer.contains("cancelled"), "A's own cancellation must work: {answer}");
+
+    // The server's own address is no way around /mcp: an absolute-form request or a CONNECT
+    // tunnel to it through the explicit listener is refused, naming where to go.
+    for tunnel in [false, true] {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &topo.node.name, "curl", "-s", "-m", "10", "-x", "http://127.0.0.1:15080"]);
+        if tunnel {
+            cmd.args(["-p", "-o", "/dev/null", "-w", "%{http_connect}"]);
+        } else {
+            cmd.args(["-w", "\n%{http_code}", "-H", "content-type: application/json", "--data-binary", init]);
+        }
+        let out = cmd.arg("http://127.0.0.1:9161/mcp").output().unwrap_or_else(|e| panic!("curl: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.ends_with("403"), "tunnel {tunnel}: {text}");
+        if !tunnel {
+            assert!(text.contains("is MCP server files"), "{text}");
+        }
+    }
+    let rec = gw.wait_audit("way around refused", |r| r["rule"] == "mcp.servers");
+    assert_eq!(rec["decision"], "deny", "{rec}");
     drop(gw);
 }
 

@@ -76,9 +76,12 @@ def main():
     ap.add_argument("--slow-seconds", type=float, default=5.0)
     ap.add_argument("--log-headers", default=None, help="append each request's Authorization header to this file")
     ap.add_argument("--url", default=None, help="the interface URL the card advertises (default: http://LISTEN)")
+    ap.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM) ...")
+    ap.add_argument("--tls-key", default=None, help="... and this key")
     args = ap.parse_args()
     host, port = args.listen.rsplit(":", 1)
-    url = args.url or f"http://{args.listen}"
+    scheme = "https" if args.tls_cert else "http"
+    url = args.url or f"{scheme}://{args.listen}"
     card = AgentCard(
         name=args.name,
         description=f"test agent {args.name}",
@@ -155,7 +158,7 @@ def main():
                     f.write(json.dumps({"path": scope["path"], "authorization": auth}) + "\n")
             await inner(scope, receive, send)
     print(json.dumps({"listen": args.listen}), flush=True)
-    uvicorn.run(app, host=host, port=int(port), log_level="warning")
+    uvicorn.run(app, host=host, port=int(port), log_level="warning", ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
 
 
 if __name__ == "__main__":

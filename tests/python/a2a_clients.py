@@ -7,7 +7,7 @@ URL is the agent's base (its card is URL/.well-known/agent-card.json, fetched by
 --key is sent as `Authorization: Bearer KEY` (nodegate's API key for the caller).
 Scenarios: card, send, stream, start (send, returning at once), subscribe, get, cancel, list, push.
 --binding HTTP+JSON makes the client use the card's REST interface (default: JSON-RPC);
---v03 makes it a 0.3 client: only the card's 0.3 interfaces are kept, so the SDK talks through its
+--skill S names the skill a sent message asks for (in its metadata); --v03 makes it a 0.3 client: only the card's 0.3 interfaces are kept, so the SDK talks through its
 0.3 compatibility transport (0.3 method names and shapes on the wire).
 """
 import argparse
@@ -34,8 +34,11 @@ from a2a.types import (
 from google.protobuf.json_format import MessageToDict
 
 
-def message(text):
-    return Message(message_id=str(uuid.uuid4()), role=Role.ROLE_USER, parts=[Part(text=text)])
+def message(text, skill=None):
+    m = Message(message_id=str(uuid.uuid4()), role=Role.ROLE_USER, parts=[Part(text=text)])
+    if skill:
+        m.metadata.update({"skill": skill})  # where nodegate reads the skill a message asks for
+    return m
 
 
 async def run(args):
@@ -57,7 +60,7 @@ async def run(args):
         client = await create_client(card, client_config=config)
         if args.scenario in ("send", "stream"):
             events = []
-            async for ev in client.send_message(SendMessageRequest(message=message(args.text))):
+            async for ev in client.send_message(SendMessageRequest(message=message(args.text, args.skill))):
                 events.append(MessageToDict(ev))
             task = next((e["task"] for e in reversed(events) if "task" in e), None)
             states = [e.get("statusUpdate", e.get("task", {})).get("status", {}).get("state") for e in events]
@@ -103,6 +106,7 @@ def main():
     ap.add_argument("--text", default="hello")
     ap.add_argument("--binding", default="JSONRPC")
     ap.add_argument("--v03", action="store_true")
+    ap.add_argument("--skill", help="the skill the message asks for (message metadata.skill)")
     args = ap.parse_args()
     try:
         out = asyncio.run(run(args))

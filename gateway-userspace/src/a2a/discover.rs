@@ -3,6 +3,7 @@
 //! whose card cannot be read is called on JSON-RPC 1.0 at its configured URL, and asked again
 //! soon.
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -22,8 +23,35 @@ const RETRY: Duration = Duration::from_secs(5);
 /// The most a card fetch may take, whatever `a2a.timeout` says.
 const CARD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An agent's interfaces: the wire and the URL of each.
-pub type Interfaces = Arc<Vec<(Wire, String)>>;
+/// What an agent's card said: its interfaces (the wire and URL of each) and its skills' tags.
+#[derive(Debug, Default)]
+pub struct Learned {
+    pub interfaces: Vec<(Wire, String)>,
+    pub skills: HashMap<String, Vec<String>>,
+}
+
+impl Learned {
+    /// The tags the card gives `skill` (none when unknown).
+    pub fn tags(&self, skill: &str) -> &[String] {
+        self.skills.get(skill).map_or(&[], Vec::as_slice)
+    }
+}
+
+pub type Interfaces = Arc<Learned>;
+
+/// Skill ids and their tags on a card (`skills[].id`, `skills[].tags`).
+pub fn skills(card: &Value) -> HashMap<String, Vec<String>> {
+    card.get("skills")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let id = s.get("id").and_then(Value::as_str)?;
+            let tags = s.get("tags").and_then(Value::as_array).into_iter().flatten();
+            Some((id.to_string(), tags.filter_map(Value::as_str).map(str::to_string).collect()))
+        })
+        .collect()
+}
 
 /// The interfaces an agent offers, when they were read and for how long that holds.
 #[derive(Default)]
@@ -38,7 +66,7 @@ pub async fn fetch(ctx: &Ctx, a2a: &A2a, agent: &Agent) -> Result<(StatusCode, V
             .header(header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())
             .map_err(|e| e.to_string())?;
-        let resp = ctx.upstream.http1.request(up).await.map_err(|e| e.to_string())?;
+        let resp = a2a.client(ctx).request(up).await.map_err(|e| super::handler::chain(&e))?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), limit)
             .collect()
@@ -76,7 +104,7 @@ pub fn learn(agent: &Agent, card: &Value) -> Interfaces {
     } else {
         (found, FRESH)
     };
-    let list = Arc::new(list);
+    let list = Arc::new(Learned { interfaces: list, skills: skills(card) });
     if let Ok(mut k) = agent.known.0.lock() {
         *k = Some((Instant::now(), ttl, list.clone()));
     }
@@ -85,6 +113,11 @@ pub fn learn(agent: &Agent, card: &Value) -> Interfaces {
 
 fn fallback(agent: &Agent) -> Vec<(Wire, String)> {
     vec![(Wire::JSONRPC, format!("{}{}", agent.origin, agent.path))]
+}
+
+/// What `agent`'s card said, if it has been read (without reading it).
+pub fn peek(agent: &Agent) -> Option<Interfaces> {
+    agent.known.0.lock().ok()?.as_ref().map(|(_, _, l)| l.clone())
 }
 
 /// The interfaces `agent` offers: remembered, or read from its card now.
@@ -99,7 +132,7 @@ pub async fn interfaces(ctx: &Ctx, a2a: &A2a, agent: &Agent) -> Interfaces {
         Ok((_, card)) => learn(agent, &card),
         Err(e) => {
             tracing::warn!(agent = %agent.name, error = %e, "reading the agent's card; calling it on JSON-RPC 1.0 at its configured URL");
-            let list = Arc::new(fallback(agent));
+            let list = Arc::new(Learned { interfaces: fallback(agent), skills: HashMap::new() });
             if let Ok(mut k) = agent.known.0.lock() {
                 *k = Some((Instant::now(), RETRY, list.clone()));
             }

@@ -137,6 +137,25 @@ pub async fn call(
         let msg = format!("nodegate: {who} may not call {} at agent {agent} ({rule})", method.name());
         return refuse(call, "denied", Some(&rule), Failure::new(code::FORBIDDEN, msg));
     }
+    // What the agent's card says (a registered agent's is read now if it has not been).
+    let learned = match &target {
+        Target::Registered(a) => Some(super::discover::interfaces(&call.ctx, a2a, a).await),
+        Target::AsSent(_) => a2a.agent(&agent).and_then(|a| super::discover::peek(a)),
+    };
+    if method.sends() {
+        let skill = methods::skill_of(&op.params);
+        let tags = match (&learned, &skill) {
+            (Some(l), Some(s)) => l.tags(s),
+            _ => &[],
+        };
+        if let Err((rule, why)) = a2a.check_skill(&call.identity, skill.as_deref(), tags) {
+            call.rec.skill = skill;
+            let who = crate::policy::who(&call.identity);
+            let msg = format!("nodegate: {who} at agent {agent}: {why} ({rule})");
+            return refuse(call, "denied", Some(&rule), Failure::new(code::FORBIDDEN, msg));
+        }
+        call.rec.skill = skill;
+    }
     let owner = crate::mcp::handler::owner_of(&call.identity);
     let acted_on = method.task_id(Version::V1, &op.params);
     call.rec.task_id = acted_on.clone();
@@ -177,9 +196,11 @@ pub async fn call(
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
             (up, client, path)
         }
-        Target::Registered(a) => {
-            let list = super::discover::interfaces(&call.ctx, a2a, &a).await;
-            let Some((w, url)) = super::discover::choose(&list, client) else {
+        Target::Registered(_) => {
+            let Some(list) = learned else {
+                return refuse(call, "error", None, Failure::new(code::INTERNAL, "no interfaces known"));
+            };
+            let Some((w, url)) = super::discover::choose(&list.interfaces, client) else {
                 let msg = format!("agent {agent} offers no interface nodegate can call");
                 return refuse(call, "error", None, Failure::new(code::UPSTREAM, msg));
             };
@@ -242,7 +263,7 @@ pub async fn call(
         }
     }
     let ctx = call.ctx.clone();
-    let resp = match tokio::time::timeout(a2a.cfg.timeout, upstream.send(&ctx, up)).await {
+    let resp = match tokio::time::timeout(a2a.cfg.timeout, upstream.send(&ctx, a2a, up)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             let msg = format!("agent {agent} did not answer: {e}");

@@ -41,13 +41,29 @@ impl Upstream {
         r.map_err(|e| e.to_string())
     }
 
-    pub async fn send(&self, ctx: &Ctx, req: Request<Body>) -> Result<Response<Incoming>, String> {
+    pub async fn send(&self, ctx: &Ctx, a2a: &A2a, req: Request<Body>) -> Result<Response<Incoming>, String> {
         let r = match self {
             Self::Intercepted { origin: Some(o), .. } => o.request(req).await,
-            _ => ctx.upstream.http1.request(req).await,
+            Self::Intercepted { origin: None, .. } => ctx.upstream.http1.request(req).await,
+            Self::Registered(_) => a2a.client(ctx).request(req).await,
         };
-        r.map_err(|e| e.to_string())
+        r.map_err(|e| chain(&e))
     }
+}
+
+/// An error and its causes, `: `-joined (a TLS failure sits a few sources below the client's).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// Splits a request path at the REST binding's operation: the path below the interface URL
@@ -169,7 +185,7 @@ async fn passthrough_card(
     let request = Request::from_parts(parts, Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
     let ctx = call.ctx.clone();
     let got = tokio::time::timeout(a2a.cfg.timeout, async {
-        let resp = up.send(&ctx, request).await?;
+        let resp = up.send(&ctx, a2a, request).await?;
         let status = resp.status();
         let (rparts, body) = resp.into_parts();
         let body =
@@ -207,9 +223,15 @@ async fn card(a2a: &A2a, agent: &Agent, req: Request<Incoming>, mut call: Call) 
         Err(e) => return refused(call, StatusCode::BAD_GATEWAY, format!("agent {}: {e}", agent.name)),
     };
     call.rec.status = status.as_u16();
-    let speaks = super::discover::learn(agent, &card);
+    let learned = super::discover::learn(agent, &card);
     super::card::advertise(&mut card, &format!("http://{host}{PREFIX}{}", agent.name));
-    tracing::debug!(agent = %agent.name, interfaces = speaks.len(), "card read");
+    // Each caller sees the skills it may ask for.
+    if let Some(list) = card.get_mut("skills").and_then(serde_json::Value::as_array_mut) {
+        list.retain(|s| {
+            let id = s.get("id").and_then(serde_json::Value::as_str).unwrap_or("");
+            a2a.may_see_skill(&call.identity, id, learned.tags(id))
+        });
+    }
     let out = Bytes::from(serde_json::to_vec(&card).unwrap_or_default());
     call.rec.bytes_sent = out.len() as u64;
     call.rec.outcome = "ok";

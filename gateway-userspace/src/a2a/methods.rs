@@ -119,6 +119,22 @@ impl Method {
     }
 }
 
+/// Where a message names the skill it asks for: no field of the spec says, so nodegate reads
+/// these `metadata` keys, on the request and then on the message.
+const SKILL_KEYS: [&str; 3] = ["skill", "skillId", "skill_id"];
+
+/// The skill a send asks for, if it names one.
+pub fn skill_of(params: &Value) -> Option<String> {
+    ["/metadata", "/message/metadata"].iter().find_map(|at| {
+        let m = params.pointer(at)?;
+        SKILL_KEYS
+            .iter()
+            .find_map(|k| m.get(*k).and_then(Value::as_str))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    })
+}
+
 /// Most `referenceTaskIds` one message may name (each is checked for ownership).
 pub const MAX_REFERENCES: usize = 64;
 
@@ -158,6 +174,9 @@ mod tests {
         let refs = json!({"message": {"referenceTaskIds": ["a", "", "b"]}});
         assert_eq!(SendMessage.referenced_tasks(&refs), vec!["a".to_string(), "b".to_string()]);
         assert!(GetTask.referenced_tasks(&refs).is_empty());
+        let named = json!({"message": {"metadata": {"skillId": "plan"}}, "metadata": {"other": 1}});
+        assert_eq!(skill_of(&named).as_deref(), Some("plan"));
+        assert_eq!(skill_of(&json!({"metadata": {"skill": ""}})), None);
         let send = json!({"message": {}, "configuration": {"taskPushNotificationConfig": {"url": "http://10.0.0.1/cb"}}});
         assert_eq!(SendMessage.push_urls(Version::V1, &send), vec!["http://10.0.0.1/cb".to_string()]);
     }

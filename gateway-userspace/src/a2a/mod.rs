@@ -39,18 +39,38 @@ pub struct Agent {
     pub known: discover::Known,
 }
 
+/// One compiled `a2a.allow` entry.
+struct Rule {
+    selector: Selector,
+    agents: Vec<Pattern>,
+    methods: Vec<String>,
+    /// Skill ids (patterns) and tags the rule allows; both empty: any.
+    skills: Vec<Pattern>,
+    tags: Vec<String>,
+    index: usize,
+}
+
 /// The compiled `a2a` section, swapped on reload (the task owners carry over).
 pub struct A2a {
     pub cfg: config::A2a,
     agents: HashMap<String, Arc<Agent>>,
     /// Agents whose URL names an IP address, by that address (intercepted traffic).
     by_addr: HashMap<std::net::SocketAddr, Arc<Agent>>,
-    rules: Vec<(Selector, Vec<Pattern>, Vec<String>, usize)>,
+    rules: Vec<Rule>,
     pub tasks: Arc<tasks::Tasks>,
     /// Task owners shared through Redis, when `a2a.redis_url` is set.
     shared: Option<Arc<shared::Shared>>,
     push: Egress,
+    /// The client registered agents are called with (`http://` or `https://`, verified against
+    /// the system's roots and `tls.upstream.ca_files`), made on first use.
+    client: std::sync::OnceLock<AgentClient>,
 }
+
+/// A pooled client for registered agents' URLs.
+pub type AgentClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<crate::proxy::upstream::Dialer>,
+    crate::proxy::upstream::Body,
+>;
 
 impl A2a {
     pub fn build(cfg: &config::A2a, previous: Option<&A2a>) -> Self {
@@ -68,7 +88,7 @@ impl A2a {
                 let (origin, path) = card::split(&a.url)?;
                 let uri: http::Uri = a.url.parse().ok()?;
                 let host = uri.host()?.to_ascii_lowercase();
-                let port = uri.port_u16().unwrap_or(80);
+                let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
                 let agent = Agent {
                     name: a.name.as_str().into(),
                     origin,
@@ -92,13 +112,13 @@ impl A2a {
             .allow
             .iter()
             .enumerate()
-            .map(|(i, r)| {
-                (
-                    Selector::new(&r.selector),
-                    r.agents.iter().map(|a| Pattern::new(a)).collect(),
-                    r.methods.clone(),
-                    i,
-                )
+            .map(|(i, r)| Rule {
+                selector: Selector::new(&r.selector),
+                agents: r.agents.iter().map(|a| Pattern::new(a)).collect(),
+                methods: r.methods.clone(),
+                skills: r.skills.iter().filter(|s| !s.starts_with("tag:")).map(|s| Pattern::new(s)).collect(),
+                tags: r.skills.iter().filter_map(|s| s.strip_prefix("tag:")).map(str::to_string).collect(),
+                index: i,
             })
             .collect();
         let push = Egress::new(&config::Egress { allow: cfg.push_allow.clone() });
@@ -113,7 +133,35 @@ impl A2a {
             },
             (None, _) => None,
         };
-        Self { cfg: cfg.clone(), agents, by_addr, rules, tasks, shared, push }
+        Self { cfg: cfg.clone(), agents, by_addr, rules, tasks, shared, push, client: Default::default() }
+    }
+
+    /// The client for registered agents (made once per config version).
+    pub fn client(&self, ctx: &crate::proxy::Ctx) -> &AgentClient {
+        self.client.get_or_init(|| {
+            let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(ctx.tls.load().roots()).with_no_client_auth());
+            let tls = tls.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "TLS client for A2A agents; using the system roots only");
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            });
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(ctx.upstream.dialer.clone());
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .pool_idle_timeout(std::time::Duration::from_secs(90))
+                .pool_max_idle_per_host(64)
+                .build(https)
+        })
     }
 
     pub fn agent(&self, name: &str) -> Option<&Arc<Agent>> {
@@ -133,15 +181,49 @@ impl A2a {
     /// Whether `id` may call `method` (a 1.0 name; None: only reach the agent, as for its card)
     /// at `agent`; the refusing rule when not.
     pub fn check(&self, id: &Identity, agent: &str, method: Option<&str>) -> Result<(), String> {
-        match self.rules.iter().find(|(sel, _, _, _)| sel.matches(id)) {
+        match self.rules.iter().find(|r| r.selector.matches(id)) {
             None if self.cfg.default == config::Decision::Allow => Ok(()),
             None => Err("a2a.default".into()),
-            Some((_, agents, methods, i)) => {
-                let agent_ok = agents.iter().any(|p| p.matches(agent));
-                let method_ok = method.is_none_or(|m| methods.is_empty() || methods.iter().any(|x| x == m));
-                if agent_ok && method_ok { Ok(()) } else { Err(format!("a2a.allow[{i}]")) }
+            Some(r) => {
+                let agent_ok = r.agents.iter().any(|p| p.matches(agent));
+                let method_ok =
+                    method.is_none_or(|m| r.methods.is_empty() || r.methods.iter().any(|x| x == m));
+                if agent_ok && method_ok { Ok(()) } else { Err(format!("a2a.allow[{}]", r.index)) }
             }
         }
+    }
+
+    /// Whether `id`'s rule lets a message ask for `skill` (whose tags on the agent's card are
+    /// `tags`); the refusing rule and why when not. A rule that lists skills refuses a message
+    /// naming none.
+    pub fn check_skill(
+        &self,
+        id: &Identity,
+        skill: Option<&str>,
+        tags: &[String],
+    ) -> Result<(), (String, String)> {
+        let Some(r) = self.rules.iter().find(|r| r.selector.matches(id)) else { return Ok(()) };
+        if r.skills.is_empty() && r.tags.is_empty() {
+            return Ok(());
+        }
+        let rule = format!("a2a.allow[{}]", r.index);
+        let Some(skill) = skill else {
+            return Err((
+                rule,
+                "the message names no skill (metadata.skill) and this caller may only ask for listed skills"
+                    .into(),
+            ));
+        };
+        if r.skills.iter().any(|p| p.matches(skill)) || tags.iter().any(|t| r.tags.contains(t)) {
+            Ok(())
+        } else {
+            Err((rule, format!("skill {skill:?} is not one this caller may ask for")))
+        }
+    }
+
+    /// Whether `id` may see a skill (id and tags) on a card: what [`Self::check_skill`] would allow.
+    pub fn may_see_skill(&self, id: &Identity, skill: &str, tags: &[String]) -> bool {
+        self.check_skill(id, Some(skill), tags).is_ok()
     }
 
     /// Whether `owner` may act on `task` at `agent`: it created it (as this node or, with Redis,

@@ -82,4 +82,10 @@ pub struct A2aRule {
     /// counts as its 1.0 equivalent. Empty: all.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Skills its messages may ask for: a skill id (`*`, `prefix*`) or `tag:<tag>` (any skill
+    /// whose tags on the agent's card include it). A message names its skill in `metadata.skill`
+    /// (or `skillId`, `skill_id`) of the request or of the message; when this list is not empty,
+    /// a message naming none is refused. Empty: any skill, named or not.
+    #[serde(default)]
+    pub skills: Vec<String>,
 }

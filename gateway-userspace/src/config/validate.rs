@@ -488,12 +488,11 @@ fn check_a2a(a: &super::a2a::A2a, push: &mut impl FnMut(String, String)) {
             push(format!("a2a.agents[{i}].name"), format!("duplicate agent {:?}", ag.name));
         }
         match ag.url.parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
-            Ok(u) if u.scheme_str() == Some("https") => push(
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            _ => push(
                 format!("a2a.agents[{i}].url"),
-                "https agents are not supported yet (use the agent's plain-HTTP address)".into(),
+                format!("{:?} must be an http:// or https:// URL", ag.url),
             ),
-            _ => push(format!("a2a.agents[{i}].url"), format!("{:?} must be an http:// URL", ag.url)),
         }
     }
     for (i, r) in a.allow.iter().enumerate() {
@@ -503,6 +502,13 @@ fn check_a2a(a: &super::a2a::A2a, push: &mut impl FnMut(String, String)) {
                     format!("a2a.allow[{i}].methods[{m}]"),
                     format!("{name:?} is not an A2A 1.0 method name"),
                 );
+            }
+        }
+    }
+    for (i, r) in a.allow.iter().enumerate() {
+        for (k, skill) in r.skills.iter().enumerate() {
+            if skill.is_empty() || skill == "tag:" {
+                push(format!("a2a.allow[{i}].skills[{k}]"), "an empty skill id or tag".into());
             }
         }
     }

@@ -123,11 +123,45 @@ async fn route(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result
             return Ok(crate::a2a::handler::governed(ctx, conn, req, agent.name.clone(), up).await);
         }
     }
+    // Absolute-form to a configured MCP server's own address: its tools are governed at /mcp.
+    if let Some(auth) = req.uri().authority()
+        && let Some((rule, why)) = governed_elsewhere(&ctx, auth.host(), auth.port_u16().unwrap_or(80), false)
+    {
+        let target = auth.to_string();
+        let start = Instant::now();
+        super::audit_refused(&ctx, &conn, target, None, start, rule, &why);
+        return Ok(error_response(StatusCode::FORBIDDEN, &why));
+    }
     // Origin-form `/a2a/<agent>/...`: a registered A2A agent.
     if req.uri().authority().is_none() && req.uri().path().starts_with(crate::a2a::handler::PREFIX) {
         return Ok(crate::a2a::handler::handle(ctx, conn, req).await);
     }
     super::http::forward(ctx, conn, req).await
+}
+
+/// Whether `host:port` is an endpoint nodegate governs at its own path (a configured MCP server;
+/// with `tunnel`, a registered A2A agent too, whose plain requests are governed in place): the
+/// rule to name and why the request is refused.
+fn governed_elsewhere(ctx: &Ctx, host: &str, port: u16, tunnel: bool) -> Option<(&'static str, String)> {
+    let mcp = ctx.mcp.load();
+    let authority = format!("{host}:{port}");
+    if let Some(s) = mcp.server_at(&authority).or_else(|| mcp.server_at(&authority.to_ascii_lowercase())) {
+        return Some((
+            "mcp.servers",
+            format!(
+                "{authority} is MCP server {}: its tools are reached through /mcp, where policy applies",
+                s.name
+            ),
+        ));
+    }
+    let agent = ctx.a2a.load().agent_named_by(host, port).map(|a| a.name.clone());
+    match agent {
+        Some(a) if tunnel => Some((
+            "a2a.agents",
+            format!("{authority} is A2A agent {a}: reach it at /a2a/{a}, not through a tunnel"),
+        )),
+        _ => None,
+    }
 }
 
 /// CONNECT host:port: connect upstream first, answer 200 (or 502), then relay the tunnel.
@@ -148,6 +182,11 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
         class: TrafficClass::Auto,
         origin: None,
     };
+    // A tunnel to a governed endpoint would carry its calls past its policy unseen.
+    if let Some((rule, why)) = governed_elsewhere(&ctx, authority.host(), port, true) {
+        super::audit_refused(&ctx, &tunnel, authority.to_string(), None, start, rule, &why);
+        return error_response(StatusCode::FORBIDDEN, &why);
+    }
     if !ctx.egress.load().allows(authority.host(), port) {
         let why = "destination not in egress.allow";
         super::audit_refused(&ctx, &tunnel, authority.to_string(), None, start, "egress.allow", why);

@@ -115,6 +115,9 @@ pub struct A2aCall {
     /// The agent's wire, when nodegate bridged the call to another one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bridged_to: Option<&'static str>,
+    /// The skill the message asked for (`metadata.skill`), when it named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skill: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

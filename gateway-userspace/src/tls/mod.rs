@@ -114,6 +114,11 @@ impl Tls {
         })
     }
 
+    /// The roots upstream certificates are verified with (system's plus `tls.upstream.ca_files`).
+    pub fn roots(&self) -> Arc<RootCertStore> {
+        self.roots.clone()
+    }
+
     /// The destination rule a connection to `dst` matched: the eBPF table's answer when there
     /// is one (it knows host names' addresses), else the static rows.
     pub fn destination(&self, rule: Option<usize>, dst: SocketAddr) -> Option<(usize, &DestTls)> {
