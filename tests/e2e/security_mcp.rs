@@ -51,17 +51,30 @@ mcp:
 
     // The server's own address is no way around /mcp: an absolute-form request or a CONNECT
     // tunnel to it through the explicit listener is refused, naming where to go.
-    for tunnel in [false, true] {
+    for (tunnel, path) in [(false, "/mcp"), (false, "//MCP/./"), (true, "/mcp")] {
         let mut cmd = std::process::Command::new("ip");
-        cmd.args(["netns", "exec", &topo.node.name, "curl", "-s", "-m", "10", "-x", "http://127.0.0.1:15080"]);
+        cmd.args([
+            "netns",
+            "exec",
+            &topo.node.name,
+            "curl",
+            "-s",
+            "-m",
+            "10",
+            "-x",
+            "http://127.0.0.1:15080",
+        ]);
         if tunnel {
             cmd.args(["-p", "-o", "/dev/null", "-w", "%{http_connect}"]);
         } else {
             cmd.args(["-w", "\n%{http_code}", "-H", "content-type: application/json", "--data-binary", init]);
         }
-        let out = cmd.arg("http://127.0.0.1:9161/mcp").output().unwrap_or_else(|e| panic!("curl: {e}"));
+        let out = cmd
+            .args(["--path-as-is", &format!("http://127.0.0.1:9161{path}")])
+            .output()
+            .unwrap_or_else(|e| panic!("curl: {e}"));
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(text.ends_with("403"), "tunnel {tunnel}: {text}");
+        assert!(text.ends_with("403"), "tunnel {tunnel} {path}: {text}");
         if !tunnel {
             assert!(text.contains("is MCP server files"), "{text}");
         }

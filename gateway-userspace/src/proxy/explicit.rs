@@ -123,9 +123,10 @@ async fn route(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result
             return Ok(crate::a2a::handler::governed(ctx, conn, req, agent.name.clone(), up).await);
         }
     }
-    // Absolute-form to a configured MCP server's own address: its tools are governed at /mcp.
+    // Absolute-form to a configured MCP server's own endpoint: its tools are governed at /mcp.
     if let Some(auth) = req.uri().authority()
-        && let Some((rule, why)) = governed_elsewhere(&ctx, auth.host(), auth.port_u16().unwrap_or(80), false)
+        && let Some((rule, why)) =
+            governed_elsewhere(&ctx, auth.host(), auth.port_u16().unwrap_or(80), Some(req.uri().path()))
     {
         let target = auth.to_string();
         let start = Instant::now();
@@ -139,13 +140,22 @@ async fn route(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Result
     super::http::forward(ctx, conn, req).await
 }
 
-/// Whether `host:port` is an endpoint nodegate governs at its own path (a configured MCP server;
-/// with `tunnel`, a registered A2A agent too, whose plain requests are governed in place): the
-/// rule to name and why the request is refused.
-fn governed_elsewhere(ctx: &Ctx, host: &str, port: u16, tunnel: bool) -> Option<(&'static str, String)> {
+/// Whether a request to `host:port` (`path`: an absolute-form request's path; None: a CONNECT
+/// tunnel, which could carry anything) would reach an endpoint nodegate governs at its own path:
+/// a configured MCP server's endpoint, or (tunnels only; plain requests to it are governed in
+/// place) a registered A2A agent. The rule to name and why the request is refused.
+fn governed_elsewhere(
+    ctx: &Ctx,
+    host: &str,
+    port: u16,
+    path: Option<&str>,
+) -> Option<(&'static str, String)> {
     let mcp = ctx.mcp.load();
     let authority = format!("{host}:{port}");
-    if let Some(s) = mcp.server_at(&authority).or_else(|| mcp.server_at(&authority.to_ascii_lowercase())) {
+    let server = mcp.server_at(&authority).or_else(|| mcp.server_at(&authority.to_ascii_lowercase()));
+    if let Some(s) =
+        server.filter(|s| path.is_none_or(|p| s.path.as_deref().is_some_and(|sp| same_path(p, sp))))
+    {
         return Some((
             "mcp.servers",
             format!(
@@ -156,12 +166,33 @@ fn governed_elsewhere(ctx: &Ctx, host: &str, port: u16, tunnel: bool) -> Option<
     }
     let agent = ctx.a2a.load().agent_named_by(host, port).map(|a| a.name.clone());
     match agent {
-        Some(a) if tunnel => Some((
+        Some(a) if path.is_none() => Some((
             "a2a.agents",
             format!("{authority} is A2A agent {a}: reach it at /a2a/{a}, not through a tunnel"),
         )),
         _ => None,
     }
+}
+
+/// Whether two request paths name the same resource as a lenient server would read them:
+/// percent-decoded, case-folded, empty and `.` segments dropped, `..` applied (so `//MCP/./`
+/// is no way around `/mcp`).
+fn same_path(a: &str, b: &str) -> bool {
+    fn norm(p: &str) -> Vec<String> {
+        let decoded = percent_encoding::percent_decode_str(p).decode_utf8_lossy().to_lowercase();
+        let mut out: Vec<String> = Vec::new();
+        for seg in decoded.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    out.pop();
+                }
+                s => out.push(s.to_string()),
+            }
+        }
+        out
+    }
+    norm(a) == norm(b)
 }
 
 /// CONNECT host:port: connect upstream first, answer 200 (or 502), then relay the tunnel.
@@ -183,7 +214,7 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
         origin: None,
     };
     // A tunnel to a governed endpoint would carry its calls past its policy unseen.
-    if let Some((rule, why)) = governed_elsewhere(&ctx, authority.host(), port, true) {
+    if let Some((rule, why)) = governed_elsewhere(&ctx, authority.host(), port, None) {
         super::audit_refused(&ctx, &tunnel, authority.to_string(), None, start, rule, &why);
         return error_response(StatusCode::FORBIDDEN, &why);
     }
@@ -230,4 +261,18 @@ async fn connect(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp
         super::audit_connection(&ctx, &tunnel, authority.to_string(), None, &counters, start, error);
     });
     Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_path_is_compared_as_a_lenient_server_reads_it() {
+        for p in ["/mcp", "/mcp/", "//MCP", "/x/../mcp", "/%6dcp", "/./mcp"] {
+            assert!(same_path(p, "/mcp"), "{p}");
+        }
+        assert!(!same_path("/anything", "/mcp"));
+        assert!(!same_path("/mcp/tools", "/mcp"));
+    }
 }

@@ -101,6 +101,8 @@ pub struct Server {
     pub transport: config::McpTransport,
     /// host:port of an HTTP server, to recognise intercepted traffic to it.
     pub authority: Option<String>,
+    /// The path of its URL (no trailing slash), to recognise requests for its endpoint.
+    pub path: Option<String>,
     pub health: Arc<Health>,
     timeout: Duration,
     kind: Kind,
@@ -130,6 +132,11 @@ impl Server {
             let port = u.port_u16().unwrap_or(if u.scheme_str() == Some("https") { 443 } else { 80 });
             Some(format!("{}:{port}", u.host()?))
         });
+        let path = cfg
+            .url
+            .as_deref()
+            .and_then(|u| u.parse::<::http::Uri>().ok())
+            .map(|u| u.path().trim_end_matches('/').to_string());
         let kind = match cfg.transport {
             config::McpTransport::StreamableHttp => {
                 Kind::Http(Box::new(http::Http::new(cfg, upstream.clone())))
@@ -150,6 +157,7 @@ impl Server {
             required: cfg.required,
             transport: cfg.transport,
             authority,
+            path,
             health,
             timeout: cfg.timeout,
             kind,
