@@ -9,6 +9,7 @@ mod bench_pick;
 mod bench_redirect;
 mod bench_tls;
 mod codegen;
+mod fuzz;
 
 use std::process::Command;
 
@@ -33,6 +34,8 @@ enum Cmd {
     /// Write the CRDs, the config JSON schema and the configuration reference from the Rust
     /// config types (`--check`: fail when any is stale).
     Codegen(codegen::Args),
+    /// Every fuzz target in fuzz/ for a fixed time each; executions, coverage, crashes.
+    Fuzz(fuzz::Args),
     /// Benchmarks; each prints ratios measured side by side in one run and writes JSON.
     Bench {
         #[command(subcommand)]
@@ -130,5 +133,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { which: Bench::K8s(a) } => bench_k8s::run(a),
         Cmd::Bench { which: Bench::A2a(a) } => bench_a2a::run(a),
         Cmd::Codegen(a) => codegen::run(&a),
+        Cmd::Fuzz(a) => fuzz::run(a),
     }
 }
