@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use nodegate::a2a::{
-    methods::{Method, Version},
+    methods::Method,
     wire::{self, Wire},
 };
 
@@ -49,5 +49,4 @@ fuzz_target!(|data: &[u8]| {
             let _ = wire::event_bytes(to, m, &serde_json::json!(1), &a);
         }
     }
-    let _ = Version::V1;
 });

@@ -45,7 +45,12 @@ pub fn full(b: Bytes) -> Body {
 }
 
 pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    let mut r = Response::new(full(Bytes::from(serde_json::to_vec(v).unwrap_or_default())));
+    json_bytes(status, Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+}
+
+/// A JSON body already serialised.
+fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
@@ -355,9 +360,7 @@ pub async fn call(
     let out = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
     call.rec.bytes_received = out.len() as u64;
     call.finish();
-    let mut r = json_response(st, &Value::Null);
-    *r.body_mut() = full(out);
-    r
+    json_bytes(st, out)
 }
 
 /// A list answer, cut to the caller's own tasks: the agent sees nodegate as one client.
