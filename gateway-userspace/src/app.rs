@@ -115,7 +115,10 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::info!(fingerprint = %ca.fingerprint, "node CA loaded for TLS termination");
     }
     let pool_members = crate::inference::Found::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(Ctx {
+        admission: Arc::default(),
+        stopping: stop_rx.clone(),
         tls: ArcSwap::from_pointee(tls),
         config: live.clone(),
         metrics: metrics.clone(),
@@ -133,7 +136,6 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         own,
     });
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let tracker = TaskTracker::new();
     let mut servers = Vec::new();
     if let Some(l) = transparent {

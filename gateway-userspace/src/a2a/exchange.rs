@@ -291,9 +291,10 @@ pub async fn call(
     if sse {
         rparts.headers.remove(header::CONTENT_LENGTH);
         let inner = if bridged {
-            Translate::new(rbody.boxed(), agent_wire, client, method, op.id.clone()).boxed()
+            Translate::new(crate::proxy::upstream::boxed(rbody), agent_wire, client, method, op.id.clone())
+                .boxed()
         } else {
-            rbody.boxed()
+            crate::proxy::upstream::boxed(rbody)
         };
         let quiet = Failure::new(
             code::UPSTREAM,
@@ -415,7 +416,7 @@ impl Observer for StreamWatch {
         }
     }
 
-    fn error(&mut self, e: &hyper::Error) {
+    fn error(&mut self, e: &crate::proxy::upstream::BoxError) {
         if let Some(c) = self.call.as_mut() {
             c.rec.error = Some(format!("stream broke: {e}"));
         }

@@ -164,12 +164,13 @@ impl IdleCut {
 
 impl http_body::Body for IdleCut {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = crate::proxy::upstream::BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, crate::proxy::upstream::BoxError>>>
+    {
         use std::task::Poll;
         let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
         match std::pin::Pin::new(inner).poll_frame(cx) {

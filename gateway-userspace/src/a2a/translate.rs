@@ -33,12 +33,12 @@ impl Translate {
 
 impl http_body::Body for Translate {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::proxy::upstream::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::proxy::upstream::BoxError>>> {
         loop {
             let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => f,
@@ -68,7 +68,7 @@ mod tests {
 
     #[tokio::test]
     async fn rest_events_become_jsonrpc_03_events() {
-        let chunks: Vec<Result<Frame<Bytes>, hyper::Error>> = vec![
+        let chunks: Vec<Result<Frame<Bytes>, crate::proxy::upstream::BoxError>> = vec![
             Ok(Frame::data(Bytes::from_static(b"data: {\"statusUpdate\": {\"taskId\": \"t\", \"status\": {\"sta"))),
             Ok(Frame::data(Bytes::from_static(b"te\": \"TASK_STATE_COMPLETED\"}}}\n\n"))),
             Ok(Frame::data(Bytes::from_static(

@@ -4,6 +4,7 @@ pub mod a2a;
 mod env;
 mod inference;
 mod kubernetes;
+mod limits;
 mod llm;
 mod mcp;
 pub mod reload;
@@ -20,6 +21,7 @@ pub use inference::{
     Endpoint, Engine, Inference, Pool, PoolSource, Saturation, Strategy as PickStrategy, Weights,
 };
 pub use kubernetes::{Enroll, Kubernetes};
+pub use limits::Limits;
 pub use llm::*;
 pub use mcp::*;
 pub use secret::{REDACTED, Secret};

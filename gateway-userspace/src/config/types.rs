@@ -16,6 +16,7 @@ pub struct Config {
     pub log: Log,
     pub audit: Audit,
     pub timeouts: Timeouts,
+    pub limits: super::limits::Limits,
     /// Workload names for cgroups, used when no Kubernetes metadata is available.
     pub identities: Vec<IdentityMapping>,
     pub intercept: Intercept,
@@ -132,10 +133,22 @@ pub struct Timeouts {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub header_read: Duration,
-    /// A spliced TCP connection with no bytes either way for this long is closed.
+    /// A spliced TCP connection (or an upgraded one, such as a WebSocket) with no bytes either
+    /// way for this long is closed.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub idle: Duration,
+    /// Time for an upstream to send a forwarded HTTP request's response headers; past it the
+    /// client gets `504`. (The LLM, MCP and A2A gateways have their own, in their sections.)
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub response: Duration,
+    /// A forwarded HTTP body (request or response, streams included) that moves no byte for
+    /// this long is ended with an error; an event stream that must stay quiet longer sends
+    /// comments to keep alive.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub body_idle: Duration,
     /// Grace period for in-flight connections on shutdown.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -149,6 +162,8 @@ impl Default for Timeouts {
             connect: Duration::from_secs(5),
             header_read: Duration::from_secs(30),
             idle: Duration::from_secs(3600),
+            response: Duration::from_secs(120),
+            body_idle: Duration::from_secs(300),
             drain: Duration::from_secs(5),
         }
     }

@@ -73,11 +73,15 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         ("connect", cfg.timeouts.connect),
         ("header_read", cfg.timeouts.header_read),
         ("idle", cfg.timeouts.idle),
+        ("response", cfg.timeouts.response),
+        ("body_idle", cfg.timeouts.body_idle),
+        ("drain", cfg.timeouts.drain),
     ] {
         if d.is_zero() {
             push(format!("timeouts.{name}"), "must be greater than zero".into());
         }
     }
+    super::limits::check(&cfg.limits, &mut push);
     for (i, m) in cfg.identities.iter().enumerate() {
         if m.name.trim().is_empty() {
             push(format!("identities[{i}].name"), "must not be empty".into());

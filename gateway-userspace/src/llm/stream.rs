@@ -291,12 +291,12 @@ impl Accounted {
 
 impl hyper::body::Body for Accounted {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::proxy::upstream::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::proxy::upstream::BoxError>>> {
         // Accounted is Unpin (every field is), so plain field access is fine.
         let this = self.get_mut();
         loop {
@@ -342,7 +342,7 @@ impl hyper::body::Body for Accounted {
                     }
                     this.settle = None;
                     this.ended = true;
-                    return Poll::Ready(Some(Err(e)));
+                    return Poll::Ready(Some(Err(e.into())));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {

@@ -189,7 +189,7 @@ pub async fn handle(
         if let Some(rec) = record.as_mut() {
             rec.call.outcome = if rparts.status.is_success() { "ok" } else { "error" };
         }
-        return Response::from_parts(rparts, rbody.boxed());
+        return Response::from_parts(rparts, crate::proxy::upstream::boxed(rbody));
     }
     let sse = rparts
         .headers
@@ -202,7 +202,7 @@ pub async fn handle(
             rec.call.outcome = "ok";
         }
         if let Some(rec) = record.take() {
-            let body = crate::proxy::observed::Observed::new(rbody.boxed(), rec);
+            let body = crate::proxy::observed::Observed::new(crate::proxy::upstream::boxed(rbody), rec);
             return Response::from_parts(rparts, body.boxed());
         }
     }
@@ -285,7 +285,7 @@ impl crate::proxy::observed::Observer for Audited {
         self.call.bytes_received += len as u64;
     }
 
-    fn error(&mut self, e: &hyper::Error) {
+    fn error(&mut self, e: &crate::proxy::upstream::BoxError) {
         self.call.outcome = "failed";
         self.call.error = Some(format!("server stream: {e}"));
     }

@@ -5,7 +5,7 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Instant};
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
@@ -51,18 +51,18 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
             protocol: "http1",
         })
         .inc();
+    let _permit = match super::admit_connection(&ctx, &conn, local.clone(), start) {
+        Ok(p) => p,
+        Err(refused) => return super::http::serve_refusal(&ctx, stream, false, refused).await,
+    };
     let counters = io::Counters::new();
-    let io = TokioIo::new(io::Counted::new(stream, counters.clone()));
-    let header_read = ctx.config.load().timeouts.header_read;
+    let io = io::Counted::new(stream, counters.clone());
     let svc_ctx = ctx.clone();
     let svc_conn = conn.clone();
-    let svc = hyper::service::service_fn(move |req| route(svc_ctx.clone(), svc_conn.clone(), req));
-    let r = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read)
-        .serve_connection(io, svc)
-        .with_upgrades()
-        .await;
+    let svc = hyper::service::service_fn(move |req| {
+        super::http::admitted(svc_ctx.clone(), svc_conn.clone(), req, route)
+    });
+    let r = super::http::serve_with(&ctx, io, false, svc).await;
     let error = r.err().map(|e| e.to_string());
     // The connection's target is the proxy itself; each request's record names its own target.
     super::audit_connection(&ctx, &conn, local, None, &counters, start, error);
@@ -85,11 +85,15 @@ async fn same_host_identity(ctx: &Ctx, peer: SocketAddr, local: Option<SocketAdd
 /// 5.8), the /proc scan in `identity::peer` does.
 async fn host_identity(ctx: &Ctx, peer: SocketAddr, local: Option<SocketAddr>) -> Arc<Identity> {
     let Some(local) = local else { return Arc::new(Identity::unknown()) };
-    match crate::identity::sockdiag::cgroup_id_of_peer(peer, local) {
+    // A netlink round trip: off the async workers.
+    let asked =
+        tokio::task::spawn_blocking(move || crate::identity::sockdiag::cgroup_id_of_peer(peer, local));
+    match asked.await {
         // Id 1 is the root cgroup: not a workload.
-        Ok(Some(id)) if id > 1 => return ctx.identities.resolve_async(id).await,
-        Ok(_) => return Arc::new(Identity::unknown()),
-        Err(e) => tracing::debug!(error = %e, "sock_diag lookup failed; scanning /proc"),
+        Ok(Ok(Some(id))) if id > 1 => return ctx.identities.resolve_async(id).await,
+        Ok(Ok(_)) => return Arc::new(Identity::unknown()),
+        Ok(Err(e)) => tracing::debug!(error = %e, "sock_diag lookup failed; scanning /proc"),
+        Err(e) => tracing::debug!(error = %e, "sock_diag lookup task failed; scanning /proc"),
     }
     let found =
         tokio::task::spawn_blocking(move || crate::identity::peer::cgroup_path_of_local_peer(peer, local))

@@ -32,21 +32,130 @@ pub async fn serve<IO>(ctx: Arc<Ctx>, io: IO, conn: Arc<Conn>, h2: bool) -> Resu
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let header_read = ctx.config.load().timeouts.header_read;
-    let svc = hyper::service::service_fn(move |req| forward(ctx.clone(), conn.clone(), req));
+    let svc_ctx = ctx.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let (ctx, conn) = (svc_ctx.clone(), conn.clone());
+        admitted(ctx, conn, req, forward)
+    });
+    serve_with(&ctx, io, h2, svc).await
+}
+
+/// Serves one HTTP connection with `svc` under the configured header limits and timeouts; on
+/// shutdown the connection finishes the request it is serving and then closes (HTTP/2: GOAWAY).
+/// Header blocks over `limits.header_bytes` are answered `431` by hyper and counted here.
+pub async fn serve_with<IO, S>(ctx: &Ctx, io: IO, h2: bool, svc: S) -> Result<(), hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let cfg = ctx.config.load_full();
+    let (limits, header_read) = (&cfg.limits, cfg.timeouts.header_read);
     let io = TokioIo::new(io);
-    if h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .serve_connection(io, svc)
-            .await
+    let mut stop = ctx.stopping.clone();
+    let stopping = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let r = if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.header_bytes).unwrap_or(u32::MAX));
+        let c = b.serve_connection(io, svc);
+        tokio::pin!(c);
+        tokio::select! {
+            r = c.as_mut() => r,
+            () = stopping => {
+                c.as_mut().graceful_shutdown();
+                c.await
+            }
+        }
     } else {
-        hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read)
-            .serve_connection(io, svc)
-            .with_upgrades()
-            .await
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new()).header_read_timeout(header_read).max_header_size(limits.header_bytes);
+        if limits.headers != 100 {
+            b.max_headers(limits.headers);
+        }
+        let c = b.serve_connection(io, svc).with_upgrades();
+        tokio::pin!(c);
+        tokio::select! {
+            r = c.as_mut() => r,
+            () = stopping => {
+                c.as_mut().graceful_shutdown();
+                c.await
+            }
+        }
+    };
+    if let Err(e) = &r {
+        if e.is_parse_too_large() {
+            ctx.metrics.limit_hit("limits.header_bytes");
+        } else if e.is_timeout() {
+            ctx.metrics.limit_hit("timeouts.header_read");
+        }
+    }
+    r
+}
+
+/// Answers a connection over a connection limit: each request on it gets `503` with
+/// `Retry-After` and `connection: close`, for at most `timeouts.header_read` (5 s at most), and
+/// nothing is forwarded. The caller has counted and audited the refusal.
+pub async fn serve_refusal<IO>(ctx: &Ctx, io: IO, h2: bool, refused: super::admission::Refused)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = ctx.config.load_full();
+    let bound = cfg.timeouts.header_read.min(std::time::Duration::from_secs(5));
+    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        let r = super::admission::shed_response(refused, &cfg.limits, !h2);
+        async move { Ok::<_, Infallible>(r) }
+    });
+    let _ = tokio::time::timeout(bound, serve_with(ctx, io, h2, svc)).await;
+}
+
+/// Runs `handler` for a request the admission limits let in; the request's place is held until
+/// its response body ends (streams included). Over a limit: `503` with `Retry-After`, counted
+/// and audited with the limit as the rule, and nothing sent upstream.
+pub async fn admitted<F, Fut>(
+    ctx: Arc<Ctx>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+    handler: F,
+) -> Result<Response<Body>, Infallible>
+where
+    F: FnOnce(Arc<Ctx>, Arc<Conn>, Request<Incoming>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<Body>, Infallible>>,
+{
+    let cfg = ctx.config.load();
+    match ctx.admission.admit(super::admission::Kind::Request, &conn.identity.workload, &cfg.limits) {
+        Ok(permit) => {
+            drop(cfg);
+            let gauge = ctx.metrics.requests_in_flight.clone();
+            let resp = handler(ctx, conn, req).await?;
+            Ok(resp.map(|b| super::admission::Held::new(b, permit, gauge).boxed()))
+        }
+        Err(refused) => {
+            ctx.metrics.limit_hit(refused.0);
+            let keys = ctx.identities.keys();
+            drop(Pending {
+                ctx: ctx.clone(),
+                conn: conn.clone(),
+                identity: crate::identity::caller(&keys, &conn.identity, req.headers()),
+                method: req.method().clone(),
+                host: request_host(&req),
+                path: req.uri().path_and_query().map_or_else(|| "/".into(), |p| p.as_str().to_string()),
+                target: conn
+                    .target
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| req.uri().authority().map(|a| a.to_string()).unwrap_or_default()),
+                status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+                start: Instant::now(),
+                sent: Arc::new(AtomicU64::new(0)),
+                received: 0,
+                error: Some(format!("shed: over {}", refused.0)),
+                denied_by: Some(refused.0),
+            });
+            Ok(super::admission::shed_response(refused, &cfg.limits, false))
+        }
     }
 }
 
@@ -164,7 +273,7 @@ impl super::observed::Observer for Pending {
         self.received += len as u64;
     }
 
-    fn error(&mut self, e: &hyper::Error) {
+    fn error(&mut self, e: &crate::proxy::upstream::BoxError) {
         self.error = Some(format!("upstream body: {e}"));
     }
 }
@@ -279,12 +388,26 @@ pub async fn forward(
             }
             f
         })
+        .map_err(Into::into)
         .boxed();
+    let timeouts = ctx.config.load().timeouts.clone();
+    let body = super::idle::Idle::new(body, timeouts.body_idle, ctx.metrics.clone()).boxed();
     let up = Request::from_parts(parts, body);
-    let result = match &conn.origin {
-        Some(o) => o.request(up).await,
-        None if h2 => ctx.upstream.http2.request(up).await,
-        None => ctx.upstream.http1.request(up).await,
+    let sent_upstream = async {
+        match &conn.origin {
+            Some(o) => o.request(up).await,
+            None if h2 => ctx.upstream.http2.request(up).await,
+            None => ctx.upstream.http1.request(up).await,
+        }
+    };
+    let Ok(result) = tokio::time::timeout(timeouts.response, sent_upstream).await else {
+        ctx.metrics.limit_hit("timeouts.response");
+        pending.denied_by = None;
+        let msg = format!(
+            "upstream {authority} sent no response within {:?} (timeouts.response)",
+            timeouts.response
+        );
+        return Ok(refuse(pending, StatusCode::GATEWAY_TIMEOUT, &msg));
     };
     ctx.metrics
         .request_duration
@@ -296,7 +419,7 @@ pub async fn forward(
             let (parts, _) = resp.into_parts();
             pending.status = parts.status.as_u16();
             if let Some(client_upgrade) = client_upgrade {
-                tokio::spawn(relay_upgraded(client_upgrade, upstream_upgrade, pending));
+                tokio::spawn(relay_upgraded(client_upgrade, upstream_upgrade, pending, timeouts.idle));
             }
             Ok(Response::from_parts(
                 parts,
@@ -307,6 +430,8 @@ pub async fn forward(
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             pending.status = parts.status.as_u16();
+            let body =
+                super::idle::Idle::new(super::upstream::boxed(body), timeouts.body_idle, ctx.metrics.clone());
             let tracked = super::observed::Observed::new(body.boxed(), pending);
             Ok(Response::from_parts(parts, tracked.boxed()))
         }
@@ -331,18 +456,27 @@ pub async fn forward(
     }
 }
 
-/// Relays an upgraded connection until either side closes; the request's audit record is
-/// written when it ends (its duration is the session's). Bytes show in the connection record.
+/// Relays an upgraded connection until either side closes or nothing moves either way for
+/// `idle` (`timeouts.idle`); the request's audit record is written when it ends (its duration
+/// is the session's). Bytes show in the connection record.
 async fn relay_upgraded(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     mut pending: Pending,
+    idle: std::time::Duration,
 ) {
     match (client.await, upstream.await) {
         (Ok(c), Ok(u)) => {
-            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                pending.error = Some(format!("upgraded connection: {e}"));
+            let counters = super::io::Counters::new();
+            let mut c = super::io::Counted::new(TokioIo::new(c), counters.clone());
+            let mut u = TokioIo::new(u);
+            match super::splice::relay_streams(&mut c, &mut u, idle, || counters.idle()).await {
+                Ok(()) => {}
+                Err(e @ super::splice::SpliceError::Idle(_)) => {
+                    pending.ctx.metrics.limit_hit("timeouts.idle");
+                    pending.error = Some(format!("upgraded connection: {e} (timeouts.idle)"));
+                }
+                Err(e) => pending.error = Some(format!("upgraded connection: {e}")),
             }
         }
         (Err(e), _) | (_, Err(e)) => pending.error = Some(format!("upgrade: {e}")),

@@ -1,9 +1,11 @@
 //! The node proxy: listeners, protocol sniffing, HTTP forwarding, TCP relay and the shared
 //! upstream client. One [`Ctx`] holds what every connection shares: live config, metrics,
 //! audit, identity resolution, the interceptor (original destinations) and the upstream pool.
+pub mod admission;
 pub mod egress;
 pub mod explicit;
 pub mod http;
+pub mod idle;
 pub mod io;
 pub mod observed;
 pub mod sniff;
@@ -51,6 +53,11 @@ pub struct Ctx {
     pub tls: arc_swap::ArcSwap<crate::tls::Tls>,
     /// Addresses nodegate listens on; a request for one of them would loop.
     pub own: Vec<SocketAddr>,
+    /// Connections and requests open now, against `limits.*`.
+    pub admission: Arc<admission::Admission>,
+    /// Turns true when nodegate starts shutting down: connections finish what they serve and
+    /// close.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Ctx {
@@ -145,6 +152,22 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// Takes a connection's place under `limits.connections*`, or counts and audits the refusal
+/// (rule: the limit) and says which limit refused.
+pub fn admit_connection(
+    ctx: &Ctx,
+    conn: &Conn,
+    target: String,
+    start: Instant,
+) -> Result<admission::Permit, admission::Refused> {
+    let limits = &ctx.config.load().limits;
+    ctx.admission.admit(admission::Kind::Connection, &conn.identity.workload, limits).inspect_err(|refused| {
+        ctx.metrics.limit_hit(refused.0);
+        let why = format!("shed: over {}", refused.0);
+        audit_refused(ctx, conn, target, None, start, refused.0, &why);
+    })
 }
 
 /// Writes the audit record of a connection nodegate refused before relaying anything: decision

@@ -17,7 +17,7 @@ pub trait Observer: Send + Unpin + 'static {
     fn frame(&mut self, d: &Bytes) {
         self.data(d.len());
     }
-    fn error(&mut self, e: &hyper::Error);
+    fn error(&mut self, e: &crate::proxy::upstream::BoxError);
 }
 
 pub struct Observed<O: Observer> {
@@ -33,12 +33,12 @@ impl<O: Observer> Observed<O> {
 
 impl<O: Observer> http_body::Body for Observed<O> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::proxy::upstream::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::proxy::upstream::BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
             Poll::Ready(Some(Ok(f))) => {

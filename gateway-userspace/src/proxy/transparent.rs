@@ -132,6 +132,16 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
         })
         .inc();
     tracing::debug!(%peer, dst = %o.dst, via = o.via, identity = %conn.identity.workload, protocol = conn.protocol, "accepted");
+    let _permit = match super::admit_connection(&ctx, &conn, o.dst.to_string(), start) {
+        Ok(p) => p,
+        // Plain HTTP learns why; anything else (TLS included) is closed.
+        Err(refused) => {
+            if terminate.is_none() && matches!(proto, Protocol::Http1 | Protocol::Http2) {
+                super::http::serve_refusal(&ctx, stream, proto == Protocol::Http2, refused).await;
+            }
+            return;
+        }
+    };
 
     if let (Some((i, _)), Protocol::Tls { sni }) = (terminate, &proto) {
         super::terminate::serve(ctx.clone(), &tls, stream, conn, sni.clone(), i, start).await;

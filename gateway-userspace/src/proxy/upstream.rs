@@ -19,7 +19,10 @@ use hyper_util::{
 };
 use tokio::net::{TcpSocket, TcpStream};
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// Every body nodegate sends: errors are boxed so its own (an idle body, a limit) can end a
+/// stream as an error, as the peer's would.
+pub type Body = BoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -148,4 +151,14 @@ impl Upstream {
             .build(tls);
         Self { dialer, http1, http2, llm }
     }
+}
+
+/// A peer's body as one nodegate sends on.
+pub fn boxed<B>(b: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt as _;
+    b.map_err(Into::into).boxed()
 }

@@ -60,6 +60,13 @@ pub struct TlsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The `limits.*` or `timeouts.*` field (or a protocol's own, `llm.max_body_bytes`) that
+    /// refused or ended something.
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModeLabels {
     pub mode: &'static str,
 }
@@ -85,6 +92,10 @@ pub struct Metrics {
     pub tls_leaves_minted: Counter,
     /// A2A calls by agent, method and outcome.
     pub a2a_calls: Family<A2aLabels, Counter>,
+    /// Requests, connections and bodies refused or ended by a limit or a timeout.
+    pub limit_hits: Family<LimitLabels, Counter>,
+    /// Requests in flight now (a streamed response counts until its last byte).
+    pub requests_in_flight: Gauge,
     pub llm: super::llm_metrics::LlmMetrics,
     pub mcp: super::mcp_metrics::McpMetrics,
     pub k8s: super::k8s_metrics::K8sMetrics,
@@ -174,11 +185,25 @@ impl Metrics {
             "Leaf certificates minted from the node CA",
             tls_leaves_minted.clone(),
         );
+        let limit_hits = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "nodegate_limit_hits",
+            "Requests, connections and bodies refused or ended by a limit or a timeout, by the setting",
+            limit_hits.clone(),
+        );
+        let requests_in_flight = Gauge::default();
+        registry.register(
+            "nodegate_requests_in_flight",
+            "Requests in flight now (a streamed response counts until its last byte)",
+            requests_in_flight.clone(),
+        );
         let llm = super::llm_metrics::LlmMetrics::register(&mut registry);
         let mcp = super::mcp_metrics::McpMetrics::register(&mut registry);
         let k8s = super::k8s_metrics::K8sMetrics::register(&mut registry);
         Arc::new(Self {
             a2a_calls,
+            limit_hits,
+            requests_in_flight,
             k8s,
             tls,
             tls_leaves_minted,
@@ -212,6 +237,11 @@ impl Metrics {
                 self.bytes.get_or_create(&BytesLabels { identity: identity.clone(), direction }).inc_by(n);
             }
         }
+    }
+
+    /// Counts one refusal or ending by `limit` (a config field name).
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.limit_hits.get_or_create(&LimitLabels { limit }).inc();
     }
 
     /// Sets a counter to an absolute value read from elsewhere (the kernel's counters).
