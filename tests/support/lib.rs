@@ -129,6 +129,24 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `f` on a thread that has entered `ns`'s network namespace (setns affects only the
+/// calling thread). Sockets made there stay in `ns` and may be used from any thread afterwards.
+pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("the thread in {path} panicked"))
+    })
+}
+
 /// nodegate's default `intercept.proxy_mark`, which iptables rules must exclude.
 pub const PROXY_MARK: &str = "0x4e470001";
 

@@ -1,0 +1,375 @@
+//! Limits and timeouts, hit end to end through the explicit listener: each refusal is the
+//! documented answer (431, 503 + Retry-After, 504, a broken body), counted in
+//! `nodegate_limit_hits_total{limit}`, audited with the limit as the rule, and frees what it
+//! held. The upstream is a scripted server in the node namespace that can be slow, silent or
+//! stop mid-body, and records what reached it.
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use nodegate_tests::*;
+
+const SCRIPTED_PORT: u16 = 18081;
+const PROXY: &str = "127.0.0.1:15080";
+const ADMIN: &str = "127.0.0.1:15000";
+
+/// What the scripted upstream saw.
+#[derive(Default)]
+struct Seen {
+    /// Requests that reached it.
+    hits: AtomicUsize,
+    /// For each `/upload`: how many body bytes arrived before the body ended, and how it ended.
+    uploads: Mutex<Vec<(usize, String)>>,
+}
+
+/// Reads a request head: (path, content-length).
+fn read_head(r: &mut impl BufRead) -> Option<(String, usize)> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let path = line.split_whitespace().nth(1)?.to_string();
+    let mut len = 0;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            return Some((path, len));
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+}
+
+/// Blocks until the peer closes (or 30 s pass): a server that holds its side open.
+fn hold(r: &mut impl Read) {
+    let mut buf = [0u8; 256];
+    while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+fn scripted_upstream(ns: &Netns) -> Arc<Seen> {
+    let listener =
+        in_netns(ns, || TcpListener::bind((SVC_IP, SCRIPTED_PORT)).expect("bind scripted upstream"));
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = s.clone();
+            thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                let Ok(read_half) = stream.try_clone() else { return };
+                let mut r = BufReader::new(read_half);
+                let mut w = stream;
+                while let Some((path, len)) = read_head(&mut r) {
+                    seen.hits.fetch_add(1, Ordering::SeqCst);
+                    if path.starts_with("/upload") {
+                        let mut got = 0;
+                        let mut buf = [0u8; 1024];
+                        let how = loop {
+                            match r.read(&mut buf) {
+                                Ok(0) => break "eof".to_string(),
+                                Ok(n) => {
+                                    got += n;
+                                    if got >= len {
+                                        break "complete".to_string();
+                                    }
+                                }
+                                Err(e) => break format!("error: {e}"),
+                            }
+                        };
+                        seen.uploads.lock().unwrap_or_else(|e| e.into_inner()).push((got, how));
+                        return;
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let answer: &[u8] = match path.as_str() {
+                        "/never" => return hold(&mut r),
+                        "/stall" => {
+                            let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789");
+                            return hold(&mut r);
+                        }
+                        p if p.starts_with("/slow") => {
+                            thread::sleep(Duration::from_millis(1500));
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nslow-done"
+                        }
+                        _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                    };
+                    if w.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    seen
+}
+
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+fn connect(ns: &Netns, to: &str) -> TcpStream {
+    let to = to.to_string();
+    let s = in_netns(ns, move || TcpStream::connect(&to).expect("connect"));
+    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    s
+}
+
+/// Reads one response (Content-Length framed, or to EOF).
+fn read_answer(s: &TcpStream) -> std::io::Result<Answer> {
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed after {head:?}"),
+            ));
+        }
+        if line.trim_end().is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let len = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+    let mut body = Vec::new();
+    match len {
+        Some(n) => {
+            body.resize(n, 0);
+            r.read_exact(&mut body)?;
+        }
+        None => {
+            r.read_to_end(&mut body)?;
+        }
+    }
+    Ok(Answer { status, head, body })
+}
+
+fn send(ns: &Netns, request: &str) -> Answer {
+    let mut s = connect(ns, PROXY);
+    s.write_all(request.as_bytes()).expect("write request");
+    read_answer(&s).unwrap_or_else(|e| panic!("no answer to {request:?}: {e}"))
+}
+
+fn get_via_proxy(ns: &Netns, path: &str) -> Answer {
+    let host = format!("{SVC_IP}:{SCRIPTED_PORT}");
+    send(ns, &format!("GET http://{host}{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"))
+}
+
+/// A series of the admin's /metrics, summed over label sets containing `with`.
+fn metric(ns: &Netns, name: &str, with: &str) -> f64 {
+    let a = send_to(ns, ADMIN, "GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
+    String::from_utf8_lossy(&a.body)
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(with))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn send_to(ns: &Netns, to: &str, request: &str) -> Answer {
+    let mut s = connect(ns, to);
+    s.write_all(request.as_bytes()).expect("write request");
+    read_answer(&s).unwrap_or_else(|e| panic!("no answer from {to}: {e}"))
+}
+
+fn gateway(node: &Netns, tag: &str, extra: &str) -> Gateway {
+    let (dir, pin) = Gateway::prepare(tag);
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: {PROXY}, transparent: null }}
+admin: {{ address: {ADMIN} }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+{extra}
+"#
+    );
+    Gateway::start(&dir, &pin, &cfg, Some(node), None)
+}
+
+#[test]
+fn each_limit_answers_as_documented_and_frees_what_it_held() {
+    require_root();
+    let topo = Topology::new();
+    let node = &topo.node;
+    let seen = scripted_upstream(node);
+    let gw = gateway(
+        node,
+        "limits",
+        r#"
+limits: { requests: 8, requests_per_workload: 2, connections: 6, connections_per_workload: 6, header_bytes: 16384 }
+timeouts: { response: 2500ms, body_idle: 700ms, header_read: 1s }
+"#,
+    );
+    let host = format!("{SVC_IP}:{SCRIPTED_PORT}");
+
+    // Headers over limits.header_bytes: 431, nothing forwarded.
+    let before = seen.hits.load(Ordering::SeqCst);
+    let big = "x".repeat(20_000);
+    let a = send(node, &format!("GET http://{host}/big HTTP/1.1\r\nhost: {host}\r\nx-big: {big}\r\n\r\n"));
+    assert_eq!(a.status, 431, "{}", a.head);
+    assert_eq!(seen.hits.load(Ordering::SeqCst), before, "a refused request must not reach the upstream");
+    assert!(metric(node, "nodegate_limit_hits_total", "limit=\"limits.header_bytes\"") >= 1.0);
+
+    // A client that never finishes its headers is cut at timeouts.header_read.
+    let mut slow = connect(node, PROXY);
+    slow.write_all(format!("GET http://{host}/ HTTP/1.1\r\nhost: {host}\r\nx-slow: ").as_bytes())
+        .expect("write");
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(t.elapsed() < Duration::from_secs(5), "a slowloris client held its connection {:?}", t.elapsed());
+
+    // Two slow requests fill the workload's share; a third is shed at once with 503 and
+    // Retry-After, and is not forwarded; once they finish, there is room again.
+    let before = seen.hits.load(Ordering::SeqCst);
+    let slow_ones: Vec<_> = (0..2)
+        .map(|i| {
+            let mut s = connect(node, PROXY);
+            let req =
+                format!("GET http://{host}/slow{i} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).expect("write");
+            thread::spawn(move || read_answer(&s).map(|a| (a.status, a.body)))
+        })
+        .collect();
+    wait_until(Duration::from_secs(5), "both slow requests upstream", || {
+        seen.hits.load(Ordering::SeqCst) == before + 2
+    });
+    let t = Instant::now();
+    let shed = get_via_proxy(node, "/third");
+    assert_eq!(shed.status, 503, "{}", shed.head);
+    assert!(t.elapsed() < Duration::from_millis(1000), "shedding must not queue: {:?}", t.elapsed());
+    assert!(shed.head.to_ascii_lowercase().contains("retry-after: 1"), "{}", shed.head);
+    assert!(String::from_utf8_lossy(&shed.body).contains("limits.requests_per_workload"));
+    assert_eq!(seen.hits.load(Ordering::SeqCst), before + 2, "a shed request must not be forwarded");
+    for h in slow_ones {
+        let (status, body) = h.join().expect("thread").expect("the slow requests complete");
+        assert_eq!((status, body.as_slice()), (200, b"slow-done".as_slice()));
+    }
+    assert_eq!(get_via_proxy(node, "/after").status, 200, "places are given back when responses end");
+    let rec = gw.wait_audit("shed record", |r| r["kind"] == "http" && r["path"] == "/third");
+    assert_eq!(rec["decision"], "deny", "{rec}");
+    assert_eq!(rec["rule"], "limits.requests_per_workload", "{rec}");
+    assert_eq!(rec["status"], 503, "{rec}");
+
+    // Connections: six open (idle) fill limits.connections; the seventh is answered 503 and
+    // closed; closing one makes room.
+    let idle: Vec<_> = (0..6).map(|_| connect(node, PROXY)).collect();
+    wait_until(Duration::from_secs(5), "six explicit connections open", || {
+        metric(node, "nodegate_active_connections", "mode=\"explicit\"") >= 6.0
+    });
+    let over = get_via_proxy(node, "/seventh");
+    assert_eq!(over.status, 503, "{}", over.head);
+    assert!(String::from_utf8_lossy(&over.body).contains("limits.connections"), "{:?}", over.body);
+    assert!(over.head.to_ascii_lowercase().contains("connection: close"), "{}", over.head);
+    drop(idle);
+    wait_until(Duration::from_secs(5), "a place for a new connection", || {
+        get_via_proxy(node, "/room").status == 200
+    });
+    gw.wait_audit("refused connection record", |r| {
+        r["kind"] == "connection" && r["rule"] == "limits.connections" && r["decision"] == "deny"
+    });
+
+    // An upstream that never answers: 504 at timeouts.response, with the setting named.
+    let t = Instant::now();
+    let a = get_via_proxy(node, "/never");
+    assert_eq!(a.status, 504, "{}", a.head);
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(String::from_utf8_lossy(&a.body).contains("timeouts.response"));
+
+    // An upstream that stops mid-body: the client's body breaks (not a clean, short end).
+    let mut s = connect(node, PROXY);
+    s.write_all(
+        format!("GET http://{host}/stall HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let t = Instant::now();
+    let got = read_answer(&s);
+    assert!(got.is_err(), "a stalled body must end in an error, not a complete answer");
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    let rec = gw.wait_audit("stalled body record", |r| r["kind"] == "http" && r["path"] == "/stall");
+    assert!(rec["error"].as_str().unwrap_or("").contains("timeouts.body_idle"), "{rec}");
+
+    // A client that stops mid-upload: the upstream sees the body end short, and the request's
+    // place is freed.
+    let mut s = connect(node, PROXY);
+    let head = format!("POST http://{host}/upload HTTP/1.1\r\nhost: {host}\r\ncontent-length: 1000\r\n\r\n");
+    s.write_all(head.as_bytes()).expect("write");
+    s.write_all(&[b'u'; 10]).expect("write");
+    wait_until(Duration::from_secs(5), "the upload ends upstream", || {
+        !seen.uploads.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    });
+    let (bytes, how) = seen.uploads.lock().unwrap_or_else(|e| e.into_inner())[0].clone();
+    assert!(bytes < 1000 && how != "complete", "upload ended {how} after {bytes} bytes");
+    drop(s);
+    wait_until(Duration::from_secs(5), "nothing in flight", || {
+        metric(node, "nodegate_requests_in_flight", "") == 0.0
+    });
+    for limit in
+        ["limits.requests_per_workload", "limits.connections", "timeouts.response", "timeouts.body_idle"]
+    {
+        assert!(
+            metric(node, "nodegate_limit_hits_total", &format!("limit=\"{limit}\"")) >= 1.0,
+            "{limit} not counted"
+        );
+    }
+}
+
+#[test]
+fn shutdown_finishes_requests_in_flight_and_closes_idle_connections() {
+    require_root();
+    let topo = Topology::new();
+    let node = &topo.node;
+    let seen = scripted_upstream(node);
+    let mut gw = gateway(node, "drain", "timeouts: { drain: 20s }");
+    let host = format!("{SVC_IP}:{SCRIPTED_PORT}");
+    // An idle keep-alive connection (one answered request, then nothing).
+    let mut keep = connect(node, PROXY);
+    keep.write_all(format!("GET http://{host}/first HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes())
+        .expect("write");
+    assert_eq!(read_answer(&keep).expect("first answer").status, 200);
+    // A request in flight when SIGTERM arrives.
+    let mut s = connect(node, PROXY);
+    s.write_all(
+        format!("GET http://{host}/slow HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let before = seen.hits.load(Ordering::SeqCst);
+    wait_until(Duration::from_secs(5), "the slow request upstream", || {
+        seen.hits.load(Ordering::SeqCst) >= before
+    });
+    let in_flight = thread::spawn(move || read_answer(&s).map(|a| (a.status, a.body)));
+    thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    gw.stop();
+    let (status, body) = in_flight.join().expect("thread").expect("the request in flight completes");
+    assert_eq!((status, body.as_slice()), (200, b"slow-done".as_slice()));
+    // The idle connection was closed at shutdown, not held until the 20 s drain deadline.
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}: idle connections held it",
+        t.elapsed()
+    );
+    let mut rest = Vec::new();
+    assert!(matches!(keep.read_to_end(&mut rest), Ok(0)), "the idle connection must be closed cleanly");
+}
