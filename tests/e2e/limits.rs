@@ -61,8 +61,9 @@ fn hold(r: &mut impl Read) {
 }
 
 fn scripted_upstream(ns: &Netns) -> Arc<Seen> {
-    let listener =
-        in_netns(ns, || TcpListener::bind((SVC_IP, SCRIPTED_PORT)).expect("bind scripted upstream"));
+    let listener = in_netns(ns, || {
+        TcpListener::bind((SVC_IP, SCRIPTED_PORT)).unwrap_or_else(|e| panic!("bind scripted upstream: {e:?}"))
+    });
     let seen = Arc::new(Seen::default());
     let s = seen.clone();
     thread::spawn(move || {
@@ -127,8 +128,8 @@ struct Answer {
 
 fn connect(ns: &Netns, to: &str) -> TcpStream {
     let to = to.to_string();
-    let s = in_netns(ns, move || TcpStream::connect(&to).expect("connect"));
-    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let s = in_netns(ns, move || TcpStream::connect(&to).unwrap_or_else(|e| panic!("connect: {e:?}")));
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap_or_else(|e| panic!("timeout: {e:?}"));
     s
 }
 
@@ -169,7 +170,7 @@ fn read_answer(s: &TcpStream) -> std::io::Result<Answer> {
 
 fn send(ns: &Netns, request: &str) -> Answer {
     let mut s = connect(ns, PROXY);
-    s.write_all(request.as_bytes()).expect("write request");
+    s.write_all(request.as_bytes()).unwrap_or_else(|e| panic!("write request: {e:?}"));
     read_answer(&s).unwrap_or_else(|e| panic!("no answer to {request:?}: {e}"))
 }
 
@@ -190,7 +191,7 @@ fn metric(ns: &Netns, name: &str, with: &str) -> f64 {
 
 fn send_to(ns: &Netns, to: &str, request: &str) -> Answer {
     let mut s = connect(ns, to);
-    s.write_all(request.as_bytes()).expect("write request");
+    s.write_all(request.as_bytes()).unwrap_or_else(|e| panic!("write request: {e:?}"));
     read_answer(&s).unwrap_or_else(|e| panic!("no answer from {to}: {e}"))
 }
 
@@ -234,7 +235,7 @@ timeouts: { response: 2500ms, body_idle: 700ms, header_read: 1s }
     // A client that never finishes its headers is cut at timeouts.header_read.
     let mut slow = connect(node, PROXY);
     slow.write_all(format!("GET http://{host}/ HTTP/1.1\r\nhost: {host}\r\nx-slow: ").as_bytes())
-        .expect("write");
+        .unwrap_or_else(|e| panic!("write: {e:?}"));
     let t = Instant::now();
     let mut rest = Vec::new();
     let _ = slow.read_to_end(&mut rest);
@@ -248,7 +249,7 @@ timeouts: { response: 2500ms, body_idle: 700ms, header_read: 1s }
             let mut s = connect(node, PROXY);
             let req =
                 format!("GET http://{host}/slow{i} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
-            s.write_all(req.as_bytes()).expect("write");
+            s.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("write: {e:?}"));
             thread::spawn(move || read_answer(&s).map(|a| (a.status, a.body)))
         })
         .collect();
@@ -263,7 +264,10 @@ timeouts: { response: 2500ms, body_idle: 700ms, header_read: 1s }
     assert!(String::from_utf8_lossy(&shed.body).contains("limits.requests_per_workload"));
     assert_eq!(seen.hits.load(Ordering::SeqCst), before + 2, "a shed request must not be forwarded");
     for h in slow_ones {
-        let (status, body) = h.join().expect("thread").expect("the slow requests complete");
+        let (status, body) = h
+            .join()
+            .unwrap_or_else(|e| panic!("thread: {e:?}"))
+            .unwrap_or_else(|e| panic!("the slow requests complete: {e:?}"));
         assert_eq!((status, body.as_slice()), (200, b"slow-done".as_slice()));
     }
     assert_eq!(get_via_proxy(node, "/after").status, 200, "places are given back when responses end");
@@ -302,7 +306,7 @@ timeouts: { response: 2500ms, body_idle: 700ms, header_read: 1s }
     s.write_all(
         format!("GET http://{host}/stall HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
     )
-    .expect("write");
+    .unwrap_or_else(|e| panic!("write: {e:?}"));
     let t = Instant::now();
     let got = read_answer(&s);
     assert!(got.is_err(), "a stalled body must end in an error, not a complete answer");
@@ -314,8 +318,8 @@ timeouts: { response: 2500ms, body_idle: 700ms, header_read: 1s }
     // place is freed.
     let mut s = connect(node, PROXY);
     let head = format!("POST http://{host}/upload HTTP/1.1\r\nhost: {host}\r\ncontent-length: 1000\r\n\r\n");
-    s.write_all(head.as_bytes()).expect("write");
-    s.write_all(&[b'u'; 10]).expect("write");
+    s.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("write: {e:?}"));
+    s.write_all(&[b'u'; 10]).unwrap_or_else(|e| panic!("write: {e:?}"));
     wait_until(Duration::from_secs(5), "the upload ends upstream", || {
         !seen.uploads.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     });
@@ -346,14 +350,14 @@ fn shutdown_finishes_requests_in_flight_and_closes_idle_connections() {
     // An idle keep-alive connection (one answered request, then nothing).
     let mut keep = connect(node, PROXY);
     keep.write_all(format!("GET http://{host}/first HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes())
-        .expect("write");
-    assert_eq!(read_answer(&keep).expect("first answer").status, 200);
+        .unwrap_or_else(|e| panic!("write: {e:?}"));
+    assert_eq!(read_answer(&keep).unwrap_or_else(|e| panic!("first answer: {e:?}")).status, 200);
     // A request in flight when SIGTERM arrives.
     let mut s = connect(node, PROXY);
     s.write_all(
         format!("GET http://{host}/slow HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
     )
-    .expect("write");
+    .unwrap_or_else(|e| panic!("write: {e:?}"));
     let before = seen.hits.load(Ordering::SeqCst);
     wait_until(Duration::from_secs(5), "the slow request upstream", || {
         seen.hits.load(Ordering::SeqCst) >= before
@@ -362,7 +366,10 @@ fn shutdown_finishes_requests_in_flight_and_closes_idle_connections() {
     thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     gw.stop();
-    let (status, body) = in_flight.join().expect("thread").expect("the request in flight completes");
+    let (status, body) = in_flight
+        .join()
+        .unwrap_or_else(|e| panic!("thread: {e:?}"))
+        .unwrap_or_else(|e| panic!("the request in flight completes: {e:?}"));
     assert_eq!((status, body.as_slice()), (200, b"slow-done".as_slice()));
     // The idle connection was closed at shutdown, not held until the 20 s drain deadline.
     assert!(
