@@ -67,12 +67,13 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .transparent
         .map(|a| proxy::bind(a).with_context(|| format!("binding the transparent listener on {a}")))
         .transpose()?;
-    let admin_listener = proxy::bind(cfg.admin.address)
+    let admin_listener = proxy::bind_std(cfg.admin.address)
         .with_context(|| format!("binding the admin listener on {}", cfg.admin.address))?;
-    let own: Vec<_> = [explicit.as_ref(), transparent.as_ref(), Some(&admin_listener)]
+    let own: Vec<_> = [explicit.as_ref(), transparent.as_ref()]
         .into_iter()
         .flatten()
         .filter_map(|l| l.local_addr().ok())
+        .chain(admin_listener.local_addr().ok())
         .collect();
 
     let interceptor = if cfg.intercept.enabled && cfg.intercept.mode == config::InterceptMode::Ebpf {
@@ -152,14 +153,19 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let scrapers = Arc::new(std::sync::Mutex::new(start_scrapers(&ctx, stop_rx.clone())));
     let ready = Arc::new(AtomicBool::new(false));
     tracing::info!(address = %admin_listener.local_addr()?, "admin listener");
-    let admin_task = tokio::spawn(admin::run(
-        Arc::new(admin::Admin { ctx: ctx.clone(), ready: ready.clone() }),
-        admin_listener,
-        stop_rx.clone(),
-    ));
-
+    // Health probes and the heartbeat run where busy proxy workers cannot delay them.
+    let admin_task = crate::dedicated::spawn(
+        "nodegate-admin",
+        admin::run(
+            Arc::new(admin::Admin { ctx: ctx.clone(), ready: ready.clone() }),
+            admin_listener,
+            stop_rx.clone(),
+        ),
+    )
+    .context("starting the admin thread")?;
     if let Some(i) = interceptor.clone() {
-        tokio::spawn(heartbeat(i, live.clone(), stop_rx.clone()));
+        crate::dedicated::spawn("nodegate-heartbeat", heartbeat(i, live.clone(), stop_rx.clone()))
+            .context("starting the heartbeat thread")?;
     }
     let (changed_tx, mut changed_rx) = watch::channel(Arc::new(cfg.clone()));
     let composer = match &ctx.cluster {

@@ -5,7 +5,7 @@
 //! stop mid-body, and records what reached it.
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nodegate_tests::*;
+use nodegate_tests::{
+    raw::{Answer, connect, read_answer, send_to},
+    *,
+};
 
 const SCRIPTED_PORT: u16 = 18081;
 const PROXY: &str = "127.0.0.1:15080";
@@ -120,54 +123,6 @@ fn scripted_upstream(ns: &Netns) -> Arc<Seen> {
     seen
 }
 
-struct Answer {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-fn connect(ns: &Netns, to: &str) -> TcpStream {
-    let to = to.to_string();
-    let s = in_netns(ns, move || TcpStream::connect(&to).unwrap_or_else(|e| panic!("connect: {e:?}")));
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap_or_else(|e| panic!("timeout: {e:?}"));
-    s
-}
-
-/// Reads one response (Content-Length framed, or to EOF).
-fn read_answer(s: &TcpStream) -> std::io::Result<Answer> {
-    let mut r = BufReader::new(s.try_clone()?);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("closed after {head:?}"),
-            ));
-        }
-        if line.trim_end().is_empty() {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let len = head
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
-    let mut body = Vec::new();
-    match len {
-        Some(n) => {
-            body.resize(n, 0);
-            r.read_exact(&mut body)?;
-        }
-        None => {
-            r.read_to_end(&mut body)?;
-        }
-    }
-    Ok(Answer { status, head, body })
-}
-
 fn send(ns: &Netns, request: &str) -> Answer {
     let mut s = connect(ns, PROXY);
     s.write_all(request.as_bytes()).unwrap_or_else(|e| panic!("write request: {e:?}"));
@@ -187,12 +142,6 @@ fn metric(ns: &Netns, name: &str, with: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l.contains(with))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn send_to(ns: &Netns, to: &str, request: &str) -> Answer {
-    let mut s = connect(ns, to);
-    s.write_all(request.as_bytes()).unwrap_or_else(|e| panic!("write request: {e:?}"));
-    read_answer(&s).unwrap_or_else(|e| panic!("no answer from {to}: {e}"))
 }
 
 fn gateway(node: &Netns, tag: &str, extra: &str) -> Gateway {
@@ -230,7 +179,9 @@ timeouts: { response: 2500ms, body_idle: 700ms, header_read: 1s }
     let a = send(node, &format!("GET http://{host}/big HTTP/1.1\r\nhost: {host}\r\nx-big: {big}\r\n\r\n"));
     assert_eq!(a.status, 431, "{}", a.head);
     assert_eq!(seen.hits.load(Ordering::SeqCst), before, "a refused request must not reach the upstream");
-    assert!(metric(node, "nodegate_limit_hits_total", "limit=\"limits.header_bytes\"") >= 1.0);
+    wait_until(Duration::from_secs(5), "the 431 counted", || {
+        metric(node, "nodegate_limit_hits_total", "limit=\"limits.header_bytes\"") >= 1.0
+    });
 
     // A client that never finishes its headers is cut at timeouts.header_read.
     let mut slow = connect(node, PROXY);
@@ -279,10 +230,13 @@ timeouts: { response: 2500ms, body_idle: 700ms, header_read: 1s }
     // Connections: six open (idle) fill limits.connections; the seventh is answered 503 and
     // closed; closing one makes room.
     let idle: Vec<_> = (0..6).map(|_| connect(node, PROXY)).collect();
-    wait_until(Duration::from_secs(5), "six explicit connections open", || {
-        metric(node, "nodegate_active_connections", "mode=\"explicit\"") >= 6.0
-    });
-    let over = get_via_proxy(node, "/seventh");
+    // Each takes its place once the kernel has named its caller: wait for that, not for a sleep.
+    let mut over = get_via_proxy(node, "/seventh");
+    let t = Instant::now();
+    while over.status == 200 && t.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(50));
+        over = get_via_proxy(node, "/seventh");
+    }
     assert_eq!(over.status, 503, "{}", over.head);
     assert!(String::from_utf8_lossy(&over.body).contains("limits.connections"), "{:?}", over.body);
     assert!(over.head.to_ascii_lowercase().contains("connection: close"), "{}", over.head);

@@ -9,6 +9,8 @@ pub mod certs;
 pub mod kube;
 pub mod mcp;
 
+pub mod raw;
+
 use std::{
     ffi::CString,
     fs,

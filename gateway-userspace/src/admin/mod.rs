@@ -27,7 +27,19 @@ pub struct Admin {
     pub ready: Arc<AtomicBool>,
 }
 
-pub async fn run(admin: Arc<Admin>, listener: TcpListener, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Serves until `shutdown`; run it on its own runtime (`dedicated`), which `listener` joins here.
+pub async fn run(
+    admin: Arc<Admin>,
+    listener: std::net::TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "admin listener cannot be served");
+            return;
+        }
+    };
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a {

@@ -23,12 +23,20 @@ pub fn warm() {
     let _ = tiktoken_rs::cl100k_base_singleton();
 }
 
-/// Tokens in `text` for `model`.
+/// Text longer than this is tokenised off the async workers: a regex pass over a large prompt
+/// takes milliseconds to hundreds of them, long enough to delay every connection on the worker.
+const INLINE_BYTES: usize = 16 << 10;
+
+/// Tokens in `text` for `model`. Large texts are counted with the worker handed off
+/// (`block_in_place`), so other connections keep being served meanwhile.
 pub fn count(model: &str, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    encoding(model).encode_ordinary(text).len() as u64
+    let run = || encoding(model).encode_ordinary(text).len() as u64;
+    let on_workers = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if text.len() > INLINE_BYTES && on_workers { tokio::task::block_in_place(run) } else { run() }
 }
 
 /// Prompt tokens of a request: the text plus a few tokens of framing per message.

@@ -93,6 +93,11 @@ pub struct Conn {
 /// Binds a listener with a large backlog (benchmarks and bursts of agents overflow the default)
 /// and SO_REUSEADDR (a restarted proxy rebinds at once).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr)?)
+}
+
+/// [`bind`] without registering with a runtime: for a listener served on another one.
+pub fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -103,7 +108,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     sock.set_tcp_nodelay(true)?;
     sock.bind(&addr.into())?;
     sock.listen(4096)?;
-    TcpListener::from_std(sock.into())
+    Ok(sock.into())
 }
 
 /// Accepts on `listener` until `shutdown` fires, running `handle` for each connection on

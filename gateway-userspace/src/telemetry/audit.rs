@@ -261,19 +261,23 @@ impl Audit {
     }
 }
 
-/// Starts the writer. Dropping every [`Audit`] clone ends it after it wrote and flushed all
-/// queued records; await the returned handle on shutdown.
+/// Starts the writer on a thread of its own (file writes and rotation block). Dropping every
+/// [`Audit`] clone ends it after it wrote and flushed all queued records; await the returned
+/// receiver on shutdown.
 pub fn start(
     cfg: &config::Audit,
     metrics: Arc<Metrics>,
-) -> std::io::Result<(Audit, tokio::task::JoinHandle<()>)> {
+) -> std::io::Result<(Audit, tokio::sync::oneshot::Receiver<()>)> {
     if cfg.path.is_empty() {
-        return Ok((Audit::disabled(metrics), tokio::spawn(async {})));
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let _ = done.send(());
+        return Ok((Audit::disabled(metrics), finished));
     }
     let out = Output::open(&cfg.path, cfg.max_bytes, cfg.keep)?;
     let (tx, rx) = mpsc::channel(cfg.queue);
-    let handle = tokio::task::spawn(write_loop(rx, out, cfg.flush_interval, metrics.clone()));
-    Ok((Audit { tx: Some(tx), metrics }, handle))
+    let finished =
+        crate::dedicated::spawn("nodegate-audit", write_loop(rx, out, cfg.flush_interval, metrics.clone()))?;
+    Ok((Audit { tx: Some(tx), metrics }, finished))
 }
 
 async fn write_loop(mut rx: mpsc::Receiver<Record>, mut out: Output, every: Duration, metrics: Arc<Metrics>) {
