@@ -157,7 +157,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let admin_task = crate::dedicated::spawn(
         "nodegate-admin",
         admin::run(
-            Arc::new(admin::Admin { ctx: ctx.clone(), ready: ready.clone() }),
+            Arc::new(admin::Admin { ctx: ctx.clone(), ready: ready.clone(), started: Default::default() }),
             admin_listener,
             stop_rx.clone(),
         ),

@@ -519,3 +519,48 @@ mcp:
     let l = mcp_client("lists", "legacy", &url, "-", &[], Some(&topo.pod), None);
     assert!(strs(&l["tools"]).contains(&"delete_file".to_string()), "{l}");
 }
+
+/// Readiness means ready: right after start, a stdio server still starting keeps /readyz at
+/// 503 (saying which), /readyz/detail shows each server's start (a failed one with its reason),
+/// and a tools list asked for meanwhile waits for the starting server instead of answering
+/// without its tools.
+#[test]
+fn readiness_and_lists_wait_for_a_starting_stdio_server() {
+    require_root();
+    let topo = Topology::new();
+    let js = everything_js().display().to_string();
+    let gw = start(
+        &topo,
+        "mcp-startup",
+        &format!(
+            r#"
+  servers:
+    - {{ name: slow, transport: stdio, command: sh, args: ["-c", "sleep 4; exec node {js} stdio"] }}
+    - {{ name: absent, transport: stdio, command: /nonexistent/mcp-server }}
+"#
+        ),
+    );
+    let node = Some(&topo.node);
+    let r = get(ADMIN, "/readyz", node, None);
+    assert_eq!(r["status"], 503, "a starting stdio server must hold readiness: {r}");
+    assert!(r["body"].as_str().unwrap_or("").contains("mcp server slow starting"), "{r}");
+    let d = get(ADMIN, "/readyz/detail", node, None);
+    let servers = d["body"]["mcp_servers"].as_array().cloned().unwrap_or_default();
+    let by = |n: &str| servers.iter().find(|s| s["name"] == n).cloned().unwrap_or_default();
+    assert_eq!(by("slow")["startup"], "starting", "{d}");
+    assert_eq!(by("absent")["startup"], "failed", "{d}");
+    assert!(by("absent")["error"].as_str().unwrap_or("").contains("/nonexistent/mcp-server"), "{d}");
+
+    // Asked for while `slow` is still starting: the list waits for it.
+    let started = std::time::Instant::now();
+    let l = client("lists", "auto", KEY_A, &[], &topo);
+    let tools = strs(&l["tools"]);
+    assert!(tools.contains(&"echo".to_string()), "the starting server's tools are missing: {l}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    wait_until(Duration::from_secs(10), "ready once slow has started", || {
+        get(ADMIN, "/readyz", node, None)["status"] == 200
+    });
+    let d = get(ADMIN, "/readyz/detail", node, None);
+    assert_eq!(d["body"]["ready"], true, "{d}");
+    drop(gw);
+}

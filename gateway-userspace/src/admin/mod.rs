@@ -24,7 +24,11 @@ use crate::proxy::Ctx;
 
 pub struct Admin {
     pub ctx: Arc<Ctx>,
+    /// Set once listeners are bound and programs attached; cleared on shutdown.
     pub ready: Arc<AtomicBool>,
+    /// Latched once every start-up check passed: a later reload that restarts an MCP server
+    /// or a pool does not make the node agent unready.
+    pub started: AtomicBool,
 }
 
 /// Serves until `shutdown`; run it on its own runtime (`dedicated`), which `listener` joins here.
@@ -91,6 +95,12 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
     Ok(match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => readyz(&admin),
+        "/readyz/detail" => {
+            let (ready, detail) = readiness(&admin);
+            let body = serde_json::to_string_pretty(&detail).unwrap_or_default() + "\n";
+            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            reply(status, "application/json", body)
+        }
         "/pods" => match &ctx.cluster {
             None => reply(StatusCode::NOT_FOUND, "text/plain", "kubernetes is not enabled\n".into()),
             Some(c) => reply(
@@ -136,18 +146,100 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /healthz /readyz /metrics /config_dump /intercept/status /mcp/servers /pods\n"
+            "not found: try /healthz /readyz /readyz/detail /metrics /config_dump /intercept/status /mcp/servers /pods\n"
                 .into(),
         ),
     })
 }
 
-/// Ready once the listeners are up and, with Kubernetes on, both watches have listed once. An
-/// API server gone away later does not make the agent unready (it serves its last good view,
-/// which is what a node agent must do); the body says so.
+/// What readiness is made of, each part with its state: listeners bound and programs attached
+/// (the process got that far), every stdio/SSE MCP server through its first start (started, or
+/// failed and why), every inference pool scraped once. Returns whether all start-up checks
+/// passed (Kubernetes is judged apart, in [`readyz`]).
+fn readiness(admin: &Admin) -> (bool, serde_json::Value) {
+    use serde_json::json;
+    let ctx = &admin.ctx;
+    let cfg = ctx.config.load();
+    let up = admin.ready.load(Ordering::Acquire);
+    let mcp = ctx.mcp.load();
+    let servers: Vec<_> = mcp
+        .catalog
+        .servers
+        .iter()
+        .map(|s| {
+            let st = s.startup();
+            let (state, why) = crate::mcp::startup_label(&st);
+            json!({"name": &*s.name, "transport": s.transport, "startup": state, "error": why})
+        })
+        .collect();
+    let servers_settled =
+        mcp.catalog.servers.iter().all(|s| s.startup() != crate::mcp::upstream::channel::Startup::Starting);
+    let pools = ctx.pools.load();
+    let pool_view: Vec<_> = pools
+        .pools
+        .iter()
+        .map(|p| {
+            json!({
+                "name": &*p.name,
+                "scraped": p.scraped.load(Ordering::Acquire),
+                "endpoints": p.members().endpoints.len(),
+            })
+        })
+        .collect();
+    let pools_scraped = pools.pools.iter().all(|p| p.scraped.load(Ordering::Acquire));
+    let interception = ctx.interceptor.as_ref().map(
+        |i| json!({"programs_attached": true, "cgroups": i.attached_cgroups(), "entries": i.table_len()}),
+    );
+    let ready = up && (admin.started.load(Ordering::Acquire) || (servers_settled && pools_scraped));
+    if ready {
+        admin.started.store(true, Ordering::Release);
+    }
+    let detail = json!({
+        "ready": ready,
+        "listeners": {
+            "bound": up,
+            "explicit": cfg.listeners.explicit,
+            "transparent": cfg.listeners.transparent,
+            "admin": cfg.admin.address,
+        },
+        "interception": interception,
+        "mcp_servers": servers,
+        "pools": pool_view,
+        "kubernetes": ctx.cluster.as_ref().map(|c| match c.health(cfg.kubernetes.stale_after) {
+            Ok(()) => "connected".to_string(),
+            Err(detail) => detail,
+        }),
+    });
+    (ready, detail)
+}
+
+/// Ready once the listeners are up (and programs attached), every MCP server nodegate starts has
+/// started or failed, every inference pool was scraped once and, with Kubernetes on, both
+/// watches have listed once. An API server gone away later does not make the agent unready (it
+/// serves its last good view, which is what a node agent must do); the body says so.
+/// `/readyz/detail` shows each part.
 fn readyz(admin: &Admin) -> Response<Full<Bytes>> {
     if !admin.ready.load(Ordering::Acquire) {
         return reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into());
+    }
+    let (ready, detail) = readiness(admin);
+    if !ready {
+        let mut waiting = Vec::new();
+        for s in detail["mcp_servers"].as_array().into_iter().flatten() {
+            if s["startup"] == "starting" {
+                waiting.push(format!("mcp server {} starting", s["name"].as_str().unwrap_or("")));
+            }
+        }
+        for p in detail["pools"].as_array().into_iter().flatten() {
+            if p["scraped"] == false {
+                waiting.push(format!("pool {} not scraped yet", p["name"].as_str().unwrap_or("")));
+            }
+        }
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("not ready\n{}\n", waiting.join("\n")),
+        );
     }
     let Some(c) = &admin.ctx.cluster else {
         return reply(StatusCode::OK, "text/plain", "ready\n".into());

@@ -49,6 +49,8 @@ pub struct PoolState {
     members: ArcSwap<Members>,
     rr: AtomicUsize,
     epoch: Instant,
+    /// Set when a first round of scrapes has finished (readiness waits for it).
+    pub scraped: std::sync::atomic::AtomicBool,
 }
 
 fn endpoint_state(pool: &str, m: &Member) -> Option<Arc<endpoint::EndpointState>> {
@@ -82,6 +84,7 @@ impl PoolState {
             }),
             rr: AtomicUsize::new(0),
             epoch: Instant::now(),
+            scraped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -10,6 +10,10 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use super::{PoolState, signals};
 use crate::proxy::upstream::Dialer;
 
+/// Largest metrics page read from a model server; a larger one is a failed scrape. vLLM's
+/// page is about 30 KB, SGLang's and TGI's smaller.
+pub const MAX_PAGE_BYTES: usize = 4 << 20;
+
 /// Scrapes `pool` until `stop` fires.
 pub async fn run(pool: Arc<PoolState>, dialer: Dialer, mut stop: tokio::sync::watch::Receiver<bool>) {
     let client: Client<Dialer, Empty<Bytes>> =
@@ -35,7 +39,11 @@ pub async fn run(pool: Arc<PoolState>, dialer: Dialer, mut stop: tokio::sync::wa
                     if !resp.status().is_success() {
                         return Err(format!("status {}", resp.status()));
                     }
-                    let body = resp.into_body().collect().await.map_err(|e| format!("{e}"))?.to_bytes();
+                    let body = http_body_util::Limited::new(resp.into_body(), MAX_PAGE_BYTES)
+                        .collect()
+                        .await
+                        .map_err(|e| format!("{e} (pages are read up to {MAX_PAGE_BYTES} bytes)"))?
+                        .to_bytes();
                     Ok::<_, String>(signals::parse(&String::from_utf8_lossy(&body)))
                 })
                 .await;
@@ -50,5 +58,6 @@ pub async fn run(pool: Arc<PoolState>, dialer: Dialer, mut stop: tokio::sync::wa
             }
         });
         futures_util::future::join_all(rounds).await;
+        pool.scraped.store(true, std::sync::atomic::Ordering::Release);
     }
 }

@@ -269,10 +269,20 @@ impl Mcp {
                         "failures": s.health.failures(),
                         "last_error": s.health.last_error(),
                         "required": s.required,
+                        "startup": startup_label(&s.startup()).0,
                     })
                 })
                 .collect(),
         )
+    }
+}
+
+/// A server's first start as the admin pages say it: (`starting`|`started`|`failed`, why).
+pub fn startup_label(s: &upstream::channel::Startup) -> (&'static str, Option<&str>) {
+    match s {
+        upstream::channel::Startup::Starting => ("starting", None),
+        upstream::channel::Startup::Started => ("started", None),
+        upstream::channel::Startup::Failed(why) => ("failed", Some(why)),
     }
 }
 

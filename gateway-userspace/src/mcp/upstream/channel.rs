@@ -3,7 +3,9 @@
 //! belong to, everything else -> the unsolicited broadcast.
 //!
 //! A transport attaches a `Link` (where to write) once its handshake is done and detaches it
-//! when the stream ends; calls made while detached fail at once (the server is down).
+//! when the stream ends; calls made while detached fail at once (the server is down). Calls
+//! made before the first attach or failure (the server is still starting) wait for it, bounded
+//! by the call's timeout: a list asked for right after start-up includes the server.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -29,16 +31,32 @@ struct State {
     waiting: HashMap<u64, Waiting>,
 }
 
+/// Where a server is in its first start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Startup {
+    Starting,
+    Started,
+    Failed(String),
+}
+
 pub struct Channel {
     name: Arc<str>,
     state: Mutex<State>,
     unsolicited: broadcast::Sender<Value>,
     health: Arc<Health>,
+    /// `Starting` until the first attach or detach; then how that went.
+    startup: watch::Sender<Startup>,
 }
 
 impl Channel {
     pub fn new(name: Arc<str>, unsolicited: broadcast::Sender<Value>, health: Arc<Health>) -> Arc<Self> {
-        Arc::new(Self { name, state: Mutex::new(State::default()), unsolicited, health })
+        let (startup, _) = watch::channel(Startup::Starting);
+        Arc::new(Self { name, state: Mutex::new(State::default()), unsolicited, health, startup })
+    }
+
+    /// How the server's first start went (or that it is still starting).
+    pub fn startup(&self) -> Startup {
+        self.startup.borrow().clone()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -51,6 +69,14 @@ impl Channel {
         s.link = Some(writer);
         s.down_reason = None;
         self.health.ok();
+        drop(s);
+        self.startup.send_if_modified(|st| {
+            let first = *st == Startup::Starting;
+            if first {
+                *st = Startup::Started;
+            }
+            first
+        });
     }
 
     /// The stream ended: every waiting call fails, new calls fail until the next attach.
@@ -62,6 +88,13 @@ impl Channel {
             std::mem::take(&mut s.waiting)
         };
         self.health.failed(&UpstreamError::Unavailable(reason.clone()));
+        self.startup.send_if_modified(|st| {
+            let first = *st == Startup::Starting;
+            if first {
+                *st = Startup::Failed(reason.clone());
+            }
+            first
+        });
         for (id, w) in waiting {
             let _ = w.done.send(jsonrpc::error(
                 &Value::from(id),
@@ -73,11 +106,24 @@ impl Channel {
     }
 
     pub async fn send(&self, msg: Value) -> Result<(), UpstreamError> {
-        let link = {
-            let s = self.state();
-            s.link.clone().ok_or_else(|| {
-                UpstreamError::Unavailable(s.down_reason.clone().unwrap_or_else(|| "starting".into()))
-            })?
+        let mut first_start = self.startup.subscribe();
+        let link = loop {
+            {
+                let s = self.state();
+                if let Some(l) = s.link.clone() {
+                    break l;
+                }
+                if *first_start.borrow_and_update() != Startup::Starting {
+                    return Err(UpstreamError::Unavailable(
+                        s.down_reason.clone().unwrap_or_else(|| "not connected".into()),
+                    ));
+                }
+            }
+            // Still starting: wait for its first attach or failure (the caller's timeout bounds
+            // this).
+            if first_start.changed().await.is_err() {
+                return Err(UpstreamError::Unavailable("stopped".into()));
+            }
         };
         link.send(msg).await.map_err(|_| UpstreamError::Unavailable("stream closed".into()))
     }

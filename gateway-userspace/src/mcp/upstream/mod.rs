@@ -6,7 +6,7 @@
 //! A call returns the server's whole JSON-RPC response (result or error). Messages the server
 //! sends while a call runs (progress, sampling/elicitation/roots requests) go to the call's
 //! `events` sender; unsolicited ones (list_changed, ...) to `subscribe()`rs.
-mod channel;
+pub mod channel;
 mod http;
 mod sse;
 mod stdio;
@@ -230,6 +230,16 @@ impl Server {
     /// Messages the server sends outside any call (list_changed, resource updates, logs).
     pub fn subscribe(&self) -> broadcast::Receiver<Value> {
         self.unsolicited.subscribe()
+    }
+
+    /// How the server's first start went: a stdio child or SSE stream nodegate keeps is
+    /// `Starting` until its handshake is done or has failed; a Streamable HTTP server has
+    /// nothing to start.
+    pub fn startup(&self) -> channel::Startup {
+        match &self.kind {
+            Kind::Http(_) => channel::Startup::Started,
+            Kind::Channel(c) => c.startup(),
+        }
     }
 
     /// The era the server speaks, once known.
