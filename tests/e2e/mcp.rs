@@ -535,7 +535,7 @@ fn readiness_and_lists_wait_for_a_starting_stdio_server() {
         &format!(
             r#"
   servers:
-    - {{ name: slow, transport: stdio, command: sh, args: ["-c", "sleep 4; exec node {js} stdio"] }}
+    - {{ name: slow, transport: stdio, command: sh, args: ["-c", "sleep 3; exec node {js} stdio"] }}
     - {{ name: absent, transport: stdio, command: /nonexistent/mcp-server }}
 "#
         ),

@@ -140,6 +140,7 @@ pub async fn handle(ctx: Arc<Ctx>, conn: Arc<Conn>, req: Request<Incoming>) -> R
                     // Remembered until the id would have expired anyway.
                     let now = super::session::now();
                     ended.retain(|_, until| *until > now);
+                    super::make_room(&mut ended, super::MAX_ENDED, |until| *until);
                     ended.insert(id.to_string(), now + mcp.cfg.session_ttl.as_secs());
                 }
                 empty(StatusCode::OK)

@@ -124,8 +124,9 @@ pub struct Mcp {
 /// only the owner can answer, cancel or resume it, and the keys handed out are random.
 #[derive(Default)]
 pub struct Calls {
-    /// Requests relayed to a client, by the random id they went out under, with their owner.
-    relayed: Mutex<HashMap<String, (Arc<str>, Relayed)>>,
+    /// Requests relayed to a client, by the random id they went out under, with their owner
+    /// and when (at most [`MAX_RELAYED`], each forgotten after [`RELAYED_TTL`]).
+    relayed: Mutex<HashMap<String, (Arc<str>, Relayed, std::time::Instant)>>,
     /// (owner, client's request id) -> waiter, for cancellation.
     inflight: Mutex<Inflight>,
     /// Calls waiting for a 2026-07-28 client's `input_required` retry, by request state.
@@ -133,6 +134,28 @@ pub struct Calls {
     /// Sessions ended with DELETE (ids are self-contained, so ending one is remembered here),
     /// with when each would have expired anyway.
     ended: Mutex<HashMap<String, u64>>,
+}
+
+/// Requests relayed to clients (sampling, elicitation, roots) remembered at once, and for how
+/// long an unanswered one is kept.
+pub const MAX_RELAYED: usize = 4096;
+pub const RELAYED_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+/// Calls parked for a client's `input_required` retry, at once.
+pub const MAX_PARKED: usize = 4096;
+/// Sessions ended with DELETE remembered at once (until each would have expired anyway).
+pub const MAX_ENDED: usize = 65_536;
+
+/// Makes room for one more entry in a table that grows with what clients do: past `max`
+/// entries the one `age` ranks lowest (the oldest) goes. Linear, and only when full.
+pub(crate) fn make_room<K: Clone + Eq + std::hash::Hash, V, A: Ord>(
+    m: &mut HashMap<K, V>,
+    max: usize,
+    age: impl Fn(&V) -> A,
+) {
+    while m.len() >= max.max(1) {
+        let Some(k) = m.iter().min_by_key(|(_, v)| age(v)).map(|(k, _)| k.clone()) else { break };
+        m.remove(&k);
+    }
 }
 
 /// An unguessable token (128 random bits, hex) for ids nodegate hands to clients.
@@ -231,10 +254,14 @@ impl Mcp {
     }
 
     /// Registers a request sent to a client of `owner`; returns the random id it goes out under.
+    /// A client that never answers does not grow the table: entries expire after
+    /// [`RELAYED_TTL`] and the oldest goes past [`MAX_RELAYED`].
     fn relay_request(&self, owner: &Arc<str>, to: Relayed) -> String {
         let key = format!("ng-{}", random_token());
         if let Ok(mut m) = self.calls.relayed.lock() {
-            m.insert(key.clone(), (owner.clone(), to));
+            m.retain(|_, (_, _, at)| at.elapsed() < RELAYED_TTL);
+            make_room(&mut m, MAX_RELAYED, |(_, _, at)| *at);
+            m.insert(key.clone(), (owner.clone(), to, std::time::Instant::now()));
         }
         key
     }
@@ -242,7 +269,11 @@ impl Mcp {
     /// The relayed request `key`, if `owner` is the one it was sent to (else it stays).
     fn take_relayed(&self, owner: &str, key: &str) -> Option<Relayed> {
         let mut m = self.calls.relayed.lock().ok()?;
-        if m.get(key).is_some_and(|(o, _)| &**o == owner) { m.remove(key).map(|(_, r)| r) } else { None }
+        if m.get(key).is_some_and(|(o, _, _)| &**o == owner) {
+            m.remove(key).map(|(_, r, _)| r)
+        } else {
+            None
+        }
     }
 
     /// Publishes each server's health to the metrics (called on scrape and after calls).
@@ -351,4 +382,22 @@ fn watch_server(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_clients_grow_keep_their_bound_and_lose_the_oldest() {
+        let mut m: HashMap<String, u64> = HashMap::new();
+        for i in 0..10u64 {
+            make_room(&mut m, 4, |at| *at);
+            m.insert(format!("k{i}"), i);
+        }
+        assert_eq!(m.len(), 4);
+        let mut kept: Vec<_> = m.values().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [6, 7, 8, 9], "the newest stay");
+    }
 }

@@ -268,6 +268,7 @@ fn park(mcp: &Mcp, who: Arc<str>, id: &Value, p: Pending, ev: Value) -> Value {
     if let Ok(mut parked) = mcp.calls.parked.lock() {
         // Calls whose client never came back are dropped (which cancels them at the server).
         parked.retain(|_, v| v.at.elapsed() < PARK_LIMIT);
+        super::make_room(&mut parked, super::MAX_PARKED, |v| v.at);
         parked.insert(token.clone(), Parked { pending: p, asked, who, at: std::time::Instant::now() });
     }
     jsonrpc::result(

@@ -284,6 +284,7 @@ async fn write_loop(mut rx: mpsc::Receiver<Record>, mut out: Output, every: Dura
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut line = Vec::with_capacity(512);
+    let mut failing = Failures::default();
     loop {
         tokio::select! {
             r = rx.recv() => match r {
@@ -292,7 +293,7 @@ async fn write_loop(mut rx: mpsc::Receiver<Record>, mut out: Output, every: Dura
                     if serde_json::to_writer(&mut line, &rec).is_ok() {
                         line.push(b'\n');
                         if let Err(e) = out.write(&line) {
-                            tracing::error!(error = %e, "audit write failed");
+                            failing.note(&metrics, "write", &e);
                         } else {
                             metrics.audit_records.inc();
                         }
@@ -302,13 +303,34 @@ async fn write_loop(mut rx: mpsc::Receiver<Record>, mut out: Output, every: Dura
             },
             _ = tick.tick() => {
                 if let Err(e) = out.flush() {
-                    tracing::error!(error = %e, "audit flush failed");
+                    failing.note(&metrics, "flush", &e);
                 }
             }
         }
     }
     if let Err(e) = out.flush() {
         tracing::error!(error = %e, "audit flush on shutdown failed");
+    }
+}
+
+/// Write errors (a full disk) are counted in `nodegate_audit_write_errors_total` and logged at
+/// most every 10 s with how many there were, not once per record: traffic goes on, and the log
+/// does not become the next thing to fill the disk.
+#[derive(Default)]
+struct Failures {
+    since_logged: u64,
+    logged_at: Option<std::time::Instant>,
+}
+
+impl Failures {
+    fn note(&mut self, metrics: &Metrics, what: &str, e: &std::io::Error) {
+        metrics.audit_write_errors.inc();
+        self.since_logged += 1;
+        if self.logged_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            tracing::error!(error = %e, failures = self.since_logged, "audit {what} failed; records are being lost");
+            self.since_logged = 0;
+            self.logged_at = Some(std::time::Instant::now());
+        }
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Metrics {
     pub config_reloads: Family<OutcomeLabels, Counter>,
     pub audit_records: Counter,
     pub audit_dropped: Counter,
+    /// Audit records (or flushes) that failed to reach the file (a full disk).
+    pub audit_write_errors: Counter,
     /// Intercepted TLS connections by what nodegate did with them.
     pub tls: Family<TlsLabels, Counter>,
     /// Leaf certificates minted from the node CA (a cache miss or a renewal each).
@@ -167,6 +169,12 @@ impl Metrics {
             "Audit records dropped because the writer fell behind (queue full)",
             audit_dropped.clone(),
         );
+        let audit_write_errors = Counter::default();
+        registry.register(
+            "nodegate_audit_write_errors",
+            "Audit writes or flushes that failed (a full disk): those records are lost",
+            audit_write_errors.clone(),
+        );
         let a2a_calls = Family::<A2aLabels, Counter>::default();
         registry.register(
             "nodegate_a2a_calls",
@@ -222,6 +230,7 @@ impl Metrics {
             config_reloads,
             audit_records,
             audit_dropped,
+            audit_write_errors,
         })
     }
 

@@ -4,8 +4,9 @@
 //!
 //! A transport attaches a `Link` (where to write) once its handshake is done and detaches it
 //! when the stream ends; calls made while detached fail at once (the server is down). Calls
-//! made before the first attach or failure (the server is still starting) wait for it, bounded
-//! by the call's timeout: a list asked for right after start-up includes the server.
+//! made before the first attach or failure (the server is still starting) wait for it, up to
+//! [`STARTUP_WAIT`]: a list asked for right after start-up includes the server, and a server
+//! that hangs at start does not cost every list its whole timeout.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -30,6 +31,10 @@ struct State {
     down_reason: Option<String>,
     waiting: HashMap<u64, Waiting>,
 }
+
+/// Longest a call waits for a server still in its first start before it is told the server is
+/// unavailable.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(5);
 
 /// Where a server is in its first start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,10 +124,13 @@ impl Channel {
                     ));
                 }
             }
-            // Still starting: wait for its first attach or failure (the caller's timeout bounds
-            // this).
-            if first_start.changed().await.is_err() {
-                return Err(UpstreamError::Unavailable("stopped".into()));
+            // Still starting: wait for its first attach or failure, for a while.
+            match tokio::time::timeout(STARTUP_WAIT, first_start.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(UpstreamError::Unavailable("stopped".into())),
+                Err(_) => {
+                    return Err(UpstreamError::Unavailable(format!("still starting after {STARTUP_WAIT:?}")));
+                }
             }
         };
         link.send(msg).await.map_err(|_| UpstreamError::Unavailable("stream closed".into()))

@@ -18,6 +18,9 @@ use crate::{
     proxy::upstream::{Body, Upstream},
 };
 
+/// Largest JSON answer read from a server (a tool result, a list page); larger fails the call.
+pub const MAX_ANSWER: usize = 16 << 20;
+
 const SESSION: &str = "mcp-session-id";
 const VERSION: &str = "mcp-protocol-version";
 
@@ -312,8 +315,11 @@ impl Http {
             }
             return Err(UpstreamError::Protocol("event stream ended without a response".into()));
         }
-        let bytes =
-            body.collect().await.map_err(|e| UpstreamError::Unavailable(format!("body: {e}")))?.to_bytes();
+        let bytes = http_body_util::Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| UpstreamError::Unavailable(format!("body (read up to {MAX_ANSWER} bytes): {e}")))?
+            .to_bytes();
         match serde_json::from_slice::<Value>(&bytes) {
             // A JSON-RPC error with an HTTP error status is still an answer (e.g. -32022).
             Ok(v) if v.get("error").is_some() && v.get("id").is_some_and(|i| !i.is_null()) => {

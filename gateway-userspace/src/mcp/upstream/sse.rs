@@ -101,7 +101,8 @@ async fn run_once(cfg: &config::McpServer, up: &Upstream, ch: &Arc<Channel>) -> 
             let Ok(req) = req else { return "bad POST".to_string() };
             match up.llm.request(req).await {
                 Ok(r) if r.status().is_success() => {
-                    let _ = r.into_body().collect().await;
+                    // The answer is an `Accepted`; what matters comes on the stream. Bounded.
+                    let _ = http_body_util::Limited::new(r.into_body(), 64 << 10).collect().await;
                 }
                 Ok(r) => return format!("POST {endpoint}: HTTP {}", r.status()),
                 Err(e) => return format!("POST {endpoint}: {e}"),
