@@ -97,6 +97,8 @@ impl Hub {
 
 /// A request in flight at a server, by (workload, client's request id): a client's
 /// `notifications/cancelled` wakes `cancel`, which drops the call (and tells the server).
+/// A request relayed to a client: its owner, where the answer goes, when it went out.
+type RelayedEntry = (Arc<str>, Relayed, std::time::Instant);
 type Inflight = HashMap<(Arc<str>, String), Arc<tokio::sync::Notify>>;
 
 /// A request nodegate sent a client, waiting for the client's answer: a server's request
@@ -126,7 +128,7 @@ pub struct Mcp {
 pub struct Calls {
     /// Requests relayed to a client, by the random id they went out under, with their owner
     /// and when (at most [`MAX_RELAYED`], each forgotten after [`RELAYED_TTL`]).
-    relayed: Mutex<HashMap<String, (Arc<str>, Relayed, std::time::Instant)>>,
+    relayed: Mutex<HashMap<String, RelayedEntry>>,
     /// (owner, client's request id) -> waiter, for cancellation.
     inflight: Mutex<Inflight>,
     /// Calls waiting for a 2026-07-28 client's `input_required` retry, by request state.
