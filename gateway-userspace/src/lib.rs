@@ -19,5 +19,6 @@ pub mod llm;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;
+pub mod redis_link;
 pub mod telemetry;
 pub mod tls;

@@ -302,21 +302,24 @@ fn budget_never_overshoots_under_concurrency_with_redis_and_falls_back_when_it_d
     let gw = gateway(&topo, "llm-redis", &budget_config(Some("redis://127.0.0.1:16379/0")));
     budget_holds(&topo, &gw);
     // The counters are in Redis, not in the gateway.
-    let keys = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.node.name,
-            "redis-cli",
-            "-p",
-            "16379",
-            "--scan",
-            "--pattern",
-            "{nodegate-budgets}:*",
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default();
+    let scan = || {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &topo.node.name,
+                "redis-cli",
+                "-p",
+                "16379",
+                "--scan",
+                "--pattern",
+                "{nodegate-budgets}:*",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    let keys = scan();
     assert!(
         keys.contains("{nodegate-budgets}:team:agent-a:tok:day"),
         "no budget counter in redis (one hash tag for every budget key): {keys:?}"
@@ -339,6 +342,14 @@ fn budget_never_overshoots_under_concurrency_with_redis_and_falls_back_when_it_d
         !m["body"].as_str().unwrap_or("").contains("nodegate_llm_budget_backend_fallbacks_total 0"),
         "fallback not counted"
     );
+    // Redis back (empty, as a restarted one is): the counters go there again, on a fresh
+    // connection, once the link's 2 s rest is over.
+    drop(redis);
+    let _redis = redis_server(&topo.node, 16379);
+    wait_until(Duration::from_secs(30), "budget counters written to the restarted redis", || {
+        let _ = sdk("chat", GW, AGENT_KEY, "fast", Some(&topo.node), None);
+        scan().contains("{nodegate-budgets}:team:agent-a:")
+    });
 }
 
 #[test]

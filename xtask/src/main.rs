@@ -10,6 +10,8 @@ mod bench_redirect;
 mod bench_tls;
 mod codegen;
 mod fuzz;
+mod soak;
+mod soak_faults;
 
 use std::process::Command;
 
@@ -36,6 +38,9 @@ enum Cmd {
     Codegen(codegen::Args),
     /// Every fuzz target in fuzz/ for a fixed time each; executions, coverage, crashes.
     Fuzz(fuzz::Args),
+    /// Mixed traffic for N minutes with faults injected; errors by kind, p99, RSS and open
+    /// descriptors over time (bench-results/soak.json).
+    Soak(soak::Args),
     /// Benchmarks; each prints ratios measured side by side in one run and writes JSON.
     Bench {
         #[command(subcommand)]
@@ -134,5 +139,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { which: Bench::A2a(a) } => bench_a2a::run(a),
         Cmd::Codegen(a) => codegen::run(&a),
         Cmd::Fuzz(a) => fuzz::run(a),
+        Cmd::Soak(a) => soak::run(a),
     }
 }

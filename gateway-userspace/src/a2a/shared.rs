@@ -5,15 +5,10 @@
 //! closed) and leaves a record to this node only.
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use tokio::sync::Mutex;
-
-/// Time allowed for one Redis round trip.
-const OP_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::redis_link::Link;
 
 pub struct Shared {
-    client: redis::Client,
-    conn: Mutex<Option<ConnectionManager>>,
+    link: Link,
 }
 
 fn key(agent: &str, task: &str) -> String {
@@ -22,25 +17,15 @@ fn key(agent: &str, task: &str) -> String {
 
 impl Shared {
     pub fn new(url: &str) -> Result<Self, redis::RedisError> {
-        Ok(Self { client: redis::Client::open(url)?, conn: Mutex::new(None) })
+        Ok(Self { link: Link::new(url)? })
     }
 
-    async fn conn(&self) -> Option<ConnectionManager> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Some(c.clone());
-        }
-        match tokio::time::timeout(OP_TIMEOUT * 4, self.client.get_connection_manager()).await {
-            Ok(Ok(c)) => {
-                *guard = Some(c.clone());
-                Some(c)
-            }
-            Ok(Err(e)) => {
+    async fn conn(&self) -> Option<redis::aio::ConnectionManager> {
+        match self.link.get().await {
+            Ok(c) => Some(c),
+            Err(crate::redis_link::LinkError::Resting(_)) => None,
+            Err(e) => {
                 tracing::warn!(error = %e, "a2a: redis for task owners unreachable");
-                None
-            }
-            Err(_) => {
-                tracing::warn!("a2a: redis for task owners did not answer");
                 None
             }
         }
@@ -52,19 +37,19 @@ impl Shared {
         let mut con = self.conn().await?;
         let k = key(agent, task);
         let secs = ttl.as_secs().max(1);
-        let set: redis::RedisResult<Option<String>> = tokio::time::timeout(
-            OP_TIMEOUT,
-            redis::cmd("SET")
-                .arg(&k)
-                .arg(owner)
-                .arg("NX")
-                .arg("GET")
-                .arg("EX")
-                .arg(secs)
-                .query_async(&mut con),
-        )
-        .await
-        .ok()?;
+        let set = self
+            .link
+            .run(
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("EX")
+                    .arg(secs)
+                    .query_async::<Option<String>>(&mut con),
+            )
+            .await;
         match set {
             // NX with GET: nil when it was set now, the old value when one was there.
             Ok(None) => Some(owner.to_string()),
@@ -79,16 +64,16 @@ impl Shared {
     /// The owner on record for the task, refreshing its expiry (None: none, or Redis away).
     pub async fn owner(&self, agent: &str, task: &str, ttl: Duration) -> Option<String> {
         let mut con = self.conn().await?;
-        let got: redis::RedisResult<Option<String>> = tokio::time::timeout(
-            OP_TIMEOUT,
-            redis::cmd("GETEX")
-                .arg(key(agent, task))
-                .arg("EX")
-                .arg(ttl.as_secs().max(1))
-                .query_async(&mut con),
-        )
-        .await
-        .ok()?;
+        let got = self
+            .link
+            .run(
+                redis::cmd("GETEX")
+                    .arg(key(agent, task))
+                    .arg("EX")
+                    .arg(ttl.as_secs().max(1))
+                    .query_async::<Option<String>>(&mut con),
+            )
+            .await;
         got.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "a2a: reading a task owner from redis failed");
             None

@@ -1,9 +1,6 @@
 //! Budget counters in Redis, shared by every node: reservation and correction are Lua scripts,
 //! so the check and the increment are one atomic step however many gateways race.
-use std::time::Duration;
-
-use redis::{Script, aio::ConnectionManager};
-use tokio::sync::Mutex;
+use redis::Script;
 
 use super::Item;
 
@@ -28,56 +25,31 @@ end
 return 0
 "#;
 
-/// Time allowed for one Redis round trip before falling back to local counters.
-const OP_TIMEOUT: Duration = Duration::from_secs(1);
-
 pub struct Redis {
-    client: redis::Client,
-    conn: Mutex<Option<ConnectionManager>>,
+    link: crate::redis_link::Link,
     reserve: Script,
     adjust: Script,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RedisError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("redis did not answer within {0:?}")]
-    Timeout(Duration),
-}
+pub type RedisError = crate::redis_link::LinkError;
 
 impl Redis {
-    pub fn new(url: &str) -> Result<Self, RedisError> {
+    pub fn new(url: &str) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            client: redis::Client::open(url)?,
-            conn: Mutex::new(None),
+            link: crate::redis_link::Link::new(url)?,
             reserve: Script::new(RESERVE),
             adjust: Script::new(ADJUST),
         })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, RedisError> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = tokio::time::timeout(OP_TIMEOUT * 4, self.client.get_connection_manager())
-            .await
-            .map_err(|_| RedisError::Timeout(OP_TIMEOUT * 4))??;
-        *guard = Some(c.clone());
-        Ok(c)
-    }
-
     /// Ok(Err((index, left))): the item that would go over its limit, and what is left in it.
     pub async fn reserve(&self, items: &[Item], now: u64) -> Result<Result<(), (usize, u64)>, RedisError> {
-        let mut con = self.conn().await?;
+        let mut con = self.link.get().await?;
         let mut inv = self.reserve.prepare_invoke();
         for it in items {
             inv.key(&it.key).arg(it.limit).arg(it.amount).arg(it.expires.saturating_sub(now).max(1));
         }
-        let (r, cur): (i64, i64) = tokio::time::timeout(OP_TIMEOUT, inv.invoke_async(&mut con))
-            .await
-            .map_err(|_| RedisError::Timeout(OP_TIMEOUT))??;
+        let (r, cur): (i64, i64) = self.link.run(inv.invoke_async(&mut con)).await?;
         Ok(if r <= 0 {
             Ok(())
         } else {
@@ -88,14 +60,12 @@ impl Redis {
     }
 
     pub async fn adjust(&self, items: &[(String, i64, u64)]) -> Result<(), RedisError> {
-        let mut con = self.conn().await?;
+        let mut con = self.link.get().await?;
         let mut inv = self.adjust.prepare_invoke();
         for (k, d, _) in items {
             inv.key(k).arg(*d);
         }
-        let _: i64 = tokio::time::timeout(OP_TIMEOUT, inv.invoke_async(&mut con))
-            .await
-            .map_err(|_| RedisError::Timeout(OP_TIMEOUT))??;
+        let _: i64 = self.link.run(inv.invoke_async(&mut con)).await?;
         Ok(())
     }
 }
