@@ -117,7 +117,9 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let pool_members = crate::inference::Found::default();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (deadline_tx, deadline_rx) = watch::channel(false);
     let ctx = Arc::new(Ctx {
+        deadline: deadline_rx,
         admission: Arc::default(),
         stopping: stop_rx.clone(),
         tls: ArcSwap::from_pointee(tls),
@@ -319,7 +321,15 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     tracker.close();
     if tokio::time::timeout(cfg.timeouts.drain, tracker.wait()).await.is_err() {
-        tracing::warn!(open = tracker.len(), "connections still open after the drain timeout; closing them");
+        // Streams that can end cleanly (LLM, A2A) send their error event now; a moment for it
+        // to be written, then whatever is left is closed.
+        let _ = deadline_tx.send(true);
+        if tokio::time::timeout(std::time::Duration::from_millis(500), tracker.wait()).await.is_err() {
+            tracing::warn!(
+                open = tracker.len(),
+                "connections still open after the drain timeout; closing them"
+            );
+        }
     }
     let _ = admin_task.await;
     drop(ctx);

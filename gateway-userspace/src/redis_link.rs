@@ -4,7 +4,10 @@
 //! caller falls back at once instead of paying the timeout on every request, and a restarted
 //! Redis is used again within [`RETRY`] of coming back.
 use std::{
-    sync::Mutex as SyncMutex,
+    sync::{
+        Mutex as SyncMutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -24,11 +27,19 @@ pub enum LinkError {
     Timeout(Duration),
     #[error("redis failed less than {0:?} ago; not asked")]
     Resting(Duration),
+    #[error("redis is being connected to by another request; not asked")]
+    Connecting,
 }
 
 pub struct Link {
     client: redis::Client,
-    conn: Mutex<Option<ConnectionManager>>,
+    /// The connection in use (a clone per operation; never held across an await).
+    conn: SyncMutex<Option<ConnectionManager>>,
+    /// Held by the one request making a connection.
+    connecting: Mutex<()>,
+    /// Set by a failure, cleared by a connection: while set, requests do not wait for a
+    /// reconnect in progress (they fall back); at first start they do.
+    recovering: AtomicBool,
     rest_until: SyncMutex<Option<Instant>>,
 }
 
@@ -36,7 +47,9 @@ impl Link {
     pub fn new(url: &str) -> Result<Self, redis::RedisError> {
         Ok(Self {
             client: redis::Client::open(url)?,
-            conn: Mutex::new(None),
+            conn: SyncMutex::new(None),
+            connecting: Mutex::new(()),
+            recovering: AtomicBool::new(false),
             rest_until: SyncMutex::new(None),
         })
     }
@@ -46,29 +59,40 @@ impl Link {
         g.is_some_and(|t| Instant::now() < t)
     }
 
+    fn cached(&self) -> Option<ConnectionManager> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// A connection, unless Redis failed within [`RETRY`].
     pub async fn get(&self) -> Result<ConnectionManager, LinkError> {
         if self.resting() {
             return Err(LinkError::Resting(RETRY));
         }
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
+        if let Some(c) = self.cached() {
+            return Ok(c);
         }
-        let made = tokio::time::timeout(OP_TIMEOUT * 2, self.client.get_connection_manager()).await;
-        match made {
+        // One request connects. At first start the others wait for it; after a failure they
+        // fall back at once (a connect to an absent Redis can take the whole timeout).
+        let _connecting = if self.recovering.load(Ordering::Acquire) {
+            self.connecting.try_lock().map_err(|_| LinkError::Connecting)?
+        } else {
+            self.connecting.lock().await
+        };
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        match tokio::time::timeout(OP_TIMEOUT * 2, self.client.get_connection_manager()).await {
             Ok(Ok(c)) => {
-                *guard = Some(c.clone());
+                *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+                self.recovering.store(false, Ordering::Release);
                 Ok(c)
             }
             Ok(Err(e)) => {
-                drop(guard);
-                self.failed().await;
+                self.failed();
                 Err(e.into())
             }
             Err(_) => {
-                drop(guard);
-                self.failed().await;
+                self.failed();
                 Err(LinkError::Timeout(OP_TIMEOUT * 2))
             }
         }
@@ -82,19 +106,20 @@ impl Link {
         match tokio::time::timeout(OP_TIMEOUT, op).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                self.failed().await;
+                self.failed();
                 Err(e.into())
             }
             Err(_) => {
-                self.failed().await;
+                self.failed();
                 Err(LinkError::Timeout(OP_TIMEOUT))
             }
         }
     }
 
     /// Rests the link for [`RETRY`] and forgets the connection (the next one is made afresh).
-    pub async fn failed(&self) {
+    pub fn failed(&self) {
         *self.rest_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + RETRY);
-        *self.conn.lock().await = None;
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.recovering.store(true, Ordering::Release);
     }
 }

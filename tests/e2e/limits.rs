@@ -334,3 +334,54 @@ fn shutdown_finishes_requests_in_flight_and_closes_idle_connections() {
     let mut rest = Vec::new();
     assert!(matches!(keep.read_to_end(&mut rest), Ok(0)), "the idle connection must be closed cleanly");
 }
+
+/// SIGTERM while an LLM stream is open, and the stream outlives `timeouts.drain`: it ends with
+/// a clean error event the SDKs raise (not a connection cut mid-stream), then nodegate exits.
+#[test]
+fn a_stream_open_at_the_drain_deadline_ends_with_a_clean_error() {
+    require_root();
+    let topo = Topology::new();
+    let node = &topo.node;
+    // 40 tokens, 100 ms apart: four seconds of stream.
+    let _sim = llm_sim(node, "127.0.0.1:18151", "slow", &["--tokens", "40", "--chunk-delay-us", "100000"]);
+    let mut gw = gateway(
+        node,
+        "drain-stream",
+        r#"
+timeouts: { drain: 1s }
+llm:
+  providers:
+    - { name: slow, kind: openai, endpoint: "http://127.0.0.1:18151/v1" }
+  models:
+    - { name: slow, targets: [ { provider: slow, model: gpt-4o-mini } ] }
+"#,
+    );
+    let body = r#"{"model":"slow","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut s = connect(node, PROXY);
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: nodegate\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("write: {e:?}"));
+    let reader = thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    thread::sleep(Duration::from_millis(800));
+    let t = Instant::now();
+    gw.stop();
+    let text = reader.join().unwrap_or_else(|e| panic!("reader: {e:?}"));
+    assert!(t.elapsed() < Duration::from_secs(4), "shutdown took {:?}", t.elapsed());
+    assert!(text.contains("data: {\"choices\""), "the stream had started: {text}");
+    assert!(text.contains("gateway_shutting_down"), "no clean error event at the deadline: {text}");
+    // (The error event is followed by `[DONE]`, as every error event nodegate ends an OpenAI
+    // stream with; the upstream's own last token never came.)
+    assert!(!text.contains("w39 "), "the stream cannot have finished in time: {text}");
+    // Chunked framing ended properly: the last chunk is the zero-length one.
+    assert!(
+        text.trim_end().ends_with("0"),
+        "the response was cut, not ended: {:?}",
+        &text[text.len().saturating_sub(80)..]
+    );
+}

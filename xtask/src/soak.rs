@@ -442,15 +442,27 @@ fn report(
     let unexpected: usize = by.iter().filter(|((k, _, _), _)| !expected_error(k)).map(|(_, n)| n).sum();
     // Warm-up: the first fifth of the run (at least a minute when there is room).
     let warm = (a.minutes * 60 / 5).max(if a.minutes >= 5 { 60 } else { 0 });
+    // Flat means: the median over the last minute within 10% of the median over the first
+    // minute after warm-up (a single sample swings with the requests in flight at that instant;
+    // a leak moves the median).
     let after: Vec<_> = resources.iter().filter(|r| r.0 >= warm).collect();
-    let (rss0, fd0) = after.first().map_or((0.0, 0), |r| (r.1, r.2));
+    let end = resources.last().map_or(0, |r| r.0);
+    let median = |from: u64, to: u64, f: &dyn Fn(&(u64, f64, usize)) -> f64| {
+        let mut v: Vec<f64> = after.iter().filter(|r| r.0 >= from && r.0 < to).map(|r| f(r)).collect();
+        pct(&mut v, 0.5)
+    };
+    let (first_to, last_from) = (warm + 60, end.saturating_sub(60).max(warm));
+    let rss0 = median(warm, first_to, &|r| r.1);
+    let rss1 = median(last_from, end + 1, &|r| r.1);
+    let fd0 = median(warm, first_to, &|r| r.2 as f64);
+    let fd1 = median(last_from, end + 1, &|r| r.2 as f64);
     let rss_max = after.iter().map(|r| r.1).fold(0.0, f64::max);
     let fd_max = after.iter().map(|r| r.2).max().unwrap_or(0);
-    let rss_growth = if rss0 > 0.0 { rss_max / rss0 - 1.0 } else { 0.0 };
-    let fd_growth = if fd0 > 0 { fd_max as f64 / fd0 as f64 - 1.0 } else { 0.0 };
+    let rss_growth = if rss0 > 0.0 { rss1 / rss0 - 1.0 } else { 0.0 };
+    let fd_growth = if fd0 > 0.0 { fd1 / fd0 - 1.0 } else { 0.0 };
     let total = samples.len();
     eprintln!(
-        "\n{total} requests in {} min; unexpected errors {unexpected}; RSS after warm-up {rss0:.1} -> max {rss_max:.1} MB ({:+.1}%); fds {fd0} -> max {fd_max} ({:+.1}%); audit write errors counted {audit_errors}; reloads applied {reloads}; nodegate alive at the end: {alive}",
+        "\n{total} requests in {} min; unexpected errors {unexpected}; RSS (median, first minute after warm-up -> last minute) {rss0:.1} -> {rss1:.1} MB ({:+.1}%, max {rss_max:.1}); fds {fd0} -> {fd1} ({:+.1}%, max {fd_max}); audit write errors counted {audit_errors}; reloads applied {reloads}; nodegate alive at the end: {alive}",
         a.minutes,
         rss_growth * 100.0,
         fd_growth * 100.0
@@ -458,8 +470,8 @@ fn report(
     let summary = json!({
         "minutes": a.minutes, "clients": a.clients, "requests": total, "unexpected_errors": unexpected,
         "errors": by.iter().map(|((k, f, e), n)| json!({"kind": k, "fault": f, "error": e, "count": n})).collect::<Vec<_>>(),
-        "rss_mb_after_warmup": rss0, "rss_mb_max": rss_max, "rss_growth": rss_growth,
-        "fds_after_warmup": fd0, "fds_max": fd_max, "fd_growth": fd_growth,
+        "rss_mb_after_warmup": rss0, "rss_mb_last_minute": rss1, "rss_mb_max": rss_max, "rss_growth": rss_growth,
+        "fds_after_warmup": fd0, "fds_last_minute": fd1, "fds_max": fd_max, "fd_growth": fd_growth,
         "audit_write_errors": audit_errors, "reloads_applied": reloads, "alive": alive,
         "disk_full_fault": disk_fault, "windows": rows, "latency": lat,
     });

@@ -304,7 +304,13 @@ pub async fn call(
             ),
         );
         let farewell = wire::event_bytes(client, method, &op.id, &Answer::Error(quiet));
-        let cut = IdleCut::new(inner, a2a.cfg.stream_idle, farewell);
+        let stopping = Failure::new(
+            code::UPSTREAM,
+            "nodegate is shutting down: the stream was ended at the drain deadline (timeouts.drain); resubscribe",
+        );
+        let shutdown = wire::event_bytes(client, method, &op.id, &Answer::Error(stopping));
+        let cut =
+            IdleCut::new(inner, a2a.cfg.stream_idle, farewell).ending_at(ctx.deadline.clone(), shutdown);
         let watcher = StreamWatch {
             call: Some(call),
             reader: SseReader::default(),

@@ -23,7 +23,7 @@ impl Shared {
     async fn conn(&self) -> Option<redis::aio::ConnectionManager> {
         match self.link.get().await {
             Ok(c) => Some(c),
-            Err(crate::redis_link::LinkError::Resting(_)) => None,
+            Err(crate::redis_link::LinkError::Resting(_) | crate::redis_link::LinkError::Connecting) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "a2a: redis for task owners unreachable");
                 None

@@ -149,6 +149,8 @@ pub struct IdleCut {
     idle: std::time::Duration,
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     farewell: Option<bytes::Bytes>,
+    /// The shutdown drain deadline, and the event that ends the stream when it passes.
+    deadline: Option<(std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>, bytes::Bytes)>,
 }
 
 impl IdleCut {
@@ -158,7 +160,26 @@ impl IdleCut {
         idle: std::time::Duration,
         farewell: bytes::Bytes,
     ) -> Self {
-        Self { inner: Some(inner), idle, timer: Box::pin(tokio::time::sleep(idle)), farewell: Some(farewell) }
+        Self {
+            inner: Some(inner),
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            farewell: Some(farewell),
+            deadline: None,
+        }
+    }
+
+    /// Also ends the stream, with `event`, when nodegate's shutdown drain deadline passes.
+    pub fn ending_at(
+        mut self,
+        mut deadline: tokio::sync::watch::Receiver<bool>,
+        event: bytes::Bytes,
+    ) -> Self {
+        let passed = Box::pin(async move {
+            let _ = deadline.wait_for(|p| *p).await;
+        });
+        self.deadline = Some((passed, event));
+        self
     }
 }
 
@@ -182,14 +203,24 @@ impl http_body::Body for IdleCut {
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    // Drop the agent's stream (closing it) and say why, once.
+            Poll::Pending => {
+                if let Some((d, _)) = self.deadline.as_mut()
+                    && d.as_mut().poll(cx).is_ready()
+                {
+                    let event = self.deadline.take().map(|(_, e)| e);
                     self.inner = None;
-                    Poll::Ready(self.farewell.take().map(|b| Ok(http_body::Frame::data(b))))
+                    self.farewell = None;
+                    return Poll::Ready(event.map(|b| Ok(http_body::Frame::data(b))));
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        // Drop the agent's stream (closing it) and say why, once.
+                        self.inner = None;
+                        Poll::Ready(self.farewell.take().map(|b| Ok(http_body::Frame::data(b))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }

@@ -180,6 +180,8 @@ pub struct Accounted {
     out: VecDeque<Bytes>,
     ended: bool,
     settle: Option<Settle>,
+    /// A stream's end at the shutdown drain deadline, if nodegate stops while it runs.
+    deadline: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>>,
 }
 
 impl Accounted {
@@ -191,7 +193,14 @@ impl Accounted {
         settle: Settle,
     ) -> Self {
         let model = settle.call.model.clone().unwrap_or_default();
+        let deadline = sse.then(|| {
+            let mut rx = settle.ctx.deadline.clone();
+            Box::pin(async move {
+                let _ = rx.wait_for(|passed| *passed).await;
+            }) as Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>
+        });
         Self {
+            deadline,
             inner,
             api: settle.api,
             model,
@@ -319,7 +328,28 @@ impl hyper::body::Body for Accounted {
                 return Poll::Ready(None);
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Shutting down and the drain deadline passed: end with a clean error the
+                    // SDKs raise, rather than a connection cut mid-stream.
+                    if this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready()) {
+                        this.deadline = None;
+                        let err = LlmError::new(
+                            http::StatusCode::SERVICE_UNAVAILABLE,
+                            "gateway_shutting_down",
+                            "nodegate is shutting down: the stream was ended at the drain deadline (timeouts.drain); retry"
+                                .into(),
+                        );
+                        let reported = this.stream.reported;
+                        if let Some(s) = this.settle.as_mut() {
+                            s.call.error = Some("ended at the shutdown drain deadline".into());
+                            s.usage = reported;
+                        }
+                        this.out.push_back(err.sse_event(this.api.anthropic()));
+                        this.ended = true;
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(None) => this.finish(),
                 Poll::Ready(Some(Err(e))) => {
                     let reported = this.stream.reported;

@@ -58,6 +58,9 @@ pub struct Ctx {
     /// Turns true when nodegate starts shutting down: connections finish what they serve and
     /// close.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Turns true when the shutdown drain deadline (`timeouts.drain`) passes: streams still
+    /// open end with a clean error event on their protocol.
+    pub deadline: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Ctx {
