@@ -150,7 +150,7 @@ pub struct IdleCut {
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     farewell: Option<bytes::Bytes>,
     /// The shutdown drain deadline, and the event that ends the stream when it passes.
-    deadline: Option<(std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>, bytes::Bytes)>,
+    deadline: Option<(crate::proxy::Deadline, bytes::Bytes)>,
 }
 
 impl IdleCut {

@@ -75,6 +75,16 @@ impl Ctx {
     }
 }
 
+/// Resolves when the shutdown drain deadline passes (`Ctx::deadline`); a stream body polls it
+/// to end with its protocol's error event instead of being cut.
+pub type Deadline = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>;
+
+pub fn deadline(mut passed: tokio::sync::watch::Receiver<bool>) -> Deadline {
+    Box::pin(async move {
+        let _ = passed.wait_for(|p| *p).await;
+    })
+}
+
 /// One client connection, as handlers see it.
 #[derive(Debug, Clone)]
 pub struct Conn {
