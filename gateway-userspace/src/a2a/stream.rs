@@ -170,15 +170,8 @@ impl IdleCut {
     }
 
     /// Also ends the stream, with `event`, when nodegate's shutdown drain deadline passes.
-    pub fn ending_at(
-        mut self,
-        mut deadline: tokio::sync::watch::Receiver<bool>,
-        event: bytes::Bytes,
-    ) -> Self {
-        let passed = Box::pin(async move {
-            let _ = deadline.wait_for(|p| *p).await;
-        });
-        self.deadline = Some((passed, event));
+    pub fn ending_at(mut self, deadline: tokio::sync::watch::Receiver<bool>, event: bytes::Bytes) -> Self {
+        self.deadline = Some((crate::proxy::deadline(deadline), event));
         self
     }
 }

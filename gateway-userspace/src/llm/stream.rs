@@ -181,7 +181,7 @@ pub struct Accounted {
     ended: bool,
     settle: Option<Settle>,
     /// A stream's end at the shutdown drain deadline, if nodegate stops while it runs.
-    deadline: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>>,
+    deadline: Option<crate::proxy::Deadline>,
 }
 
 impl Accounted {
@@ -193,12 +193,7 @@ impl Accounted {
         settle: Settle,
     ) -> Self {
         let model = settle.call.model.clone().unwrap_or_default();
-        let deadline = sse.then(|| {
-            let mut rx = settle.ctx.deadline.clone();
-            Box::pin(async move {
-                let _ = rx.wait_for(|passed| *passed).await;
-            }) as Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>
-        });
+        let deadline = sse.then(|| crate::proxy::deadline(settle.ctx.deadline.clone()));
         Self {
             deadline,
             inner,
