@@ -60,14 +60,20 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let explicit = cfg
         .listeners
         .explicit
-        .map(|a| proxy::bind(a).with_context(|| format!("binding the explicit listener on {a}")))
+        .map(|a| {
+            proxy::bind(a, cfg.listeners.reuse_port)
+                .with_context(|| format!("binding the explicit listener on {a}"))
+        })
         .transpose()?;
     let transparent = cfg
         .listeners
         .transparent
-        .map(|a| proxy::bind(a).with_context(|| format!("binding the transparent listener on {a}")))
+        .map(|a| {
+            proxy::bind(a, cfg.listeners.reuse_port)
+                .with_context(|| format!("binding the transparent listener on {a}"))
+        })
         .transpose()?;
-    let admin_listener = proxy::bind_std(cfg.admin.address)
+    let admin_listener = proxy::bind_std(cfg.admin.address, cfg.listeners.reuse_port)
         .with_context(|| format!("binding the admin listener on {}", cfg.admin.address))?;
     let own: Vec<_> = [explicit.as_ref(), transparent.as_ref()]
         .into_iter()

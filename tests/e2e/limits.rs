@@ -385,3 +385,82 @@ llm:
         &text[text.len().saturating_sub(80)..]
     );
 }
+
+/// An upgrade without a gap: with `listeners.reuse_port` a new nodegate binds beside the old one;
+/// the old one, told to stop, finishes its request in flight while every new connection is
+/// answered (queued ones move to the new listener with `net.ipv4.tcp_migrate_req`).
+#[test]
+fn a_new_nodegate_takes_over_the_listeners_while_the_old_one_drains() {
+    require_root();
+    let topo = Topology::new();
+    let node = &topo.node;
+    node.exec("sysctl", &["-q", "-w", "net.ipv4.tcp_migrate_req=1"]);
+    let seen = scripted_upstream(node);
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: {PROXY}, transparent: null, reuse_port: true }}
+admin: {{ address: {ADMIN} }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+timeouts: {{ drain: 20s }}
+"#
+    );
+    let (dir, pin) = Gateway::prepare("handover-old");
+    let mut old = Gateway::start(&dir, &pin, &cfg, Some(node), None);
+    let host = format!("{SVC_IP}:{SCRIPTED_PORT}");
+    // A request in flight on the old process.
+    let mut s = connect(node, PROXY);
+    let before = seen.hits.load(Ordering::SeqCst);
+    s.write_all(
+        format!("GET http://{host}/slow HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("write: {e:?}"));
+    wait_until(Duration::from_secs(5), "the slow request upstream", || {
+        seen.hits.load(Ordering::SeqCst) > before
+    });
+    let in_flight = thread::spawn(move || read_answer(&s).map(|a| (a.status, a.body)));
+    // The new process binds the same listeners while the old one still serves.
+    let (dir2, pin2) = Gateway::prepare("handover-new");
+    let _new = Gateway::start(&dir2, &pin2, &cfg, Some(node), None);
+    // New connections all along, while the old one is told to stop.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ns_name, stop2, host2) = (node.name.clone(), stop.clone(), host.clone());
+    let load = thread::spawn(move || {
+        let ns = Netns { name: ns_name };
+        let mut results = Vec::new();
+        while !stop2.load(Ordering::SeqCst) {
+            let req =
+                format!("GET http://{host2}/during HTTP/1.1\r\nhost: {host2}\r\nconnection: close\r\n\r\n");
+            let got = in_netns(&ns, || std::net::TcpStream::connect(PROXY))
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| {
+                    c.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+                    c.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+                    read_answer(&c).map(|a| a.status).map_err(|e| e.to_string())
+                });
+            results.push(got);
+            thread::sleep(Duration::from_millis(20));
+        }
+        // Not ours to delete: the topology owns the namespace.
+        std::mem::forget(ns);
+        results
+    });
+    thread::sleep(Duration::from_millis(300));
+    old.stop();
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let results = load.join().unwrap_or_else(|e| panic!("load: {e:?}"));
+    let (status, body) = in_flight
+        .join()
+        .unwrap_or_else(|e| panic!("thread: {e:?}"))
+        .unwrap_or_else(|e| panic!("the request in flight on the old process was dropped: {e}"));
+    assert_eq!((status, body.as_slice()), (200, b"slow-done".as_slice()));
+    let failed: Vec<_> = results.iter().filter(|r| !matches!(r, Ok(200))).collect();
+    assert!(results.len() >= 10, "too few requests during the handover: {}", results.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the handover: {failed:?}",
+        failed.len(),
+        results.len()
+    );
+    assert_eq!(get_via_proxy(node, "/after").status, 200, "the new process serves alone");
+}

@@ -37,6 +37,12 @@ pub struct Listeners {
     pub explicit: Option<SocketAddr>,
     /// Transparent listener: connections redirected by eBPF or iptables arrive here.
     pub transparent: Option<SocketAddr>,
+    /// Bind every listener (admin included) with SO_REUSEPORT, so a new nodegate can bind while
+    /// the old one drains: an upgrade without a moment where connections are refused (with
+    /// `net.ipv4.tcp_migrate_req=1`, not even those queued on the old listener). Any process of
+    /// the same user can then join the listeners: enable it only where nodegate runs as its own
+    /// user or root (the Helm chart does).
+    pub reuse_port: bool,
 }
 
 impl Default for Listeners {
@@ -44,6 +50,7 @@ impl Default for Listeners {
         Self {
             explicit: Some(SocketAddr::from(([127, 0, 0, 1], 15080))),
             transparent: Some(SocketAddr::from(([127, 0, 0, 1], 15001))),
+            reuse_port: false,
         }
     }
 }

@@ -76,13 +76,23 @@ where
         if limits.headers != 100 {
             b.max_headers(limits.headers);
         }
+        // Accepted as shutdown began (its request may still be on the way): answer that one
+        // request, then close, rather than close before reading it.
+        let late = *ctx.stopping.borrow();
+        if late {
+            b.keep_alive(false);
+        }
         let c = b.serve_connection(io, svc).with_upgrades();
         tokio::pin!(c);
-        tokio::select! {
-            r = c.as_mut() => r,
-            () = stopping => {
-                c.as_mut().graceful_shutdown();
-                c.await
+        if late {
+            c.await
+        } else {
+            tokio::select! {
+                r = c.as_mut() => r,
+                () = stopping => {
+                    c.as_mut().graceful_shutdown();
+                    c.await
+                }
             }
         }
     };

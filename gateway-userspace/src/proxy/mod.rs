@@ -103,20 +103,24 @@ pub struct Conn {
     pub origin: Option<Arc<crate::tls::client::Origin>>,
 }
 
-/// Binds a listener with a large backlog (benchmarks and bursts of agents overflow the default)
-/// and SO_REUSEADDR (a restarted proxy rebinds at once).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::from_std(bind_std(addr)?)
+/// Binds a listener with a large backlog (benchmarks and bursts of agents overflow the default),
+/// SO_REUSEADDR (a restarted proxy rebinds at once) and, with `listeners.reuse_port`,
+/// SO_REUSEPORT (a new proxy binds beside the old one while it drains).
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr, reuse_port)?)
 }
 
 /// [`bind`] without registering with a runtime: for a listener served on another one.
-pub fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+pub fn bind_std(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
     sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(true)?;
     sock.bind(&addr.into())?;

@@ -40,7 +40,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $owned := dict
   "listeners" (dict
     "transparent" (printf "%s:%d" .Values.nodeLocalAddress (int .Values.ports.transparent))
-    "explicit" (printf "%s:%d" .Values.nodeLocalAddress (int .Values.ports.explicit)))
+    "explicit" (printf "%s:%d" .Values.nodeLocalAddress (int .Values.ports.explicit))
+    "reuse_port" true)
   "admin" $admin
   "kubernetes" (dict
     "enabled" true
