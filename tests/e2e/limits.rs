@@ -167,7 +167,7 @@ fn each_limit_answers_as_documented_and_frees_what_it_held() {
         node,
         "limits",
         r#"
-limits: { requests: 8, requests_per_workload: 2, connections: 6, connections_per_workload: 6, header_bytes: 16384 }
+limits: { requests: 8, requests_per_workload: 2, header_bytes: 16384 }
 timeouts: { response: 2500ms, body_idle: 700ms, header_read: 1s }
 "#,
     );
@@ -227,27 +227,6 @@ timeouts: { response: 2500ms, body_idle: 700ms, header_read: 1s }
     assert_eq!(rec["rule"], "limits.requests_per_workload", "{rec}");
     assert_eq!(rec["status"], 503, "{rec}");
 
-    // Connections: six open (idle) fill limits.connections; the seventh is answered 503 and
-    // closed; closing one makes room.
-    let idle: Vec<_> = (0..6).map(|_| connect(node, PROXY)).collect();
-    // Each takes its place once the kernel has named its caller: wait for that, not for a sleep.
-    let mut over = get_via_proxy(node, "/seventh");
-    let t = Instant::now();
-    while over.status == 200 && t.elapsed() < Duration::from_secs(5) {
-        thread::sleep(Duration::from_millis(50));
-        over = get_via_proxy(node, "/seventh");
-    }
-    assert_eq!(over.status, 503, "{}", over.head);
-    assert!(String::from_utf8_lossy(&over.body).contains("limits.connections"), "{:?}", over.body);
-    assert!(over.head.to_ascii_lowercase().contains("connection: close"), "{}", over.head);
-    drop(idle);
-    wait_until(Duration::from_secs(5), "a place for a new connection", || {
-        get_via_proxy(node, "/room").status == 200
-    });
-    gw.wait_audit("refused connection record", |r| {
-        r["kind"] == "connection" && r["rule"] == "limits.connections" && r["decision"] == "deny"
-    });
-
     // An upstream that never answers: 504 at timeouts.response, with the setting named.
     let t = Instant::now();
     let a = get_via_proxy(node, "/never");
@@ -283,9 +262,7 @@ timeouts: { response: 2500ms, body_idle: 700ms, header_read: 1s }
     wait_until(Duration::from_secs(5), "nothing in flight", || {
         metric(node, "nodegate_requests_in_flight", "") == 0.0
     });
-    for limit in
-        ["limits.requests_per_workload", "limits.connections", "timeouts.response", "timeouts.body_idle"]
-    {
+    for limit in ["limits.requests_per_workload", "timeouts.response", "timeouts.body_idle"] {
         assert!(
             metric(node, "nodegate_limit_hits_total", &format!("limit=\"{limit}\"")) >= 1.0,
             "{limit} not counted"
@@ -463,4 +440,41 @@ timeouts: {{ drain: 20s }}
         results.len()
     );
     assert_eq!(get_via_proxy(node, "/after").status, 200, "the new process serves alone");
+}
+
+/// Connections over `limits.connections`: answered 503 with `connection: close`, audited, and
+/// a closed connection makes room. (Its own gateway: idle connections must outlive the short
+/// `header_read` the other limits test uses.)
+#[test]
+fn connections_over_the_limit_are_answered_and_closed() {
+    require_root();
+    let topo = Topology::new();
+    let node = &topo.node;
+    let _seen = scripted_upstream(node);
+    let gw = gateway(node, "limits-conns", "limits: { connections: 6, connections_per_workload: 6 }");
+    // Six keep-alive connections, each proven admitted by one answered request, fill the limit;
+    // the seventh is answered 503 and closed; closing them makes room.
+    let host = format!("{SVC_IP}:{SCRIPTED_PORT}");
+    let idle: Vec<_> = (0..6)
+        .map(|i| {
+            let mut c = connect(node, PROXY);
+            c.write_all(format!("GET http://{host}/held{i} HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes())
+                .unwrap_or_else(|e| panic!("write: {e:?}"));
+            let a = read_answer(&c).unwrap_or_else(|e| panic!("held connection {i}: {e:?}"));
+            assert_eq!(a.status, 200, "{}", a.head);
+            c
+        })
+        .collect();
+    let over = get_via_proxy(node, "/seventh");
+    assert_eq!(over.status, 503, "{}", over.head);
+    assert!(String::from_utf8_lossy(&over.body).contains("limits.connections"), "{:?}", over.body);
+    assert!(over.head.to_ascii_lowercase().contains("connection: close"), "{}", over.head);
+    drop(idle);
+    wait_until(Duration::from_secs(5), "a place for a new connection", || {
+        get_via_proxy(node, "/room").status == 200
+    });
+    gw.wait_audit("refused connection record", |r| {
+        r["kind"] == "connection" && r["rule"] == "limits.connections" && r["decision"] == "deny"
+    });
+    assert!(metric(node, "nodegate_limit_hits_total", "limit=\"limits.connections\"") >= 1.0);
 }

@@ -113,7 +113,7 @@ impl Admission {
             ),
         };
         match count.take(workload, total, per) {
-            Ok(()) => Ok(Permit { admission: self.clone(), kind, workload: workload.clone() }),
+            Ok(()) => Ok(Permit { admission: self.clone(), kind, workload: workload.clone(), gauge: None }),
             Err(Scope::Total) => Err(Refused(names.0)),
             Err(Scope::Workload) => Err(Refused(names.1)),
         }
@@ -136,10 +136,24 @@ pub struct Permit {
     admission: Arc<Admission>,
     kind: Kind,
     workload: Arc<str>,
+    /// `nodegate_requests_in_flight`, counted from admission to the permit's drop.
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+}
+
+impl Permit {
+    /// Counts the permit in `gauge` for as long as it is held.
+    pub fn counted_in(mut self, gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        self.gauge = Some(gauge);
+        self
+    }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.dec();
+        }
         match self.kind {
             Kind::Connection => self.admission.connections.give(&self.workload),
             Kind::Request => self.admission.requests.give(&self.workload),
@@ -160,24 +174,16 @@ pub fn shed_response(refused: Refused, limits: &Limits, close: bool) -> Response
     r
 }
 
-/// A response body that holds a request permit (and the in-flight gauge) until it ends or is
-/// dropped: a stream counts as in flight for as long as it runs.
+/// A response body that holds a request permit until it ends or is dropped: a stream counts
+/// as in flight for as long as it runs.
 pub struct Held {
     inner: Body,
     _permit: Permit,
-    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Held {
-    pub fn new(inner: Body, permit: Permit, gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
-        gauge.inc();
-        Self { inner, _permit: permit, gauge }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.gauge.dec();
+    pub fn new(inner: Body, permit: Permit) -> Self {
+        Self { inner, _permit: permit }
     }
 }
 
@@ -225,6 +231,19 @@ mod tests {
         // Connections are counted apart from requests.
         let _c = a.admit(Kind::Connection, &x, &Limits::default()).expect("connection");
         assert_eq!(a.snapshot()[0], 1);
+    }
+
+    #[test]
+    fn a_counted_permit_is_in_the_gauge_until_dropped() {
+        let a = Arc::new(Admission::default());
+        let gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+        let p = a
+            .admit(Kind::Request, &Arc::from("x"), &Limits::default())
+            .expect("room")
+            .counted_in(gauge.clone());
+        assert_eq!(gauge.get(), 1);
+        drop(p);
+        assert_eq!(gauge.get(), 0);
     }
 
     #[test]

@@ -139,9 +139,10 @@ where
     match ctx.admission.admit(super::admission::Kind::Request, &conn.identity.workload, &cfg.limits) {
         Ok(permit) => {
             drop(cfg);
-            let gauge = ctx.metrics.requests_in_flight.clone();
+            // Counted from here: a client that goes away before the answer gives it back too.
+            let permit = permit.counted_in(ctx.metrics.requests_in_flight.clone());
             let resp = handler(ctx, conn, req).await?;
-            Ok(resp.map(|b| super::admission::Held::new(b, permit, gauge).boxed()))
+            Ok(resp.map(|b| super::admission::Held::new(b, permit).boxed()))
         }
         Err(refused) => {
             ctx.metrics.limit_hit(refused.0);
