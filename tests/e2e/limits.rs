@@ -102,7 +102,7 @@ fn scripted_upstream(ns: &Netns) -> Arc<Seen> {
                         return;
                     }
                     let answer: &[u8] = match path.as_str() {
-                        "/never" => return hold(&mut r),
+                        p if p.starts_with("/never") => return hold(&mut r),
                         "/stall" => {
                             let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789");
                             return hold(&mut r);
@@ -477,4 +477,56 @@ fn connections_over_the_limit_are_answered_and_closed() {
         r["kind"] == "connection" && r["rule"] == "limits.connections" && r["decision"] == "deny"
     });
     assert!(metric(node, "nodegate_limit_hits_total", "limit=\"limits.connections\"") >= 1.0);
+}
+
+/// A provider that never answers: the call fails over to the next target at
+/// `llm.response_timeout`, or, with none left, fails naming the setting; never a stall.
+#[test]
+fn an_llm_provider_that_never_answers_fails_over_at_the_response_timeout() {
+    require_root();
+    let topo = Topology::new();
+    let node = &topo.node;
+    let _seen = scripted_upstream(node);
+    let _sim = llm_sim(node, "127.0.0.1:18161", "backup", &["--tokens", "3"]);
+    let gw = gateway(
+        node,
+        "llm-timeout",
+        &format!(
+            r#"
+llm:
+  response_timeout: 1s
+  providers:
+    - {{ name: silent, kind: openai, endpoint: "http://{SVC_IP}:{SCRIPTED_PORT}/never/v1" }}
+    - {{ name: backup, kind: openai, endpoint: "http://127.0.0.1:18161/v1" }}
+  models:
+    - {{ name: both, targets: [ {{ provider: silent, model: m }}, {{ provider: backup, model: m }} ] }}
+    - {{ name: alone, targets: [ {{ provider: silent, model: m }} ] }}
+"#
+        ),
+    );
+    let chat = |model: &str| {
+        let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+        send(
+            node,
+            &format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: nodegate\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let t = Instant::now();
+    let a = chat("both");
+    assert_eq!(a.status, 200, "the backup must answer: {} {}", a.head, String::from_utf8_lossy(&a.body));
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    let t = Instant::now();
+    let a = chat("alone");
+    assert!(a.status >= 500, "{}", a.head);
+    assert!(
+        String::from_utf8_lossy(&a.body).contains("llm.response_timeout"),
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    gw.wait_audit("failover record", |r| r["kind"] == "llm" && r["failovers"] == 1 && r["status"] == 200);
+    assert!(metric(node, "nodegate_limit_hits_total", "limit=\"llm.response_timeout\"") >= 2.0);
 }

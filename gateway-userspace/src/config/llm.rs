@@ -44,6 +44,11 @@ pub struct Llm {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub cooldown: Duration,
+    /// Time for a provider to send its response headers (a stream: its first bytes); past it
+    /// the call fails over to the next target, or fails naming this setting.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub response_timeout: Duration,
 }
 
 impl Default for Llm {
@@ -62,6 +67,7 @@ impl Default for Llm {
             budget_mode: BudgetMode::Standard,
             admission_wait: Duration::from_secs(30),
             cooldown: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(300),
         }
     }
 }

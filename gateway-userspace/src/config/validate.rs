@@ -357,6 +357,9 @@ fn check_llm(llm: &super::llm::Llm, push: &mut impl FnMut(String, String)) {
         // The URL may hold a password: say what is wrong without repeating it.
         push("llm.redis_url".into(), "must start with redis://, rediss:// or unix://".into());
     }
+    if llm.response_timeout.is_zero() {
+        push("llm.response_timeout".into(), "must be greater than zero".into());
+    }
     if llm.max_body_bytes == 0 {
         push("llm.max_body_bytes".into(), "must be greater than zero".into());
     }

@@ -392,9 +392,18 @@ pub async fn handle(
         }
         let in_flight =
             cand.endpoint.as_ref().map(|ep| InFlight::new(ep.clone(), prompt_estimate + output_cap));
-        let result = match &cand.origin {
-            Some(o) => o.request(up_req).await,
-            None => ctx.upstream.llm.request(up_req).await,
+        let sent = async {
+            match &cand.origin {
+                Some(o) => o.request(up_req).await,
+                None => ctx.upstream.llm.request(up_req).await,
+            }
+        };
+        let result = match tokio::time::timeout(llm.cfg.response_timeout, sent).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => {
+                ctx.metrics.limit_hit("llm.response_timeout");
+                Err(format!("no response within {:?} (llm.response_timeout)", llm.cfg.response_timeout))
+            }
         };
         if let (Err(_), Some(ep), Some(p)) = (&result, &cand.endpoint, &pool) {
             ep.failed(p.cfg.eject_after);
