@@ -371,7 +371,9 @@ fn a_new_nodegate_takes_over_the_listeners_while_the_old_one_drains() {
     require_root();
     let topo = Topology::new();
     let node = &topo.node;
-    node.exec("sysctl", &["-q", "-w", "net.ipv4.tcp_migrate_req=1"]);
+    // net.ipv4.tcp_migrate_req is per network namespace: set it from a thread inside this one.
+    in_netns(node, || std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1"))
+        .unwrap_or_else(|e| panic!("net.ipv4.tcp_migrate_req (Linux 5.14+): {e}"));
     let seen = scripted_upstream(node);
     let cfg = format!(
         r#"
