@@ -7,17 +7,13 @@
 //! so they are bounded by `limits.connections` and `limits.requests`.
 use std::{
     collections::HashMap,
-    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
 };
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use hyper::body::{Frame, SizeHint};
 
 use super::upstream::Body;
 use crate::config::Limits;
@@ -174,37 +170,11 @@ pub fn shed_response(refused: Refused, limits: &Limits, close: bool) -> Response
     r
 }
 
-/// A response body that holds a request permit until it ends or is dropped: a stream counts
-/// as in flight for as long as it runs.
-pub struct Held {
-    inner: Body,
-    _permit: Permit,
-}
-
-impl Held {
-    pub fn new(inner: Body, permit: Permit) -> Self {
-        Self { inner, _permit: permit }
-    }
-}
-
-impl hyper::body::Body for Held {
-    type Data = Bytes;
-    type Error = crate::proxy::upstream::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, crate::proxy::upstream::BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+/// A response body observed by its request's permit (`observed::Observed`) gives the place
+/// back when it ends or is dropped: a stream counts as in flight for as long as it runs.
+impl super::observed::Observer for Permit {
+    fn data(&mut self, _len: usize) {}
+    fn error(&mut self, _e: &super::upstream::BoxError) {}
 }
 
 #[cfg(test)]

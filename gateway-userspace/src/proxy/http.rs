@@ -142,7 +142,7 @@ where
             // Counted from here: a client that goes away before the answer gives it back too.
             let permit = permit.counted_in(ctx.metrics.requests_in_flight.clone());
             let resp = handler(ctx, conn, req).await?;
-            Ok(resp.map(|b| super::admission::Held::new(b, permit).boxed()))
+            Ok(resp.map(|b| super::observed::Observed::new(b, permit).boxed()))
         }
         Err(refused) => {
             ctx.metrics.limit_hit(refused.0);

@@ -23,13 +23,15 @@ pub struct BodyIdle(pub Duration);
 pub struct Idle {
     inner: Option<Body>,
     idle: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Made the first time the peer keeps us waiting: a body whose frames are always ready
+    /// (most answers) never allocates one.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     metrics: Arc<Metrics>,
 }
 
 impl Idle {
     pub fn new(inner: Body, idle: Duration, metrics: Arc<Metrics>) -> Self {
-        Self { inner: Some(inner), idle, timer: Box::pin(tokio::time::sleep(idle)), metrics }
+        Self { inner: Some(inner), idle, timer: None, metrics }
     }
 }
 
@@ -38,28 +40,31 @@ impl http_body::Body for Idle {
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+        // Idle is Unpin (every field is).
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 if r.is_none() {
-                    self.inner = None;
-                } else {
-                    let deadline = tokio::time::Instant::now() + self.idle;
-                    self.timer.as_mut().reset(deadline);
+                    this.inner = None;
+                } else if let Some(t) = this.timer.as_mut() {
+                    t.as_mut().reset(tokio::time::Instant::now() + this.idle);
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.inner = None;
-                    self.metrics.limit_hit("timeouts.body_idle");
-                    Poll::Ready(Some(Err(Box::new(BodyIdle(self.idle)))))
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                this.inner = None;
+                this.metrics.limit_hit("timeouts.body_idle");
+                Poll::Ready(Some(Err(Box::new(BodyIdle(idle)))))
+            }
         }
     }
 
