@@ -157,6 +157,15 @@ fn chart_lints_renders_valid_manifests_and_a_config_nodegate_accepts() {
     for want in ["NODE_NAME", "POD_UID", "POD_NAMESPACE", "NODEGATE_DAEMONSET"] {
         assert!(env.contains(&want), "{want} missing from the agent's env: {env:?}");
     }
+    // Upgrades surge (the new agent beside the old one): no host ports declared to clash.
+    assert_eq!(
+        ds["spec"]["updateStrategy"]["rollingUpdate"],
+        serde_json::json!({"maxSurge": 1, "maxUnavailable": 0}),
+        "{}",
+        ds["spec"]
+    );
+    assert!(c["ports"].is_null(), "a surging pod declares no (host) ports: {}", c["ports"]);
+    assert!(rendered.contains("reuse_port: true"), "the listeners must bind beside the old agent's");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     let mounts: Vec<&str> =
@@ -215,6 +224,8 @@ fn chart_lints_renders_valid_manifests_and_a_config_nodegate_accepts() {
     for k in ["PodMonitor", "ServiceMonitor"] {
         kind(&docs, k);
     }
+    let ports = &kind(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert_eq!(ports[2]["name"], "admin", "not surging: the named ports the PodMonitor scrapes: {ports}");
     let cfg = kind(&docs, "ConfigMap")["data"]["nodegate.yaml"].as_str().unwrap_or_default().to_string();
     assert!(cfg.contains("address: 0.0.0.0:15000") && cfg.contains("${NODEGATE_ADMIN_TOKEN}"), "{cfg}");
     assert!(cfg.contains("label: agents.example.com/gateway"), "{cfg}");
@@ -223,6 +234,10 @@ fn chart_lints_renders_valid_manifests_and_a_config_nodegate_accepts() {
         &dir,
         &[("NODEGATE_ADMIN_TOKEN", "a-long-enough-admin-token"), ("OPENAI_API_KEY", "sk-x")],
     );
+
+    // A PodMonitor on a surging chart would scrape a port no pod names: refused, saying why.
+    let (ok, _, err) = template(&["tests/fixtures/helm/podmonitor-surge-values.yaml"]);
+    assert!(!ok && err.contains("metrics.podMonitor needs the named container ports"), "{err}");
 
     // Bad input is refused by the values schema, naming what is wrong.
     let (ok, _, err) = template(&["tests/fixtures/helm/bad-values.yaml"]);

@@ -206,6 +206,98 @@ fn fail_open_when_the_proxy_dies_and_a_restart_takes_over_the_pinned_maps() {
     drop(gw2);
 }
 
+/// An upgrade without a gap under interception (the chart's surge rollout): a new nodegate on the
+/// same pin path takes the programs over and binds its listeners beside the old one
+/// (`listeners.reuse_port`); the old one, told to stop with `keep_pinned`, finishes the request
+/// it was serving while every new intercepted connection is answered, and leaves the programs
+/// to its successor. Fail-closed, so a gap would show as refused connections.
+#[test]
+fn a_new_nodegate_takes_over_interception_while_the_old_one_drains() {
+    require_root();
+    let topo = Topology::new();
+    in_netns(&topo.node, || std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1"))
+        .unwrap_or_else(|e| panic!("net.ipv4.tcp_migrate_req (Linux 5.14+): {e}"));
+    let cg = format!("/{}", unique("ngtest"));
+    let _parent = Cgroup::new(&cg);
+    let enrolled = Cgroup::new(&format!("{cg}/enrolled"));
+    let _upstream = upstream(&topo.node, "upstream");
+    let cfg = config(&cg, "closed")
+        .replace("listeners:\n", "listeners:\n  reuse_port: true\n")
+        .replace("  fail: closed\n", "  fail: closed\n  keep_pinned: true\n");
+    let (dir, pin) = Gateway::prepare("overlap-old");
+    let mut old = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    let first = get(&svc(), "/first", Some(&topo.pod), Some(&enrolled));
+    assert!(first["ok"] == true && peer_ip(&first) != POD_IP, "not intercepted: {first}");
+
+    // A request in flight on the old process (the upstream answers /slow after 1.5 s).
+    let accepted = old.counter("redirected");
+    let slow = spawn_child(
+        &probe_bin(),
+        &["get", &svc(), "/slow-in-flight"],
+        Some(&topo.pod),
+        Some(&enrolled),
+        std::process::Stdio::piped(),
+        std::process::Stdio::null(),
+    );
+    wait_until(Duration::from_secs(5), "the slow request redirected", || {
+        old.counter("redirected") > accepted
+    });
+
+    // The successor starts on the same pins while the old one serves.
+    let (dir2, _) = Gateway::prepare("overlap-new");
+    let new = Gateway::start(&dir2, &pin, &cfg, Some(&topo.node), None);
+    let links = new.status()["links"].clone();
+    let mine = format!("_p{}-", new.proc.pid());
+    assert!(
+        links
+            .as_array()
+            .is_some_and(|l| !l.is_empty() && l.iter().all(|n| n.as_str().unwrap_or("").contains(&mine))),
+        "the new process did not take the links over: {links}"
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let results = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let mut out = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                out.push(get(&svc(), "/during", Some(&topo.pod), Some(&enrolled)));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            out
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        old.stop();
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        load.join().unwrap_or_else(|e| panic!("load: {e:?}"))
+    });
+    let out = slow.wait_with_output().unwrap_or_else(|e| panic!("wait: {e}"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        v["ok"] == true && v["status"] == 200 && v["body"]["path"] == "/slow-in-flight",
+        "the request in flight on the old process was dropped: {v}"
+    );
+    assert!(results.len() >= 5, "too few connections during the handover: {}", results.len());
+    let failed: Vec<_> =
+        results.iter().filter(|v| !(v["ok"] == true && v["status"] == 200 && peer_ip(v) != POD_IP)).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} intercepted connections failed or went direct during the handover: {failed:?}",
+        failed.len(),
+        results.len()
+    );
+    // The old one left the pins alone: they are the successor's, for the next restart.
+    assert!(old.log_text().contains("leaving programs attached"), "{}", old.log_text());
+    assert_eq!(new.status()["links"], links, "the successor's pinned links after the old one stopped");
+    // The successor governs alone, on the programs it took over.
+    let after = get(&svc(), "/after", Some(&topo.pod), Some(&enrolled));
+    assert!(after["ok"] == true && peer_ip(&after) != POD_IP, "{after}");
+    new.wait_audit("the successor's record of /after", |r| {
+        r["path"] == "/after" || r.to_string().contains("/after")
+    });
+    drop(new);
+    drop(old);
+}
+
 #[test]
 fn fail_closed_refuses_while_the_proxy_is_dead() {
     let mut s = setup("closed", false);

@@ -112,6 +112,10 @@ fn serve(at: &str, name: &str) -> i32 {
                     }
                     return;
                 }
+                // `/slow...`: a request still in flight a moment later (restart tests).
+                if path.starts_with("/slow") {
+                    std::thread::sleep(Duration::from_millis(1500));
+                }
                 let out =
                     serde_json::json!({"server": name, "peer": peer, "path": path, "host": host}).to_string();
                 let resp = format!(

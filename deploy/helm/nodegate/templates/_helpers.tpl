@@ -61,3 +61,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $cfg := mustMergeOverwrite (deepCopy .Values.config) $owned -}}
 {{- toYaml $cfg -}}
 {{- end -}}
+
+{{/* True (non-empty) when updates surge: the new pod runs beside the old one on a node. */}}
+{{- define "nodegate.surge" -}}
+{{- $u := .Values.updateStrategy | default dict -}}
+{{- $r := $u.rollingUpdate | default dict -}}
+{{- if and (eq ($u.type | default "RollingUpdate") "RollingUpdate") $r.maxSurge (ne (toString $r.maxSurge) "0") (ne (toString $r.maxSurge) "0%") -}}
+true
+{{- end -}}
+{{- end }}
