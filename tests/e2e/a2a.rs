@@ -340,6 +340,58 @@ a2a:
 /// pair works, bridged where they differ (the audit says to what), and policy and task ownership
 /// hold across a bridge. What cannot be bridged is refused by name; a card that is not JSON and
 /// an agent answering HTML are clear errors.
+/// SIGTERM while an A2A stream runs: the gateway waits up to `timeouts.drain`, then ends the
+/// stream with a JSON-RPC error event the SDK client reads as such (never a bare cut), records it,
+/// and exits.
+#[test]
+fn a_stream_open_at_the_drain_deadline_ends_with_an_a2a_error_event() {
+    require_root();
+    let topo = Topology::new();
+    let _agent = agent(&topo);
+    let (dir, pin) = Gateway::prepare("a2a-drain");
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: 127.0.0.1:15080, transparent: null }}
+admin: {{ address: 127.0.0.1:15000 }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+timeouts: {{ drain: 1s }}
+identities:
+  - {{ name: alice, api_keys: [key-alice-01] }}
+a2a:
+  agents: [{{ name: echo, url: "http://{AGENT}" }}]
+  default: deny
+  allow:
+    - {{ selector: {{ principals: [alice] }}, agents: [echo] }}
+"#
+    );
+    let mut gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    // `slow` streams a status update every 0.2 s for 6 s.
+    let (streamed, took) = std::thread::scope(|scope| {
+        let c = scope.spawn(|| client(&topo, "stream", "key-alice-01", &["--text", "slow work"]));
+        wait_until(Duration::from_secs(10), "the stream under way", || {
+            nodegate_tests::mcp::metrics(&topo.node, "127.0.0.1:15000")
+                .contains("nodegate_requests_in_flight 1")
+        });
+        std::thread::sleep(Duration::from_millis(1000));
+        let t = std::time::Instant::now();
+        gw.stop();
+        (c.join().unwrap_or_else(|e| panic!("client: {e:?}")), t.elapsed())
+    });
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?} with a 1 s drain");
+    let error = streamed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("shutting down") && error.contains("timeouts.drain"),
+        "the SDK client did not get the drain error event: {streamed}"
+    );
+    let rec = gw
+        .audit_lines()
+        .into_iter()
+        .find(|r| r["kind"] == "a2a" && r["method"] == "SendStreamingMessage")
+        .unwrap_or_else(|| panic!("no record of the cut stream: {:?}", gw.audit_lines()));
+    assert_eq!((rec["outcome"].as_str(), rec["stream"].as_bool()), (Some("error"), Some(true)), "{rec}");
+    assert!(rec["events"].as_u64().unwrap_or(0) >= 3, "events passed before the cut: {rec}");
+}
+
 #[test]
 fn every_wire_reaches_every_agent_through_a_bridge() {
     require_root();
