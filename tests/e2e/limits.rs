@@ -103,7 +103,7 @@ fn scripted_upstream(ns: &Netns) -> Arc<Seen> {
                     }
                     let answer: &[u8] = match path.as_str() {
                         p if p.starts_with("/never") => return hold(&mut r),
-                        "/stall" => {
+                        p if p.starts_with("/stall") => {
                             let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789");
                             return hold(&mut r);
                         }
@@ -531,4 +531,65 @@ llm:
     assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
     gw.wait_audit("failover record", |r| r["kind"] == "llm" && r["failovers"] == 1 && r["status"] == 200);
     assert!(metric(node, "nodegate_limit_hits_total", "limit=\"llm.response_timeout\"") >= 2.0);
+}
+
+/// A provider that goes quiet once its answer has started: after `llm.stream_idle` a stream ends
+/// with an error event naming the setting (never a clean end passing for a complete answer, never
+/// a wait without end), a JSON answer breaks off; both are recorded and counted.
+#[test]
+fn an_llm_provider_that_goes_quiet_mid_answer_is_ended_at_the_stream_idle() {
+    require_root();
+    let topo = Topology::new();
+    let node = &topo.node;
+    let _seen = scripted_upstream(node);
+    let _sim = llm_sim(node, "127.0.0.1:18171", "quiet", &["--tokens", "20", "--stall-after", "3"]);
+    let gw = gateway(
+        node,
+        "llm-idle",
+        &format!(
+            r#"
+llm:
+  stream_idle: 1s
+  providers:
+    - {{ name: quiet, kind: openai, endpoint: "http://127.0.0.1:18171/v1" }}
+    - {{ name: stalls, kind: openai, endpoint: "http://{SVC_IP}:{SCRIPTED_PORT}/stall/v1" }}
+  models:
+    - {{ name: quiet, targets: [ {{ provider: quiet, model: m }} ] }}
+    - {{ name: stalls, targets: [ {{ provider: stalls, model: m }} ] }}
+"#
+        ),
+    );
+    let post = |body: &str| {
+        let mut s = connect(node, PROXY);
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: nodegate\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("write: {e:?}"));
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    };
+    let t = Instant::now();
+    let text = post(r#"{"model":"quiet","stream":true,"messages":[{"role":"user","content":"hi"}]}"#);
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(text.contains("data: {\"choices\""), "the stream had started: {text}");
+    assert!(
+        text.contains("upstream_timeout") && text.contains("llm.stream_idle"),
+        "no error event naming the setting: {text}"
+    );
+    assert!(text.trim_end().ends_with('0'), "the response was cut, not ended: {text}");
+    let rec = gw.wait_audit("the quiet stream's record", |r| r["kind"] == "llm" && r["requested_model"] == "quiet");
+    assert!(rec["error"].as_str().unwrap_or_default().contains("llm.stream_idle"), "{rec}");
+
+    // A JSON answer that stops after 10 of its 1000 bytes: broken off, not a short clean answer.
+    let t = Instant::now();
+    let text = post(r#"{"model":"stalls","messages":[{"role":"user","content":"hi"}]}"#);
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("0123456789"), "only what the provider sent, then the break: {text}");
+    let rec = gw.wait_audit("the stalled answer's record", |r| r["kind"] == "llm" && r["requested_model"] == "stalls");
+    assert!(rec["error"].as_str().unwrap_or_default().contains("llm.stream_idle"), "{rec}");
+    assert!(metric(node, "nodegate_limit_hits_total", "limit=\"llm.stream_idle\"") >= 2.0);
 }

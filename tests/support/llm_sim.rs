@@ -30,6 +30,8 @@ struct Opts {
     fail_first: u64,
     fail_status: u16,
     fail_mid_stream: Option<u64>,
+    /// Stop sending (connection held open) after this many events.
+    stall_after: Option<u64>,
     ignore_max_tokens: bool,
     chunk_delay: Duration,
     body_bytes: usize,
@@ -53,6 +55,7 @@ fn main() {
         fail_first: 0,
         fail_status: 503,
         fail_mid_stream: None,
+        stall_after: None,
         ignore_max_tokens: false,
         chunk_delay: Duration::ZERO,
         body_bytes: 0,
@@ -65,6 +68,7 @@ fn main() {
             "--fail-first" => o.fail_first = val(),
             "--fail-status" => o.fail_status = val() as u16,
             "--fail-mid-stream" => o.fail_mid_stream = Some(val()),
+            "--stall-after" => o.stall_after = Some(val()),
             "--chunk-delay-us" => o.chunk_delay = Duration::from_micros(val()),
             "--body-bytes" => o.body_bytes = val() as usize,
             "--ignore-max-tokens" => {
@@ -306,16 +310,22 @@ async fn handle(
 }
 
 /// Streams `events`, one frame each, with the configured delay; breaks the connection after
-/// `fail_mid_stream` events.
+/// `fail_mid_stream` events, or goes quiet (holding it open) after `stall_after`.
 fn sse(events: Vec<String>, o: &Opts) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     let delay = o.chunk_delay;
     let fail_at = o.fail_mid_stream;
+    let stall_at = o.stall_after;
     let pad = o.body_bytes;
     tokio::spawn(async move {
         for (i, e) in events.into_iter().enumerate() {
             if fail_at == Some(i as u64) {
                 let _ = tx.send(Err(std::io::Error::other("simulated mid-stream failure"))).await;
+                return;
+            }
+            if stall_at == Some(i as u64) {
+                // `tx` lives on: the stream is open and silent.
+                tokio::time::sleep(Duration::from_secs(600)).await;
                 return;
             }
             if !delay.is_zero() {

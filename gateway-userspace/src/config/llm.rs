@@ -49,6 +49,12 @@ pub struct Llm {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub response_timeout: Duration,
+    /// Time a provider's answer may go without a byte once it has started (between stream
+    /// events, or within a JSON body); past it a stream ends with an error event naming this
+    /// setting, a JSON answer breaks off. Anthropic's pings and OpenAI's keep-alives count.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub stream_idle: Duration,
 }
 
 impl Default for Llm {
@@ -68,6 +74,7 @@ impl Default for Llm {
             admission_wait: Duration::from_secs(30),
             cooldown: Duration::from_secs(30),
             response_timeout: Duration::from_secs(300),
+            stream_idle: Duration::from_secs(300),
         }
     }
 }

@@ -360,6 +360,9 @@ fn check_llm(llm: &super::llm::Llm, push: &mut impl FnMut(String, String)) {
     if llm.response_timeout.is_zero() {
         push("llm.response_timeout".into(), "must be greater than zero".into());
     }
+    if llm.stream_idle.is_zero() {
+        push("llm.stream_idle".into(), "must be greater than zero".into());
+    }
     if llm.max_body_bytes == 0 {
         push("llm.max_body_bytes".into(), "must be greater than zero".into());
     }

@@ -479,7 +479,7 @@ pub async fn handle(
             calibrate: budgeted.then(|| (cal_provider.clone(), upstream_model.clone(), prompt_estimate)),
             probe: probe.take(),
         };
-        let body = Accounted::new(rbody, sse, hide_usage_chunk, allowance, settle);
+        let body = Accounted::new(rbody, sse, hide_usage_chunk, allowance, llm.cfg.stream_idle, settle);
         return Response::from_parts(rparts, body.boxed());
     }
     // Every candidate failed before answering.

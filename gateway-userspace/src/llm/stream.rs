@@ -8,7 +8,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -182,7 +182,16 @@ pub struct Accounted {
     settle: Option<Settle>,
     /// A stream's end at the shutdown drain deadline, if nodegate stops while it runs.
     deadline: Option<crate::proxy::Deadline>,
+    /// `llm.stream_idle`: the longest the provider may go without a byte.
+    idle: Duration,
+    /// Made the first time the provider keeps us waiting (most reads are ready at once).
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// A JSON answer whose provider went quiet mid-body.
+#[derive(Debug, thiserror::Error)]
+#[error("the provider sent nothing for {0:?} (llm.stream_idle)")]
+pub struct ProviderIdle(pub Duration);
 
 impl Accounted {
     pub fn new(
@@ -190,6 +199,7 @@ impl Accounted {
         sse: bool,
         hide_usage_chunk: bool,
         allowance: Option<u64>,
+        idle: Duration,
         settle: Settle,
     ) -> Self {
         let model = settle.call.model.clone().unwrap_or_default();
@@ -208,7 +218,29 @@ impl Accounted {
             out: VecDeque::new(),
             ended: false,
             settle: Some(settle),
+            idle,
+            idle_timer: None,
         }
+    }
+
+    /// The provider went quiet for `llm.stream_idle`: a stream ends with an error event the
+    /// SDKs raise; a JSON answer breaks off (`Some`: the error to return).
+    fn went_idle(&mut self) -> Option<crate::proxy::upstream::BoxError> {
+        let idle = ProviderIdle(self.idle);
+        let reported = self.stream.reported;
+        if let Some(s) = self.settle.as_mut() {
+            s.ctx.metrics.limit_hit("llm.stream_idle");
+            s.call.error = Some(idle.to_string());
+            s.usage = reported;
+        }
+        self.ended = true;
+        if self.sse.is_some() {
+            let err = LlmError::new(http::StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", idle.to_string());
+            self.out.push_back(err.sse_event(self.api.anthropic()));
+            return None;
+        }
+        self.settle = None;
+        Some(Box::new(idle))
     }
 
     fn on_data(&mut self, data: &Bytes) {
@@ -343,7 +375,15 @@ impl hyper::body::Body for Accounted {
                         this.ended = true;
                         continue;
                     }
-                    return Poll::Pending;
+                    let idle = this.idle;
+                    let timer = this.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    match this.went_idle() {
+                        Some(e) => return Poll::Ready(Some(Err(e))),
+                        None => continue,
+                    }
                 }
                 Poll::Ready(None) => this.finish(),
                 Poll::Ready(Some(Err(e))) => {
@@ -371,6 +411,9 @@ impl hyper::body::Body for Accounted {
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
+                        if let Some(t) = this.idle_timer.as_mut() {
+                            t.as_mut().reset(tokio::time::Instant::now() + this.idle);
+                        }
                         this.on_data(&data);
                         // A body of known length is complete without a final `None`; the
                         // server may never poll again, so settle now.
