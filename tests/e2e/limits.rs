@@ -580,7 +580,8 @@ llm:
         "no error event naming the setting: {text}"
     );
     assert!(text.trim_end().ends_with('0'), "the response was cut, not ended: {text}");
-    let rec = gw.wait_audit("the quiet stream's record", |r| r["kind"] == "llm" && r["requested_model"] == "quiet");
+    let rec =
+        gw.wait_audit("the quiet stream's record", |r| r["kind"] == "llm" && r["requested_model"] == "quiet");
     assert!(rec["error"].as_str().unwrap_or_default().contains("llm.stream_idle"), "{rec}");
 
     // A JSON answer that stops after 10 of its 1000 bytes: broken off, not a short clean answer.
@@ -589,7 +590,9 @@ llm:
     assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("0123456789"), "only what the provider sent, then the break: {text}");
-    let rec = gw.wait_audit("the stalled answer's record", |r| r["kind"] == "llm" && r["requested_model"] == "stalls");
+    let rec = gw.wait_audit("the stalled answer's record", |r| {
+        r["kind"] == "llm" && r["requested_model"] == "stalls"
+    });
     assert!(rec["error"].as_str().unwrap_or_default().contains("llm.stream_idle"), "{rec}");
     assert!(metric(node, "nodegate_limit_hits_total", "limit=\"llm.stream_idle\"") >= 2.0);
 }

@@ -1,11 +1,15 @@
 //! `cargo xtask soak --minutes N`: mixed traffic through one nodegate on loopback (plain HTTP,
 //! LLM plain and streaming, a pooled model server, MCP tool calls, A2A messages) for N minutes,
 //! bounded in concurrency, while faults come and go on a one-minute cycle (Redis killed and
-//! restarted, a model server's metrics turning to garbage, the audit disk full) and the config is
-//! rewritten every 5 s. Two upstreams are faulty all along: one resets every stream mid-response,
-//! one is slow. Reports, per 10 s window, requests and errors by kind, p99, nodegate's RSS and
-//! open file descriptors; writes bench-results/soak.json; fails when an error appears where no
-//! fault was injected, or RSS or descriptors grow more than 10% after warm-up.
+//! restarted, a model server's metrics turning to garbage, the audit disk full, the HTTP upstream
+//! resetting every response mid-body) and the config is rewritten every 5 s. Two LLM upstreams
+//! are faulty all along: one breaks every stream mid-response, one is slow. Each request is
+//! checked for its documented outcome: complete answers where nothing is wrong; a stream whose
+//! provider broke ends with a clean error event; a forwarded body whose upstream reset ends
+//! broken (never as a short answer passing for complete). Reports, per 10 s window, requests and
+//! errors by kind, p99, nodegate's RSS and open file descriptors; writes bench-results/soak.json;
+//! fails when any request had another outcome than its documented one, when audit records do not
+//! resume after the disk-full fault, or when RSS or descriptors grow more than 10% after warm-up.
 use std::{
     collections::BTreeMap,
     io::{Read as _, Write as _},
@@ -26,7 +30,7 @@ use serde_json::json;
 
 use crate::{
     bench_llm::{Killed, pct, rss_mb, wait_http},
-    soak_faults::{AuditDisk, Fault, Redis, model_server},
+    soak_faults::{AuditDisk, Fault, HTTP_BODY, Redis, http_upstream, model_server},
 };
 
 #[derive(clap::Args)]
@@ -49,9 +53,12 @@ const WINDOW: u64 = 10;
 /// The traffic kinds, each one request shape.
 const KINDS: [&str; 8] = ["http", "llm", "llm_stream", "llm_slow", "llm_flaky", "pool", "mcp", "a2a"];
 
-/// Kinds whose upstream is faulty all along: their errors are expected.
-fn expected_error(kind: &str) -> bool {
-    kind == "llm_flaky"
+/// The documented outcome of a request that met a fault (an `Err` of [`one`] that is right):
+/// a forwarded body whose upstream reset breaks off.
+fn expected_error(kind: &str, fault: Fault, error: &str) -> bool {
+    kind == "http"
+        && fault == Fault::UpstreamReset
+        && (error.starts_with("broken body") || error == "status 502")
 }
 
 struct Sample {
@@ -59,7 +66,10 @@ struct Sample {
     kind: &'static str,
     ms: f64,
     error: Option<String>,
+    /// The fault in force when the request started.
     fault: Fault,
+    /// ... and when it ended.
+    fault_end: Fault,
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
@@ -95,17 +105,27 @@ async fn post(
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Plain HTTP through the explicit proxy (absolute-form, a new connection each time).
-fn http_get() -> Result<(), String> {
+/// Plain HTTP through the explicit proxy (absolute-form, a new connection each time): `path`
+/// answered in full, or `broken body (n of N bytes)` when it ends short.
+fn http_get(path: &str) -> Result<(), String> {
     let mut s = std::net::TcpStream::connect(PROXY).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
     s.write_all(
-        b"GET http://127.0.0.1:19601/soak HTTP/1.1\r\nhost: 127.0.0.1:19601\r\nconnection: close\r\n\r\n",
+        format!(
+            "GET http://127.0.0.1:19601{path} HTTP/1.1\r\nhost: 127.0.0.1:19601\r\nconnection: close\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .map_err(|e| format!("write: {e}"))?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| format!("read: {e}"))?;
-    if out.starts_with("HTTP/1.1 200") { Ok(()) } else { Err(format!("status {:.12}", out)) }
+    let mut out = Vec::new();
+    // A reset or an early close both show as a short body below.
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(format!("status {}", text.get(9..12).unwrap_or("none")));
+    }
+    let body = text.find("\r\n\r\n").map_or(0, |at| out.len() - at - 4);
+    if body == HTTP_BODY { Ok(()) } else { Err(format!("broken body ({body} of {HTTP_BODY} bytes)")) }
 }
 
 async fn one(client: &HttpClient, kind: &str, tool: &str) -> Result<(), String> {
@@ -117,11 +137,19 @@ async fn one(client: &HttpClient, kind: &str, tool: &str) -> Result<(), String> 
         }
     };
     match kind {
-        "http" => tokio::task::spawn_blocking(http_get).await.map_err(|e| e.to_string())?,
+        "http" => tokio::task::spawn_blocking(|| http_get("/soak")).await.map_err(|e| e.to_string())?,
         "llm" => check(post(client, "/v1/chat/completions", chat("fast", false), &[]).await?, "\"usage\""),
         "llm_stream" => check(post(client, "/v1/chat/completions", chat("fast", true), &[]).await?, "[DONE]"),
         "llm_slow" => check(post(client, "/v1/chat/completions", chat("slow", true), &[]).await?, "[DONE]"),
-        "llm_flaky" => check(post(client, "/v1/chat/completions", chat("flaky", true), &[]).await?, "[DONE]"),
+        // Its provider breaks every stream: the documented outcome is a clean error event.
+        "llm_flaky" => {
+            let text = post(client, "/v1/chat/completions", chat("flaky", true), &[]).await?;
+            if text.contains("\"upstream_error\"") && text.contains("[DONE]") {
+                Ok(())
+            } else {
+                Err(format!("no clean error event ({} bytes)", text.len()))
+            }
+        }
         "pool" => {
             check(post(client, "/v1/chat/completions", chat("pooled", false), &[]).await?, "pooled answer")
         }
@@ -230,11 +258,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         spawn("llm-sim", &["127.0.0.1:19303", "slow", "--tokens", "20", "--chunk-delay-us", "50000"])?,
         spawn("mcp-sim", &["127.0.0.1:19401", "sim"])?,
         spawn("a2a-sim", &["127.0.0.1:19501"])?,
-        spawn("ng-probe", &["serve", "127.0.0.1:19601", "soak"])?,
     ];
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let garbage = Arc::new(AtomicBool::new(false));
     rt.block_on(model_server("127.0.0.1:19304", garbage.clone()))?;
+    let reset = Arc::new(AtomicBool::new(false));
+    rt.block_on(http_upstream("127.0.0.1:19601", reset.clone()))?;
     let cfg_path = dir.join("nodegate.yaml");
     std::fs::write(&cfg_path, config(&disk.dir, 0))?;
     let ng = Killed(
@@ -296,12 +325,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     Ok(r) => r,
                     Err(_) => Err("client timeout".into()),
                 };
+                let after = *fault_now.lock().unwrap_or_else(|e| e.into_inner());
                 let s = Sample {
                     at: start.elapsed().as_secs_f64(),
                     kind,
                     ms: t.elapsed().as_secs_f64() * 1e3,
                     error: r.err(),
                     fault,
+                    fault_end: after,
                 };
                 samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
                 // Bounded: about 100 requests per second per client at most.
@@ -323,12 +354,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 Fault::RedisDown => redis.up()?,
                 Fault::MetricsGarbage => garbage.store(false, Ordering::Relaxed),
                 Fault::AuditDiskFull => disk.free(),
+                Fault::UpstreamReset => reset.store(false, Ordering::Relaxed),
                 Fault::None => {}
             }
             match want {
                 Fault::RedisDown => redis.down(),
                 Fault::MetricsGarbage => garbage.store(true, Ordering::Relaxed),
                 Fault::AuditDiskFull => disk.fill(),
+                Fault::UpstreamReset => reset.store(true, Ordering::Relaxed),
                 Fault::None => {}
             }
             current = want;
@@ -357,6 +390,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     });
     redis.up()?;
     disk.free();
+    reset.store(false, Ordering::Relaxed);
+    // Nothing lost that was promised: once the disk has room again, records are written again.
+    let marker = format!("/soak-final-{}", std::process::id());
+    let final_ok = http_get(&marker).is_ok();
+    std::thread::sleep(Duration::from_secs(1));
+    let audit_resumed =
+        final_ok && std::fs::read_to_string(disk.dir.join("audit.log")).is_ok_and(|t| t.contains(&marker));
     let audit_errors = admin_metric("nodegate_audit_write_errors_total");
     let reloads = admin_metric("nodegate_config_reloads_total{outcome=\"applied\"}");
     let alive = Command::new("kill").args(["-0", &pid.to_string()]).status().is_ok_and(|s| s.success());
@@ -369,7 +409,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         reloads,
         alive,
         disk.can_fill(),
+        audit_resumed,
     )
+}
+
+fn is_expected(s: &Sample) -> bool {
+    s.error
+        .as_deref()
+        .is_some_and(|e| expected_error(s.kind, s.fault, e) || expected_error(s.kind, s.fault_end, e))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -381,6 +428,7 @@ fn report(
     reloads: f64,
     alive: bool,
     disk_fault: bool,
+    audit_resumed: bool,
 ) -> anyhow::Result<()> {
     let windows = (a.minutes * 60).div_ceil(WINDOW);
     let mut rows = Vec::new();
@@ -389,7 +437,7 @@ fn report(
         let (lo, hi) = ((w * WINDOW) as f64, ((w + 1) * WINDOW) as f64);
         let in_w: Vec<&Sample> = samples.iter().filter(|s| s.at >= lo && s.at < hi).collect();
         let errors = in_w.iter().filter(|s| s.error.is_some()).count();
-        let expected = in_w.iter().filter(|s| s.error.is_some() && expected_error(s.kind)).count();
+        let expected = in_w.iter().filter(|s| is_expected(s)).count();
         let mut llm: Vec<f64> = in_w.iter().filter(|s| s.kind == "llm").map(|s| s.ms).collect();
         let mut http: Vec<f64> = in_w.iter().filter(|s| s.kind == "http").map(|s| s.ms).collect();
         let res: Vec<_> = resources.iter().filter(|r| r.0 >= w * WINDOW && r.0 < (w + 1) * WINDOW).collect();
@@ -416,7 +464,9 @@ fn report(
     let mut lat = Vec::new();
     for kind in KINDS {
         let mut line = format!("  {kind:<10}");
-        for f in [Fault::None, Fault::RedisDown, Fault::MetricsGarbage, Fault::AuditDiskFull] {
+        for f in
+            [Fault::None, Fault::RedisDown, Fault::MetricsGarbage, Fault::AuditDiskFull, Fault::UpstreamReset]
+        {
             let mut v: Vec<f64> = samples
                 .iter()
                 .filter(|s| s.kind == kind && s.fault == f && s.error.is_none())
@@ -439,7 +489,8 @@ fn report(
     for ((k, f, e), n) in &by {
         eprintln!("  {k:<10} {f:<16} {n:>7}  {e}");
     }
-    let unexpected: usize = by.iter().filter(|((k, _, _), _)| !expected_error(k)).map(|(_, n)| n).sum();
+    let unexpected = samples.iter().filter(|s| s.error.is_some() && !is_expected(s)).count();
+    let resets_met = samples.iter().filter(|s| is_expected(s)).count();
     // Warm-up: the first fifth of the run (at least a minute when there is room).
     let warm = (a.minutes * 60 / 5).max(if a.minutes >= 5 { 60 } else { 0 });
     // Flat means: the median over the last minute within 10% of the median over the first
@@ -462,7 +513,7 @@ fn report(
     let fd_growth = if fd0 > 0.0 { fd1 / fd0 - 1.0 } else { 0.0 };
     let total = samples.len();
     eprintln!(
-        "\n{total} requests in {} min; unexpected errors {unexpected}; RSS (median, first minute after warm-up -> last minute) {rss0:.1} -> {rss1:.1} MB ({:+.1}%, max {rss_max:.1}); fds {fd0} -> {fd1} ({:+.1}%, max {fd_max}); audit write errors counted {audit_errors}; reloads applied {reloads}; nodegate alive at the end: {alive}",
+        "\n{total} requests in {} min; unexpected errors {unexpected}; RSS (median, first minute after warm-up -> last minute) {rss0:.1} -> {rss1:.1} MB ({:+.1}%, max {rss_max:.1}); fds {fd0} -> {fd1} ({:+.1}%, max {fd_max}); audit write errors counted {audit_errors}; audit resumed after the disk-full fault: {audit_resumed}; upstream resets met with a broken body: {resets_met}; reloads applied {reloads}; nodegate alive at the end: {alive}",
         a.minutes,
         rss_growth * 100.0,
         fd_growth * 100.0
@@ -472,7 +523,8 @@ fn report(
         "errors": by.iter().map(|((k, f, e), n)| json!({"kind": k, "fault": f, "error": e, "count": n})).collect::<Vec<_>>(),
         "rss_mb_after_warmup": rss0, "rss_mb_last_minute": rss1, "rss_mb_max": rss_max, "rss_growth": rss_growth,
         "fds_after_warmup": fd0, "fds_last_minute": fd1, "fds_max": fd_max, "fd_growth": fd_growth,
-        "audit_write_errors": audit_errors, "reloads_applied": reloads, "alive": alive,
+        "audit_write_errors": audit_errors, "audit_resumed": audit_resumed, "resets_met": resets_met,
+        "reloads_applied": reloads, "alive": alive,
         "disk_full_fault": disk_fault, "windows": rows, "latency": lat,
     });
     if let Some(parent) = a.out.parent() {
@@ -485,7 +537,7 @@ fn report(
         failed.push("nodegate died".to_string());
     }
     if unexpected > 0 {
-        failed.push(format!("{unexpected} errors where no fault was injected"));
+        failed.push(format!("{unexpected} requests ended otherwise than documented"));
     }
     if rss_growth > 0.10 {
         failed.push(format!("RSS grew {:.1}% after warm-up", rss_growth * 100.0));
@@ -495,6 +547,12 @@ fn report(
     }
     if disk_fault && audit_errors == 0.0 {
         failed.push("the audit disk was full but no write error was counted".into());
+    }
+    if disk_fault && !audit_resumed {
+        failed.push("audit records did not resume once the disk had room again".into());
+    }
+    if a.minutes >= 1 && resets_met == 0 {
+        failed.push("no request met the upstream-reset fault".into());
     }
     if reloads < 1.0 {
         failed.push("no config reload was applied".into());

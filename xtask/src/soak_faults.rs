@@ -1,6 +1,6 @@
-//! The soak's fault injectors: a model server whose metrics page can turn to garbage, Redis
-//! killed and restarted, the audit disk filled, the config rewritten. Each is switched on and
-//! off by the schedule in `soak`.
+//! The soak's fault injectors: a model server whose metrics page can turn to garbage, an HTTP
+//! upstream that can reset every response mid-body, Redis killed and restarted, the audit disk
+//! filled, the config rewritten. Each is switched on and off by the schedule in `soak`.
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -22,6 +22,7 @@ pub enum Fault {
     RedisDown,
     MetricsGarbage,
     AuditDiskFull,
+    UpstreamReset,
 }
 
 impl Fault {
@@ -31,6 +32,7 @@ impl Fault {
             Fault::RedisDown => "redis_down",
             Fault::MetricsGarbage => "metrics_garbage",
             Fault::AuditDiskFull => "audit_disk_full",
+            Fault::UpstreamReset => "upstream_reset",
         }
     }
 
@@ -40,9 +42,55 @@ impl Fault {
             10..20 => Fault::RedisDown,
             30..40 => Fault::MetricsGarbage,
             40..50 => Fault::AuditDiskFull,
+            50..58 => Fault::UpstreamReset,
             _ => Fault::None,
         }
     }
+}
+
+/// Bytes of the plain HTTP upstream's answer body.
+pub const HTTP_BODY: usize = 1000;
+
+/// The plain HTTP upstream: a 200 with a [`HTTP_BODY`]-byte body, or, while `reset` is set,
+/// the head and a tenth of the body and then a TCP reset (SO_LINGER 0): an upstream that fails
+/// mid-response.
+pub async fn http_upstream(addr: &str, reset: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let reset = reset.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::with_capacity(1024);
+                let mut chunk = [0u8; 2048];
+                loop {
+                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {HTTP_BODY}\r\n\r\n");
+                        buf.clear();
+                        if reset.load(Ordering::Relaxed) {
+                            let _ = s.write_all(head.as_bytes()).await;
+                            let _ = s.write_all(&[b'x'; HTTP_BODY / 10]).await;
+                            let _ = s.flush().await;
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                            // Dropped with SO_LINGER 0: a reset, not a clean close.
+                            let _ = s.set_zero_linger();
+                            return;
+                        }
+                        let mut answer = head.into_bytes();
+                        answer.extend_from_slice(&[b'x'; HTTP_BODY]);
+                        if s.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
 }
 
 /// A vLLM-like pool endpoint: `/metrics` in vLLM's names (or garbage while `garbage` is set),
