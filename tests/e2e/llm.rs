@@ -1,6 +1,10 @@
 //! The LLM gateway end to end: the official OpenAI and Anthropic Python SDKs against nodegate,
 //! in front of the provider simulator (and, in llama.rs, a real llama.cpp server).
-use std::{process::Stdio, time::Duration};
+use std::{
+    io::{Read, Write},
+    process::Stdio,
+    time::Duration,
+};
 
 use nodegate_tests::*;
 
@@ -534,4 +538,71 @@ fn a_stream_is_cut_at_what_the_budget_has_left() {
         .map(|r| r["input_tokens"].as_u64().unwrap_or(0) + r["output_tokens"].as_u64().unwrap_or(0))
         .sum();
     assert!(spent <= 120, "spent {spent} of a 120-token budget");
+}
+
+/// A client that reads a stream to its last event (`[DONE]`, `message_stop`) and closes without
+/// waiting for the body's end has the whole answer: recorded as complete, with its usage. One
+/// that gives up before the last event is recorded as such. Both providers here keep the body
+/// open after the last event, as a server may.
+#[test]
+fn a_stream_read_to_its_last_event_and_one_abandoned_are_told_apart() {
+    require_root();
+    let topo = Topology::new();
+    let _sim =
+        llm_sim(&topo.node, "127.0.0.1:18151", "lingers", &["--tokens", "6", "--hold-after-done-ms", "5000"]);
+    let _slow =
+        llm_sim(&topo.node, "127.0.0.1:18152", "slow", &["--tokens", "30", "--chunk-delay-us", "200000"]);
+    let gw = gateway(
+        &topo,
+        "llm-ends",
+        r#"
+  providers:
+    - { name: lingers, kind: openai, endpoint: "http://127.0.0.1:18151" }
+    - { name: lingers-a, kind: anthropic, endpoint: "http://127.0.0.1:18151" }
+    - { name: slow, kind: openai, endpoint: "http://127.0.0.1:18152" }
+  models:
+    - { name: fast, targets: [ { provider: lingers } ] }
+    - { name: slow, targets: [ { provider: slow } ] }
+    - { name: claude, targets: [ { provider: lingers-a } ] }
+"#,
+    );
+    // Sends a streamed request and reads until `until` has arrived; then closes.
+    let read_until = |path: &str, model: &str, until: &str| {
+        let body = format!(
+            r#"{{"model":"{model}","stream":true,"max_tokens":6,"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        let mut s = nodegate_tests::raw::connect(&topo.node, "127.0.0.1:15080");
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nhost: nodegate\r\nauthorization: Bearer {AGENT_KEY}\r\nx-api-key: {AGENT_KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("write: {e}"));
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(until) {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    panic!("the stream ended before {until:?}: {}", String::from_utf8_lossy(&seen))
+                }
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        drop(s);
+    };
+    read_until("/v1/chat/completions", "fast", "data: [DONE]");
+    let rec =
+        gw.wait_audit("the OpenAI stream's record", |r| r["kind"] == "llm" && r["requested_model"] == "fast");
+    assert!(rec["error"].is_null(), "a stream read to [DONE] is complete: {rec}");
+    assert_eq!(rec["output_tokens"], 6, "{rec}");
+    read_until("/v1/messages", "claude", "message_stop");
+    let rec = gw.wait_audit("the Anthropic stream's record", |r| {
+        r["kind"] == "llm" && r["requested_model"] == "claude"
+    });
+    assert!(rec["error"].is_null(), "a stream read to message_stop is complete: {rec}");
+    // Closed after the first of 30 events 200 ms apart: abandoned, and the record says so.
+    read_until("/v1/chat/completions", "slow", "data: {");
+    let abandoned = gw.wait_audit("the abandoned stream's record", |r| {
+        r["kind"] == "llm" && r["requested_model"] == "slow"
+    });
+    assert_eq!(abandoned["error"], "client closed before the response ended", "{abandoned}");
 }

@@ -32,6 +32,8 @@ struct Opts {
     fail_mid_stream: Option<u64>,
     /// Stop sending (connection held open) after this many events.
     stall_after: Option<u64>,
+    /// After a stream's last event, keep the body open this long before ending it.
+    hold_after_done: Duration,
     ignore_max_tokens: bool,
     chunk_delay: Duration,
     body_bytes: usize,
@@ -56,6 +58,7 @@ fn main() {
         fail_status: 503,
         fail_mid_stream: None,
         stall_after: None,
+        hold_after_done: Duration::ZERO,
         ignore_max_tokens: false,
         chunk_delay: Duration::ZERO,
         body_bytes: 0,
@@ -69,6 +72,7 @@ fn main() {
             "--fail-status" => o.fail_status = val() as u16,
             "--fail-mid-stream" => o.fail_mid_stream = Some(val()),
             "--stall-after" => o.stall_after = Some(val()),
+            "--hold-after-done-ms" => o.hold_after_done = Duration::from_millis(val()),
             "--chunk-delay-us" => o.chunk_delay = Duration::from_micros(val()),
             "--body-bytes" => o.body_bytes = val() as usize,
             "--ignore-max-tokens" => {
@@ -316,6 +320,7 @@ fn sse(events: Vec<String>, o: &Opts) -> Response<Body> {
     let delay = o.chunk_delay;
     let fail_at = o.fail_mid_stream;
     let stall_at = o.stall_after;
+    let hold = o.hold_after_done;
     let pad = o.body_bytes;
     tokio::spawn(async move {
         for (i, e) in events.into_iter().enumerate() {
@@ -336,6 +341,8 @@ fn sse(events: Vec<String>, o: &Opts) -> Response<Body> {
                 return;
             }
         }
+        // `tx` lives on: the body stays open after the last event.
+        tokio::time::sleep(hold).await;
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     let mut r = Response::new(BoxBody::new(StreamBody::new(stream)));

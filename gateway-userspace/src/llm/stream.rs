@@ -180,6 +180,9 @@ pub struct Accounted {
     out: VecDeque<Bytes>,
     ended: bool,
     settle: Option<Settle>,
+    /// The provider's last event has been handed to the client: a close from here on is a
+    /// client done reading, not one that gave up.
+    end_delivered: bool,
     /// A stream's end at the shutdown drain deadline, if nodegate stops while it runs.
     deadline: Option<crate::proxy::Deadline>,
     /// `llm.stream_idle`: the longest the provider may go without a byte.
@@ -218,6 +221,7 @@ impl Accounted {
             out: VecDeque::new(),
             ended: false,
             settle: Some(settle),
+            end_delivered: false,
             idle,
             idle_timer: None,
         }
@@ -337,6 +341,9 @@ impl hyper::body::Body for Accounted {
         let this = self.get_mut();
         loop {
             if let Some(b) = this.out.pop_front() {
+                // Everything read so far goes out now: once the provider's last event has been
+                // read, the client has it all.
+                this.end_delivered = this.stream.finished;
                 // Events completed by one upstream read go out as one frame (one write).
                 if this.out.is_empty() {
                     return Poll::Ready(Some(Ok(Frame::data(b))));
@@ -436,7 +443,7 @@ impl Drop for Accounted {
     fn drop(&mut self) {
         // The client went away before the end: settle with what was seen.
         if !self.ended && self.settle.is_some() {
-            let complete = self.inner.is_end_stream();
+            let complete = self.inner.is_end_stream() || self.end_delivered;
             self.finish();
             if let Some(s) = self.settle.as_mut()
                 && !complete

@@ -100,6 +100,10 @@ pub struct StreamUsage {
     pub output_text: String,
     /// Number of content events seen.
     pub chunks: u64,
+    /// The provider's last event arrived: `[DONE]` (chat completions), `message_stop`
+    /// (Anthropic), `response.completed` / `incomplete` / `failed` (Responses). A client may
+    /// close right after it without waiting for the body's end: the answer was complete.
+    pub finished: bool,
 }
 
 impl StreamUsage {
@@ -107,7 +111,11 @@ impl StreamUsage {
     /// `hide_usage_chunk`: drop the OpenAI usage-only chunk (the gateway added the option).
     pub fn on_event(&mut self, api: Api, name: Option<&str>, data: &str, hide_usage_chunk: bool) -> Keep {
         let data = data.trim();
-        if data.is_empty() || data == "[DONE]" {
+        if data == "[DONE]" {
+            self.finished = true;
+            return Keep::Yes;
+        }
+        if data.is_empty() {
             return Keep::Yes;
         }
         if !matches!(api, Api::Messages | Api::Responses) {
@@ -118,6 +126,9 @@ impl StreamUsage {
             Api::Messages => self.anthropic_event(&v),
             _ => {
                 let ty = v.get("type").and_then(Value::as_str).or(name).unwrap_or("");
+                if matches!(ty, "response.completed" | "response.incomplete" | "response.failed") {
+                    self.finished = true;
+                }
                 if ty == "response.output_text.delta" || ty == "response.function_call_arguments.delta" {
                     self.text(v.get("delta").and_then(Value::as_str));
                 } else if (ty == "response.completed" || ty == "response.incomplete")
@@ -156,6 +167,7 @@ impl StreamUsage {
 
     fn anthropic_event(&mut self, v: &Value) {
         match v.get("type").and_then(Value::as_str).unwrap_or("") {
+            "message_stop" => self.finished = true,
             "message_start" => {
                 if let Some(us) = v.get("message").and_then(|m| m.get("usage")) {
                     self.reported = Some(anthropic(us));
@@ -271,7 +283,9 @@ mod tests {
         let usage = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
         assert_eq!(s.on_event(Api::ChatCompletions, None, content, true), Keep::Yes);
         assert_eq!(s.on_event(Api::ChatCompletions, None, usage, true), Keep::No);
+        assert!(!s.finished, "not before the last event");
         assert_eq!(s.on_event(Api::ChatCompletions, None, "[DONE]", true), Keep::Yes);
+        assert!(s.finished, "[DONE] is the last event");
         assert_eq!(s.reported.map(|u| (u.input, u.output)), Some((3, 1)));
         assert_eq!(s.output_text, "Hi");
         let mut s = StreamUsage::default();
