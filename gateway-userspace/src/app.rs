@@ -44,6 +44,13 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let (audit, audit_task) = audit::start(&cfg.audit, metrics.clone())
         .with_context(|| format!("opening audit output {:?}", cfg.audit.path))?;
+    let (audit, traces_task) = match crate::telemetry::spans::Spans::start(&cfg.traces, metrics.clone())? {
+        Some((spans, task)) => {
+            tracing::info!(endpoint = ?cfg.traces.endpoint, protocol = ?cfg.traces.protocol, "exporting traces over OTLP");
+            (audit.with_spans(spans), Some(task))
+        }
+        None => (audit, None),
+    };
     let cgroup_root = cfg.intercept.cgroup_root.clone().or_else(identity::detect_cgroup2_root);
     let identities = Arc::new(Resolver::new(cgroup_root.clone(), &cfg.identities, &search_first(&cfg)));
 
@@ -341,6 +348,11 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     drop(ctx);
     if tokio::time::timeout(std::time::Duration::from_secs(5), audit_task).await.is_err() {
         tracing::warn!("audit writer did not finish flushing in 5s");
+    }
+    if let Some(t) = traces_task
+        && tokio::time::timeout(cfg.traces.timeout, t).await.is_err()
+    {
+        tracing::warn!("trace exporter did not finish in traces.timeout");
     }
     tracing::info!("nodegate stopped");
     Ok(())

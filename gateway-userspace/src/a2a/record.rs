@@ -34,11 +34,11 @@ impl Call {
         agent: Arc<str>,
     ) -> Self {
         let identity = crate::identity::caller(keys, &conn.identity, req.headers());
-        let trace_id = req
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::mcp::handler::trace_id);
+        let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+        let trace_id = traceparent.and_then(crate::mcp::handler::trace_id);
+        // When traces are exported: this call's span (the agent's own spans, under the
+        // `traceparent` passed on to it, are in the same trace).
+        let trace = ctx.audit.trace(traceparent);
         Self {
             ctx: ctx.clone(),
             conn: conn.clone(),
@@ -46,7 +46,7 @@ impl Call {
             agent: agent.clone(),
             trace_id,
             start: Instant::now(),
-            rec: A2aCall { agent, protocol_version: "1.0", binding: "jsonrpc", ..Default::default() },
+            rec: A2aCall { agent, protocol_version: "1.0", binding: "jsonrpc", trace, ..Default::default() },
             decision: "allow",
             rule: None,
         }

@@ -11,6 +11,7 @@ pub mod reload;
 pub mod resources;
 mod secret;
 mod tls;
+mod traces;
 mod types;
 mod validate;
 
@@ -26,6 +27,7 @@ pub use llm::*;
 pub use mcp::*;
 pub use secret::{REDACTED, Secret};
 pub use tls::*;
+pub use traces::{OtlpProtocol, Traces};
 pub use types::*;
 pub use validate::{Problem, Target, parse_target, validate, warnings};
 

@@ -15,6 +15,8 @@ pub struct Config {
     pub admin: Admin,
     pub log: Log,
     pub audit: Audit,
+    /// OpenTelemetry traces over OTLP (off unless `traces.endpoint` is set).
+    pub traces: super::traces::Traces,
     pub timeouts: Timeouts,
     pub limits: super::limits::Limits,
     /// Workload names for cgroups, used when no Kubernetes metadata is available.

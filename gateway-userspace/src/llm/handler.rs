@@ -95,6 +95,8 @@ pub async fn handle(
         path: path.clone(),
         ..LlmCall::default()
     };
+    // When traces are exported: this call's span, under the client's `traceparent`.
+    call.trace = ctx.audit.trace(req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
 
     if api == Api::Models && req.method() == http::Method::GET && matches!(via, Via::Explicit) {
         return models(&llm);
@@ -390,6 +392,12 @@ pub async fn handle(
             // An upstream nobody verified gets no key, whatever the agent sent either.
             crate::llm::providers::ProviderState::remove_credentials(up_req.headers_mut());
         }
+        // The attempt's own span, named upstream so the provider's spans are its children.
+        let attempt = call.trace.as_ref().map(|t| {
+            let (id, traceparent) = t.attempt();
+            up_req.headers_mut().insert("traceparent", traceparent);
+            (id, std::time::SystemTime::now(), up_req.uri().to_string())
+        });
         let in_flight =
             cand.endpoint.as_ref().map(|ep| InFlight::new(ep.clone(), prompt_estimate + output_cap));
         let sent = async {
@@ -407,6 +415,13 @@ pub async fn handle(
         };
         if let (Err(_), Some(ep), Some(p)) = (&result, &cand.endpoint, &pool) {
             ep.failed(p.cfg.eject_after);
+        }
+        if let (Some(t), Some((id, at, target))) = (call.trace.as_mut(), attempt) {
+            let (status, error) = match &result {
+                Ok(r) => (Some(r.status().as_u16()), None),
+                Err(e) => (None, Some(e.clone())),
+            };
+            t.attempted(id, at, target, status, error);
         }
         let retryable = match &result {
             Err(e) => {

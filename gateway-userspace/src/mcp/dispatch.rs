@@ -282,11 +282,11 @@ async fn invoke(
     let start = Instant::now();
     let audited = matches!(method.as_str(), "tools/call" | "prompts/get" | "resources/read");
     // The trace the call belongs to: `_meta.traceparent` (MCP's carrier), else the header.
-    let trace_id = params
-        .pointer("/_meta/traceparent")
-        .and_then(Value::as_str)
-        .or(caller.traceparent.as_deref())
-        .and_then(super::handler::trace_id);
+    let traceparent =
+        params.pointer("/_meta/traceparent").and_then(Value::as_str).or(caller.traceparent.as_deref());
+    let trace_id = traceparent.and_then(super::handler::trace_id);
+    // When traces are exported (and the call is one that is audited): its span.
+    let trace = if audited { ctx.audit.trace(traceparent) } else { None };
     let mut record = Audited {
         ctx: ctx.clone(),
         mcp: mcp.clone(),
@@ -300,6 +300,7 @@ async fn invoke(
             protocol_version: caller.version.clone(),
             outcome: "failed",
             bytes_sent: request_bytes,
+            trace,
             ..Default::default()
         },
         start,

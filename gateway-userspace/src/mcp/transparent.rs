@@ -85,6 +85,10 @@ pub async fn handle(
     };
     let rule = mcp.policy.rule_for(&identity);
     let governed = matches!(method.as_str(), "tools/call" | "prompts/get" | "resources/read");
+    let traceparent = params
+        .pointer("/_meta/traceparent")
+        .and_then(Value::as_str)
+        .or_else(|| parts.headers.get("traceparent").and_then(|v| v.to_str().ok()));
     let mut record = governed.then(|| Audited {
         ctx: ctx.clone(),
         mcp: mcp.clone(),
@@ -92,11 +96,7 @@ pub async fn handle(
         mode: conn.mode,
         audited: true,
         rule: None,
-        trace_id: params
-            .pointer("/_meta/traceparent")
-            .and_then(Value::as_str)
-            .or_else(|| parts.headers.get("traceparent").and_then(|v| v.to_str().ok()))
-            .and_then(super::handler::trace_id),
+        trace_id: traceparent.and_then(super::handler::trace_id),
         call: McpCall {
             method: method.clone(),
             server: Some(server.clone()),
@@ -117,6 +117,7 @@ pub async fn handle(
                 .to_string(),
             outcome: "failed",
             bytes_sent: bytes.len() as u64,
+            trace: ctx.audit.trace(traceparent),
             ..Default::default()
         },
         start,

@@ -164,6 +164,7 @@ where
                 received: 0,
                 error: Some(format!("shed: over {}", refused.0)),
                 denied_by: Some(refused.0),
+                trace: None,
             });
             Ok(super::admission::shed_response(refused, &cfg.limits, false))
         }
@@ -242,6 +243,8 @@ struct Pending {
     error: Option<String>,
     /// The rule that refused the request, if one did.
     denied_by: Option<&'static str>,
+    /// The request's span, when traces are exported.
+    trace: Option<Box<crate::telemetry::trace::Trace>>,
 }
 
 impl Drop for Pending {
@@ -273,6 +276,7 @@ impl Drop for Pending {
             rec.decision = "deny";
             rec.rule = Some(Arc::from(rule));
         }
+        rec.trace = self.trace.take();
         self.ctx.audit.emit(rec);
     }
 }
@@ -324,6 +328,7 @@ pub async fn forward(
         received: 0,
         error: None,
         denied_by: None,
+        trace: ctx.audit.trace(req.headers().get("traceparent").and_then(|v| v.to_str().ok())),
     };
 
     // Where the request goes: the original destination (transparent) or the absolute URI.

@@ -46,6 +46,10 @@ pub struct Record {
     pub trace_id: Option<String>,
     #[serde(flatten)]
     pub body: Body,
+    /// The action's trace context when traces are exported: its span (and its upstream
+    /// attempts' spans) are made from this record when it is emitted.
+    #[serde(skip)]
+    pub trace: Option<Box<super::trace::Trace>>,
 }
 
 /// The caller pod as audit records name it.
@@ -137,6 +141,9 @@ pub struct A2aCall {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub duration_ms: f64,
+    /// Moved into the record by [`Record::new`] (made only when traces are exported).
+    #[serde(skip)]
+    pub trace: Option<Box<super::trace::Trace>>,
 }
 
 /// One LLM call: who, which model at which provider, tokens by type, cost, latency.
@@ -184,6 +191,9 @@ pub struct LlmCall {
     pub spilled: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Moved into the record by [`Record::new`] (made only when traces are exported).
+    #[serde(skip)]
+    pub trace: Option<Box<super::trace::Trace>>,
 }
 
 /// One MCP request: who called which tool (prompt, resource) at which server, with what
@@ -210,6 +220,9 @@ pub struct McpCall {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub duration_ms: f64,
+    /// Moved into the record by [`Record::new`] (made only when traces are exported).
+    #[serde(skip)]
+    pub trace: Option<Box<super::trace::Trace>>,
 }
 
 impl Record {
@@ -219,8 +232,14 @@ impl Record {
         mode: &'static str,
         target: String,
         protocol: &'static str,
-        body: Body,
+        mut body: Body,
     ) -> Self {
+        let trace = match &mut body {
+            Body::Llm(c) => c.trace.take(),
+            Body::Mcp(c) => c.trace.take(),
+            Body::A2a(c) => c.trace.take(),
+            _ => None,
+        };
         Self {
             time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
             kind,
@@ -236,6 +255,7 @@ impl Record {
             rule: None,
             trace_id: None,
             body,
+            trace,
         }
     }
 }
@@ -245,10 +265,21 @@ impl Record {
 pub struct Audit {
     tx: Option<mpsc::Sender<Record>>,
     metrics: Arc<Metrics>,
+    /// Spans of sampled records, when traces are exported.
+    spans: Option<super::spans::Spans>,
 }
 
 impl Audit {
-    pub fn emit(&self, record: Record) {
+    pub fn emit(&self, mut record: Record) {
+        if let Some(t) = record.trace.as_deref() {
+            // Every record of a traced action names its trace.
+            if record.trace_id.is_none() {
+                record.trace_id = Some(t.trace_id_hex());
+            }
+            if let Some(spans) = &self.spans {
+                spans.record(&record);
+            }
+        }
         let Some(tx) = &self.tx else { return };
         if tx.try_send(record).is_err() {
             self.metrics.audit_dropped.inc();
@@ -257,7 +288,19 @@ impl Audit {
 
     /// A sink that discards everything (auditing disabled).
     pub fn disabled(metrics: Arc<Metrics>) -> Self {
-        Self { tx: None, metrics }
+        Self { tx: None, metrics, spans: None }
+    }
+
+    /// Also makes the spans of sampled records.
+    pub fn with_spans(mut self, spans: super::spans::Spans) -> Self {
+        self.spans = Some(spans);
+        self
+    }
+
+    /// The trace context of a new agent action when traces are exported (a child of the
+    /// client's `traceparent` if it is valid); `None` otherwise, and nothing is made.
+    pub fn trace(&self, traceparent: Option<&str>) -> Option<Box<super::trace::Trace>> {
+        self.spans.as_ref().map(|s| Box::new(s.begin(traceparent)))
     }
 }
 
@@ -277,7 +320,7 @@ pub fn start(
     let (tx, rx) = mpsc::channel(cfg.queue);
     let finished =
         crate::dedicated::spawn("nodegate-audit", write_loop(rx, out, cfg.flush_interval, metrics.clone()))?;
-    Ok((Audit { tx: Some(tx), metrics }, finished))
+    Ok((Audit { tx: Some(tx), metrics, spans: None }, finished))
 }
 
 async fn write_loop(mut rx: mpsc::Receiver<Record>, mut out: Output, every: Duration, metrics: Arc<Metrics>) {

@@ -98,6 +98,9 @@ pub struct Metrics {
     pub limit_hits: Family<LimitLabels, Counter>,
     /// Requests in flight now (a streamed response counts until its last byte).
     pub requests_in_flight: Gauge,
+    /// Spans by what became of them: `exported`, `failed` (the receiver refused or was
+    /// unreachable), `dropped` (the export queue was full).
+    pub trace_spans: Family<OutcomeLabels, Counter>,
     pub llm: super::llm_metrics::LlmMetrics,
     pub mcp: super::mcp_metrics::McpMetrics,
     pub k8s: super::k8s_metrics::K8sMetrics,
@@ -205,6 +208,12 @@ impl Metrics {
             "Requests in flight now (a streamed response counts until its last byte)",
             requests_in_flight.clone(),
         );
+        let trace_spans = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "nodegate_trace_spans",
+            "OpenTelemetry spans by what became of them (exported, failed, dropped)",
+            trace_spans.clone(),
+        );
         let llm = super::llm_metrics::LlmMetrics::register(&mut registry);
         let mcp = super::mcp_metrics::McpMetrics::register(&mut registry);
         let k8s = super::k8s_metrics::K8sMetrics::register(&mut registry);
@@ -212,6 +221,7 @@ impl Metrics {
             a2a_calls,
             limit_hits,
             requests_in_flight,
+            trace_spans,
             k8s,
             tls,
             tls_leaves_minted,
