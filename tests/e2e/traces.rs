@@ -161,6 +161,41 @@ fn spans_of_llm_and_mcp_calls_reach_a_real_otlp_receiver_in_the_clients_trace() 
     let rec = gw.wait_audit("the traced LLM record", |r| r["kind"] == "llm");
     assert_eq!(rec["trace_id"], llm_trace, "{rec}");
 
+    // A plain HTTP request through the explicit proxy: its span, and the upstream told of it.
+    let _plain = llm_sim(ns, "127.0.0.1:18102", "plain", &[]);
+    let http_trace = "8bf92f3577b34da6a3ce929d0e0e4730";
+    let tp = format!("traceparent: 00-{http_trace}-{CLIENT_SPAN}-01");
+    let out = spawn_child(
+        std::path::Path::new("curl"),
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-x",
+            &format!("http://{GW}"),
+            "-H",
+            &tp,
+            "http://127.0.0.1:18102/plain",
+        ],
+        Some(ns),
+        None,
+        Stdio::piped(),
+        Stdio::null(),
+    )
+    .wait_with_output()
+    .unwrap_or_else(|e| panic!("curl: {e}"));
+    // The simulator has no /plain: its 404 came back through nodegate.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    let spans = spans_of(ns, http_trace, 1);
+    let plain = by_name(&spans, "GET");
+    assert_eq!(plain["parent_id"], CLIENT_SPAN, "{plain}");
+    assert_eq!(plain["attributes"]["url.path"], "/plain", "{plain}");
+    assert_eq!(plain["attributes"]["http.response.status_code"], 404, "{plain}");
+    let up = get("127.0.0.1:18102", "/sim/last", Some(ns), None)["body"]["headers"]["traceparent"].clone();
+    assert_eq!(up, format!("00-{http_trace}-{}-01", plain["context"]["span_id"].as_str().unwrap_or("?")));
+
     // An MCP tool call, its trace in `_meta.traceparent` (MCP's carrier).
     let mcp_trace = "0af7651916cd43dd8448eb211c80319c";
     let mut body: Value = serde_json::from_str(&mcp::modern_request(

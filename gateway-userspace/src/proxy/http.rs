@@ -385,6 +385,10 @@ pub async fn forward(
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     crate::identity::strip_credentials(&keys, &mut parts.headers);
+    // Traced: the upstream's spans become children of nodegate's span for this request.
+    if let Some(t) = &pending.trace {
+        parts.headers.insert("traceparent", t.traceparent());
+    }
     if let Some(u) = &upgrade {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u.clone());

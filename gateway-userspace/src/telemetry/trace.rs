@@ -145,10 +145,19 @@ impl Trace {
     /// carries (naming that span, so the upstream's spans are its children).
     pub fn attempt(&self) -> ([u8; 8], HeaderValue) {
         let id = new_span_id();
+        (id, self.traceparent_for(id))
+    }
+
+    /// The `traceparent` naming this action's own span (for an upstream with no attempt spans).
+    pub fn traceparent(&self) -> HeaderValue {
+        self.traceparent_for(self.span_id)
+    }
+
+    fn traceparent_for(&self, span: [u8; 8]) -> HeaderValue {
         let flags = if self.sampled { "01" } else { "00" };
-        let v = format!("00-{}-{}-{flags}", hex(&self.trace_id), hex(&id));
+        let v = format!("00-{}-{}-{flags}", hex(&self.trace_id), hex(&span));
         // Hex and dashes only: always a valid header value.
-        (id, HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("")))
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     /// Records an attempt started with [`Trace::attempt`] at `start`.
