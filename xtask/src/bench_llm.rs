@@ -1,6 +1,8 @@
 //! `cargo xtask bench llm`: a 1 KB chat completion, non-streaming and streaming (100 chunks), 32
 //! connections, against the provider simulator: direct, through nodegate (usage parsing and
-//! budgets on), and through LiteLLM's proxy (when installed), side by side in one run. Reports
+//! budgets on), through a second nodegate exporting a span per call and per upstream attempt at
+//! 100% sampling (OTLP/HTTP to an in-process sink), and through LiteLLM's proxy (when
+//! installed), side by side in one run. Reports
 //! requests per second, p50/p99 latency, added latency per streamed chunk, added p99 at a fixed
 //! 1,000 requests per second, and each proxy's resident memory.
 use std::{
@@ -170,15 +172,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .spawn()
             .context("llm-sim")?,
     );
-    let cfg = dir.join("nodegate.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-listeners: {{ explicit: 127.0.0.1:18380, transparent: null }}
-admin: {{ address: 127.0.0.1:18390 }}
+    let write_cfg = |name: &str, port: u16, admin: u16, extra: &str| -> anyhow::Result<PathBuf> {
+        let cfg = dir.join(name);
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"
+listeners: {{ explicit: 127.0.0.1:{port}, transparent: null }}
+admin: {{ address: 127.0.0.1:{admin} }}
 log: {{ level: warn }}
-audit: {{ path: "{}/audit.log" }}
+audit: {{ path: "{}/{name}.audit.log" }}
+{extra}
 identities:
   - {{ name: bench-agent, api_keys: ["sk-bench-agent-0123456789abcdef0123456789abcdef"] }}
 llm:
@@ -191,19 +195,30 @@ llm:
   budgets:
     - {{ name: bench, selector: {{ principals: [bench-agent] }}, tokens_per_minute: 1000000000000, requests_per_minute: 1000000000 }}
 "#,
-            dir.display()
-        ),
-    )?;
-    let ng = Killed(
-        Command::new(bins.join("nodegate"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("BENCH_KEY", "sk-sim")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("nodegate")?,
-    );
+                dir.display()
+            ),
+        )?;
+        Ok(cfg)
+    };
+    let start_ng = |cfg: PathBuf| -> anyhow::Result<Killed> {
+        Ok(Killed(
+            Command::new(bins.join("nodegate"))
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .env("BENCH_KEY", "sk-sim")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("nodegate")?,
+        ))
+    };
+    let ng = start_ng(write_cfg("nodegate.yaml", 18380, 18390, "")?)?;
+    let traced = start_ng(write_cfg(
+        "traced.yaml",
+        18381,
+        18391,
+        "traces: { endpoint: \"http://127.0.0.1:18450\", sample_ratio: 1.0 }",
+    )?)?;
     let litellm = if a.litellm.exists() {
         let lcfg = dir.join("litellm.yaml");
         std::fs::write(
@@ -229,6 +244,7 @@ llm:
         None
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let sink_spans = rt.block_on(otlp_sink("127.0.0.1:18450"))?;
     let prompt = "lorem ipsum dolor sit amet ".repeat(38); // ~1 KB of prompt
     let body = |stream: bool| {
         Bytes::from(json!({"model": "bench", "stream": stream, "max_tokens": 100, "messages": [{"role": "user", "content": prompt}]}).to_string())
@@ -236,6 +252,7 @@ llm:
     let mut targets = vec![
         ("direct", "http://127.0.0.1:18301/v1/chat/completions"),
         ("nodegate", "http://127.0.0.1:18380/v1/chat/completions"),
+        ("traced", "http://127.0.0.1:18381/v1/chat/completions"),
     ];
     if litellm.is_some() {
         targets.push(("litellm", "http://127.0.0.1:18400/v1/chat/completions"));
@@ -243,6 +260,7 @@ llm:
     let results = rt.block_on(async {
         wait_http("http://127.0.0.1:18301/sim/count").await?;
         wait_http("http://127.0.0.1:18390/readyz").await?;
+        wait_http("http://127.0.0.1:18391/readyz").await?;
         if litellm.is_some() {
             wait_http("http://127.0.0.1:18400/health/liveliness").await?;
         }
@@ -357,6 +375,20 @@ llm:
         summary["fixed_rate_1000"] = json!({"direct_p99_ms": d.p99_ms, "nodegate_p99_ms": n.p99_ms, "added_p99_ms": added, "direct_rps": d.rps, "nodegate_rps": n.rps});
     }
     for stream in [false, true] {
+        if let (Some(n), Some(t)) = (get(stream, "nodegate"), get(stream, "traced")) {
+            let cost = 1.0 - t.rps / n.rps.max(0.001);
+            println!(
+                "{} throughput cost of tracing every call (100% sampled, exported): {:.1}% (target <= 10%)",
+                if stream { "stream" } else { "json" },
+                cost * 100.0
+            );
+            summary[if stream { "tracing_cost_stream" } else { "tracing_cost_json" }] = json!(cost);
+        }
+    }
+    let received = sink_spans.load(std::sync::atomic::Ordering::Relaxed);
+    println!("OTLP sink received {received} export requests from the traced nodegate");
+    summary["otlp_export_requests"] = json!(received);
+    for stream in [false, true] {
         if let (Some(n), Some(l)) = (get(stream, "nodegate"), get(stream, "litellm")) {
             let ratio = n.rps / l.rps.max(0.001);
             println!(
@@ -377,7 +409,36 @@ llm:
     }
     std::fs::write(&out, serde_json::to_string_pretty(&summary)?)?;
     println!("results written to {}", out.display());
-    drop((sim, ng, litellm));
+    drop((sim, ng, traced, litellm));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// A stand-in OTLP/HTTP receiver: answers every export `200` with an empty
+/// `ExportTraceServiceResponse` and counts the requests.
+async fn otlp_sink(addr: &str) -> anyhow::Result<Arc<std::sync::atomic::AtomicU64>> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let c = c.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        hyper::Response::builder()
+                            .header("content-type", "application/x-protobuf")
+                            .body(Full::new(Bytes::new()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(count)
 }
