@@ -40,6 +40,44 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read the audit files (rotated ones too, oldest first): records matching the filters, the
+    /// last N of them, or a per-workload summary (requests, LLM calls, tokens, cost, tool calls,
+    /// denials).
+    Audit {
+        /// Take `audit.path` from this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The audit file (overrides the config).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Only this workload (the record's `identity`).
+        #[arg(long)]
+        workload: Option<String>,
+        /// Only this principal (API key's identity).
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only this kind: llm, mcp, a2a, http, connection.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this decision: allow or deny.
+        #[arg(long)]
+        decision: Option<String>,
+        /// From this time on: a duration ago (10m, 2h) or RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this time: a duration ago or RFC 3339.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only the last N matching records.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Totals per workload instead of records.
+        #[arg(long)]
+        summary: bool,
+        /// Records as JSON lines (with --summary: the totals as JSON).
+        #[arg(long)]
+        json: bool,
+    },
     /// The node CA that terminated TLS is re-signed with.
     Ca {
         #[command(subcommand)]

@@ -8,6 +8,7 @@
 pub mod a2a;
 pub mod admin;
 pub mod app;
+pub mod audit_query;
 pub mod cli;
 pub mod config;
 pub mod dedicated;

@@ -53,6 +53,22 @@ fn main() -> ExitCode {
         }
         Command::Intercept { command } => intercept(command),
         Command::Pods { config, admin, json } => pods(config, admin, json),
+        Command::Audit {
+            config,
+            path,
+            workload,
+            principal,
+            kind,
+            decision,
+            since,
+            until,
+            tail,
+            summary,
+            json,
+        } => {
+            let filters = AuditFilters { workload, principal, kind, decision, since, until };
+            audit(config, path, filters, tail, summary, json)
+        }
         Command::Ca { command: CaCommand::Init { cert, key, name, days, force } } => {
             match nodegate::tls::ca::init(&cert, &key, &name, days, force) {
                 Ok(fp) => {
@@ -80,6 +96,76 @@ fn pin_dir(
         return Ok(p);
     }
     config::load(config.as_deref()).map(|c| c.intercept.pin_path).map_err(|e| e.to_string())
+}
+
+struct AuditFilters {
+    workload: Option<String>,
+    principal: Option<String>,
+    kind: Option<String>,
+    decision: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+fn audit(
+    config: Option<std::path::PathBuf>,
+    path: Option<std::path::PathBuf>,
+    f: AuditFilters,
+    tail: Option<usize>,
+    summary: bool,
+    json: bool,
+) -> ExitCode {
+    use nodegate::audit_query::{self as aq, Output, Query};
+    let path = match path {
+        Some(p) => p,
+        None => match config::load(config.as_deref()) {
+            Ok(c) if c.audit.path.is_empty() || c.audit.path == "-" => {
+                eprintln!("nodegate: audit.path is {:?}: no audit file to read (give --path)", c.audit.path);
+                return ExitCode::FAILURE;
+            }
+            Ok(c) => std::path::PathBuf::from(c.audit.path),
+            Err(e) => {
+                eprintln!("nodegate: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let now = std::time::SystemTime::now();
+    let time = |s: Option<String>| s.map(|s| aq::parse_time(&s, now)).transpose();
+    let (since, until) = match (time(f.since), time(f.until)) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("nodegate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let q = Query {
+        workload: f.workload,
+        principal: f.principal,
+        kind: f.kind,
+        decision: f.decision,
+        since,
+        until,
+    };
+    let output = if summary {
+        Output::Summary { json }
+    } else if json {
+        Output::Json
+    } else {
+        Output::Lines
+    };
+    match aq::run(&path, &q, tail, output, &mut std::io::stdout().lock()) {
+        Ok(bad) => {
+            if bad > 0 {
+                eprintln!("nodegate: {bad} line(s) were not records (cut by a crash?) and were skipped");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nodegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn pods(config: Option<std::path::PathBuf>, admin: Option<std::net::SocketAddr>, json: bool) -> ExitCode {
