@@ -62,7 +62,7 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, QueryError> {
         }
     }
     // audit.log.3 is older than audit.log.1.
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut out: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     if path.exists() {
         out.push(path.to_path_buf());
