@@ -115,10 +115,22 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
                 ctx.metrics.k8s.refresh(c);
             }
             ctx.mcp.load().export_health();
+            // OpenMetrics for a scraper that asks for it (Prometheus does); the Prometheus text
+            // format (0.0.4) otherwise, which promtool and older scrapers read.
+            let openmetrics = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("application/openmetrics-text"));
             match ctx.metrics.encode() {
-                Ok(text) => {
+                Ok(text) if openmetrics => {
                     reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
                 }
+                Ok(text) => reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    crate::telemetry::metrics::prometheus_text(&text),
+                ),
                 Err(e) => {
                     reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("encoding metrics: {e}\n"))
                 }

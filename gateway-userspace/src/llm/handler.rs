@@ -46,7 +46,11 @@ fn refuse(
         .get_or_create(&CallLabels {
             identity: identity.label(),
             gen_ai_provider_name: provider,
-            gen_ai_request_model: Arc::from(call.requested_model.as_deref().unwrap_or("")),
+            gen_ai_request_model: ctx
+                .metrics
+                .llm
+                .models
+                .label(call.requested_model.as_deref().unwrap_or(""), false),
             status: crate::telemetry::metrics::status_class(err.status.as_u16()),
         })
         .inc();

@@ -90,7 +90,8 @@ impl Drop for Settle {
         }
         let m = &self.ctx.metrics.llm;
         let ident = self.identity.label();
-        let model_label: Arc<str> = Arc::from(self.call.requested_model.as_deref().unwrap_or(""));
+        let succeeded = (200..300).contains(&self.call.status) && self.call.error.is_none();
+        let model_label = m.models.label(self.call.requested_model.as_deref().unwrap_or(""), succeeded);
         let status = if self.call.status == 0 { "error" } else { status_class(self.call.status) };
         m.calls
             .get_or_create(&CallLabels {

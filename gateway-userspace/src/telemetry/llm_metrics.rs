@@ -94,6 +94,37 @@ pub struct LlmMetrics {
     pub budget_refusals: Family<BudgetLabels, Counter>,
     pub budget_fallbacks: Counter,
     pub failovers: Family<ProviderLabels, Counter>,
+    /// The model names used as label values: bounded (a client's arbitrary model names must
+    /// not grow series without end).
+    pub models: ModelNames,
+}
+
+/// Most distinct model names that become label values; the rest are `other`.
+pub const MAX_MODEL_LABELS: usize = 256;
+
+/// The model names metrics may carry: one a provider answered with success is admitted (up to
+/// [`MAX_MODEL_LABELS`]); anything else, a refused call's model among them, is `other` unless
+/// it was admitted before.
+#[derive(Default)]
+pub struct ModelNames {
+    known: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
+    other: std::sync::OnceLock<Arc<str>>,
+}
+
+impl ModelNames {
+    /// The label for `model`; `admit`: the call succeeded, the name may be learned.
+    pub fn label(&self, model: &str, admit: bool) -> Arc<str> {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = known.get(model) {
+            return k.clone();
+        }
+        if admit && known.len() < MAX_MODEL_LABELS {
+            let k: Arc<str> = Arc::from(model);
+            known.insert(k.clone());
+            return k;
+        }
+        self.other.get_or_init(|| Arc::from("other")).clone()
+    }
 }
 
 fn seconds() -> Histogram {
@@ -188,6 +219,25 @@ impl LlmMetrics {
             budget_refusals,
             budget_fallbacks,
             failovers,
+            models: ModelNames::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_labels_are_bounded_and_refusals_add_none() {
+        let m = ModelNames::default();
+        assert_eq!(&*m.label("junk-1", false), "other", "a refused call's model is not learned");
+        assert_eq!(&*m.label("gpt-4o", true), "gpt-4o");
+        assert_eq!(&*m.label("gpt-4o", false), "gpt-4o", "known names stay");
+        for i in 0..MAX_MODEL_LABELS * 2 {
+            m.label(&format!("m{i}"), true);
+        }
+        assert_eq!(&*m.label("one-too-many", true), "other");
+        assert_eq!(m.known.lock().map(|k| k.len()).unwrap_or(0), MAX_MODEL_LABELS);
     }
 }
