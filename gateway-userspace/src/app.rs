@@ -53,6 +53,14 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let cgroup_root = cfg.intercept.cgroup_root.clone().or_else(identity::detect_cgroup2_root);
     let identities = Arc::new(Resolver::new(cgroup_root.clone(), &cfg.identities, &search_first(&cfg)));
+    let jwt = cfg
+        .jwt
+        .as_ref()
+        .map(crate::identity::jwt::JwtVerifier::new)
+        .transpose()
+        .context("jwt: the issuer's keys")?
+        .map(Arc::new);
+    identities.update_with_jwt(&cfg.identities, &search_first(&cfg), jwt.clone());
 
     // The node-local address pods are redirected to must exist before a listener binds it.
     let node_address = match cfg.kubernetes.node_address.filter(|_| cfg.kubernetes.enabled) {
@@ -151,6 +159,9 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         egress: ArcSwap::from_pointee(proxy::egress::Egress::new(&cfg.egress)),
         own,
     });
+    if let Some(v) = &jwt {
+        refresh_jwks(v, &ctx);
+    }
 
     let tracker = TaskTracker::new();
     let mut servers = Vec::new();
@@ -243,10 +254,31 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let stop_for_reload = stop_rx.clone();
         let mut last_inference = cfg.inference.clone();
         let started_with = cfg.clone();
+        let mut jwt_cfg = cfg.jwt.clone();
         tokio::spawn(async move {
             while changed_rx.changed().await.is_ok() {
                 let new = changed_rx.borrow_and_update().clone();
-                identities.update(&new.identities, &search_first(&new));
+                // Tokens: a changed section (or a JWKS file, whose keys may have rotated) makes
+                // a new verifier; one that cannot be made leaves the previous one in place.
+                let jwt = match &new.jwt {
+                    None => None,
+                    Some(j) if Some(j) == jwt_cfg.as_ref() && j.jwks_file.is_none() => {
+                        identities.keys().jwt.clone()
+                    }
+                    Some(j) => match crate::identity::jwt::JwtVerifier::new(j) {
+                        Ok(v) => {
+                            let v = Arc::new(v);
+                            refresh_jwks(&v, &llm_ctx);
+                            Some(v)
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "jwt: the new settings cannot be used; keeping the previous ones");
+                            identities.keys().jwt.clone()
+                        }
+                    },
+                };
+                jwt_cfg = new.jwt.clone();
+                identities.update_with_jwt(&new.identities, &search_first(&new), jwt);
                 let rebuilt = crate::llm::Llm::build(&new.llm, &llm_ctx.metrics, Some(&llm_ctx.llm.load()));
                 llm_ctx.llm.store(Arc::new(rebuilt));
                 llm_ctx.egress.store(Arc::new(proxy::egress::Egress::new(&new.egress)));
@@ -356,6 +388,13 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     tracing::info!("nodegate stopped");
     Ok(())
+}
+
+/// Keeps a verifier's keys fetched from `jwt.jwks_url`, while the verifier is in use.
+fn refresh_jwks(v: &Arc<crate::identity::jwt::JwtVerifier>, ctx: &Arc<Ctx>) {
+    if let Some(url) = v.config().jwks_url.clone() {
+        tokio::spawn(crate::identity::jwt::refresh(Arc::downgrade(v), url, ctx.upstream.llm.clone()));
+    }
 }
 
 /// A callback that rewrites the intercept table (a Service moved).

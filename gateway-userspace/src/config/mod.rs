@@ -3,6 +3,7 @@
 pub mod a2a;
 mod env;
 mod inference;
+mod jwt;
 mod kubernetes;
 mod limits;
 mod llm;
@@ -21,6 +22,7 @@ pub use a2a::{A2a, A2aAgent, A2aRule};
 pub use inference::{
     Endpoint, Engine, Inference, Pool, PoolSource, Saturation, Strategy as PickStrategy, Weights,
 };
+pub use jwt::Jwt;
 pub use kubernetes::{Enroll, Kubernetes};
 pub use limits::Limits;
 pub use llm::*;

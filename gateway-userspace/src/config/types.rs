@@ -21,6 +21,8 @@ pub struct Config {
     pub limits: super::limits::Limits,
     /// Workload names for cgroups, used when no Kubernetes metadata is available.
     pub identities: Vec<IdentityMapping>,
+    /// JSON Web Tokens as credentials beside API keys (off unless set).
+    pub jwt: Option<super::jwt::Jwt>,
     pub intercept: Intercept,
     pub llm: super::llm::Llm,
     pub inference: super::inference::Inference,

@@ -83,6 +83,9 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     }
     super::limits::check(&cfg.limits, &mut push);
     super::traces::check(&cfg.traces, &mut push);
+    if let Some(j) = &cfg.jwt {
+        super::jwt::check(j, &mut push);
+    }
     for (i, m) in cfg.identities.iter().enumerate() {
         if m.name.trim().is_empty() {
             push(format!("identities[{i}].name"), "must not be empty".into());

@@ -1,5 +1,5 @@
-//! Credentials a caller presents beside its connection: API keys today (JWTs and client
-//! certificates plug in here later). A valid credential adds a *principal* to the identity the
+//! Credentials a caller presents beside its connection: API keys and JSON Web Tokens (`jwt`;
+//! client certificates plug in here later). A valid credential adds a *principal* to the identity the
 //! kernel gave the connection; it never replaces the workload, so a key cannot carry a caller out
 //! of the budgets, allow lists and tool rules its cgroup is under.
 //!
@@ -23,10 +23,11 @@ struct Entry {
     cgroup: Option<String>,
 }
 
-/// The configured API keys, by digest.
+/// The configured API keys, by digest, and the verifier of JSON Web Tokens if one is set.
 #[derive(Default)]
 pub struct Keys {
     by_digest: HashMap<Digest, Entry>,
+    pub jwt: Option<Arc<super::jwt::JwtVerifier>>,
 }
 
 fn digest(key: &str) -> Digest {
@@ -54,11 +55,28 @@ impl Keys {
                 by_digest.insert(d, Entry { digest: d, principal: Arc::from(m.name.as_str()), cgroup });
             }
         }
-        Self { by_digest }
+        Self { by_digest, jwt: None }
+    }
+
+    pub fn with_jwt(mut self, jwt: Option<Arc<super::jwt::JwtVerifier>>) -> Self {
+        self.jwt = jwt;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
+        self.by_digest.is_empty() && self.jwt.is_none()
+    }
+
+    /// The principal a valid JSON Web Token names, when tokens are configured.
+    fn jwt_principal(&self, token: &str) -> Option<Arc<str>> {
+        let v = self.jwt.as_ref().filter(|_| super::jwt::looks_like_jwt(token))?;
+        match v.principal(token) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::debug!(error = %e, "a bearer token was not a valid JWT for jwt.issuer; no principal");
+                None
+            }
+        }
     }
 
     /// The principal `key` proves for a caller in cgroup `cgroup_path`, if any.
@@ -118,7 +136,8 @@ pub fn caller(keys: &Keys, conn: &Arc<Identity>, headers: &HeaderMap) -> Arc<Ide
     }
     for (name, bearer) in &KEY_HEADERS {
         let Some(key) = key_in(headers, name, *bearer) else { continue };
-        if let Some(principal) = keys.principal(key, conn.cgroup_path.as_deref()) {
+        let principal = keys.principal(key, conn.cgroup_path.as_deref()).or_else(|| keys.jwt_principal(key));
+        if let Some(principal) = principal {
             return Arc::new(Identity { principal: Some(principal), ..(**conn).clone() });
         }
     }
@@ -132,7 +151,8 @@ pub fn strip_credentials(keys: &Keys, headers: &mut HeaderMap) {
         return;
     }
     for (name, bearer) in &KEY_HEADERS {
-        if key_in(headers, name, *bearer).is_some_and(|k| keys.is_ours(k)) {
+        if key_in(headers, name, *bearer).is_some_and(|k| keys.is_ours(k) || keys.jwt_principal(k).is_some())
+        {
             headers.remove(name);
         }
     }

@@ -16,6 +16,7 @@ use std::{
 use crate::config::IdentityMapping;
 
 pub mod credentials;
+pub mod jwt;
 pub mod peer;
 pub mod sockdiag;
 
@@ -128,13 +129,23 @@ impl Resolver {
 
     /// Applies a new config's mappings; cached identities are forgotten.
     pub fn update(&self, mappings: &[IdentityMapping], search_first: &[String]) {
+        self.update_with_jwt(mappings, search_first, self.keys.load().jwt.clone());
+    }
+
+    /// [`Resolver::update`], with the verifier of JSON Web Tokens the new config asks for.
+    pub fn update_with_jwt(
+        &self,
+        mappings: &[IdentityMapping],
+        search_first: &[String],
+        jwt: Option<Arc<jwt::JwtVerifier>>,
+    ) {
         let mut m: Vec<(String, Arc<str>)> = mappings
             .iter()
             .filter_map(|m| Some((normalize(m.cgroup.as_deref()?), Arc::from(m.name.as_str()))))
             .collect();
         m.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         *lock(&self.mappings) = m;
-        self.keys.store(Arc::new(Keys::new(mappings)));
+        self.keys.store(Arc::new(Keys::new(mappings).with_jwt(jwt)));
         *lock(&self.search_first) = search_first.iter().map(|s| normalize(s)).collect();
         lock(&self.cache).clear();
     }
