@@ -171,3 +171,58 @@ fn http_upgrade_is_relayed_through_the_proxy() {
     let rec = gw.wait_audit("upgrade record", |r| r["kind"] == "http" && r["status"] == 101);
     assert_eq!(rec["path"], "/ws");
 }
+
+/// gRPC (grpcio server and client, h2c) through the transparent listener: unary, server
+/// streaming and an error all arrive intact (`te: trailers` reaches the server, trailers reach
+/// the client), and each call's record names its service, method and `grpc-status`.
+#[test]
+fn grpc_calls_pass_intact_and_are_recorded_with_their_status() {
+    require_root();
+    let topo = Topology::new();
+    let cgroups = TestCgroups::new();
+    let (cg, enrolled) = (cgroups.base().to_string(), &cgroups.enrolled);
+    let script = repo_root().join("tests/python/grpc_peer.py").display().to_string();
+    let _server = spawn(
+        std::path::Path::new("python3"),
+        &[&script, "server", "0.0.0.0:8082"],
+        Some(&topo.node),
+        None,
+        Stdio::null(),
+        Stdio::inherit(),
+    );
+    wait_until(Duration::from_secs(15), "the gRPC server up", || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &topo.node.name,
+                "python3",
+                "-c",
+                "import socket; socket.create_connection(('127.0.0.1', 8082), 1)",
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let (dir, pin) = Gateway::prepare("grpc");
+    let gw = Gateway::start(&dir, &pin, &config(&cg), Some(&topo.node), None);
+    let target = format!("{SVC_IP}:8082");
+    let (ok, out, err) = run_in(&topo, enrolled, "python3", &[&script, "client", &target]);
+    assert!(ok && !err.contains("ModuleNotFoundError"), "grpcio client (.ci/run installs grpcio): {err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert_eq!(v["say"], "echo: hi", "{v}");
+    assert_eq!(v["trailers"]["x-echo-trailer"], "kept", "trailers must reach the client: {v}");
+    assert_eq!(v["fail"]["code"], "PERMISSION_DENIED", "{v}");
+    assert_eq!(v["stream"], serde_json::json!(["0:s", "1:s", "2:s"]), "{v}");
+    let say = gw.wait_audit("the Say record", |r| r["grpc"]["method"] == "Say");
+    assert_eq!(
+        (say["grpc"]["service"].as_str(), say["grpc"]["status"].as_u64()),
+        (Some("demo.Echo"), Some(0)),
+        "{say}"
+    );
+    assert_eq!(say["protocol"], "http2", "{say}");
+    let fail = gw.wait_audit("the Fail record", |r| r["grpc"]["method"] == "Fail");
+    assert_eq!(fail["grpc"]["status"], 7, "PERMISSION_DENIED is 7: {fail}");
+    assert_eq!(fail["grpc"]["message"], "not for you", "{fail}");
+    let stream = gw.wait_audit("the Stream record", |r| r["grpc"]["method"] == "Stream");
+    assert_eq!(stream["grpc"]["status"], 0, "{stream}");
+}

@@ -165,6 +165,7 @@ where
                 error: Some(format!("shed: over {}", refused.0)),
                 denied_by: Some(refused.0),
                 trace: None,
+                grpc: None,
             });
             Ok(super::admission::shed_response(refused, &cfg.limits, false))
         }
@@ -210,10 +211,19 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
+    // `te: trailers` is the one TE an HTTP/2 request may carry, and gRPC servers expect it
+    // (it tells them the path keeps trailers): it goes on; any other TE does not.
+    let trailers_only = h
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("trailers"));
     for n in named.iter().chain(HOP_BY_HOP.iter()) {
         h.remove(n);
     }
     h.remove("proxy-connection");
+    if trailers_only {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
 }
 
 /// A plain-text error response (the LLM/MCP/A2A handlers answer in their own formats).
@@ -245,6 +255,8 @@ struct Pending {
     denied_by: Option<&'static str>,
     /// The request's span, when traces are exported.
     trace: Option<Box<crate::telemetry::trace::Trace>>,
+    /// A gRPC call's service, method and ending status.
+    grpc: Option<crate::telemetry::audit::GrpcCall>,
 }
 
 impl Drop for Pending {
@@ -265,6 +277,7 @@ impl Drop for Pending {
             host: self.host.take(),
             path: std::mem::take(&mut self.path),
             status: self.status,
+            grpc: self.grpc.take(),
             bytes_sent: self.sent.load(Ordering::Relaxed),
             bytes_received: self.received,
             duration_ms: self.start.elapsed().as_secs_f64() * 1e3,
@@ -290,6 +303,12 @@ impl super::observed::Observer for Pending {
 
     fn error(&mut self, e: &crate::proxy::upstream::BoxError) {
         self.error = Some(format!("upstream body: {e}"));
+    }
+
+    fn trailers(&mut self, t: &HeaderMap) {
+        if let Some(g) = self.grpc.as_mut() {
+            g.ended(t);
+        }
     }
 }
 
@@ -329,6 +348,10 @@ pub async fn forward(
         error: None,
         denied_by: None,
         trace: ctx.audit.trace(req.headers().get("traceparent").and_then(|v| v.to_str().ok())),
+        grpc: crate::telemetry::audit::GrpcCall::of(
+            req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+            req.uri().path(),
+        ),
     };
 
     // Where the request goes: the original destination (transparent) or the absolute URI.
@@ -450,6 +473,10 @@ pub async fn forward(
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             pending.status = parts.status.as_u16();
+            // A trailers-only gRPC answer carries grpc-status in its headers.
+            if let Some(g) = pending.grpc.as_mut() {
+                g.ended(&parts.headers);
+            }
             let body =
                 super::idle::Idle::new(super::upstream::boxed(body), timeouts.body_idle, ctx.metrics.clone());
             let tracked = super::observed::Observed::new(body.boxed(), pending);

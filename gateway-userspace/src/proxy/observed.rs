@@ -18,6 +18,8 @@ pub trait Observer: Send + Unpin + 'static {
         self.data(d.len());
     }
     fn error(&mut self, e: &crate::proxy::upstream::BoxError);
+    /// The body's trailers, if it ends with some (gRPC's `grpc-status`).
+    fn trailers(&mut self, _t: &http::HeaderMap) {}
 }
 
 pub struct Observed<O: Observer> {
@@ -44,6 +46,8 @@ impl<O: Observer> http_body::Body for Observed<O> {
             Poll::Ready(Some(Ok(f))) => {
                 if let (Some(d), Some(o)) = (f.data_ref(), self.observer.as_mut()) {
                     o.frame(d);
+                } else if let (Some(t), Some(o)) = (f.trailers_ref(), self.observer.as_mut()) {
+                    o.trailers(t);
                 }
             }
             Poll::Ready(Some(Err(e))) => {

@@ -98,12 +98,51 @@ pub enum Body {
         host: Option<String>,
         path: String,
         status: u16,
+        /// A gRPC call (`content-type: application/grpc*`): service, method and `grpc-status`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        grpc: Option<GrpcCall>,
         bytes_sent: u64,
         bytes_received: u64,
         duration_ms: f64,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+}
+
+/// A gRPC call as its path and trailers name it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GrpcCall {
+    pub service: String,
+    pub method: String,
+    /// The `grpc-status` the server ended with (trailers, or the headers of a trailers-only
+    /// answer); absent when the call ended without one (broken off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl GrpcCall {
+    /// From a request's path (`/package.Service/Method`) when its content type is gRPC's.
+    pub fn of(content_type: Option<&str>, path: &str) -> Option<Self> {
+        if !content_type.is_some_and(|c| c.starts_with("application/grpc")) {
+            return None;
+        }
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        Some(Self { service: service.to_string(), method: method.to_string(), status: None, message: None })
+    }
+
+    /// Reads `grpc-status` and `grpc-message` from trailers (or trailers-only headers).
+    pub fn ended(&mut self, h: &http::HeaderMap) {
+        if let Some(s) = h.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+            self.status = Some(s);
+            self.message = h
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .filter(|m| !m.is_empty())
+                .map(|m| m.chars().take(200).collect());
+        }
+    }
 }
 
 /// One A2A call: which agent, which method, the task it was about and how it ended.
