@@ -84,9 +84,31 @@ fn authorized(ctx: &Ctx, req: &Request<Incoming>) -> bool {
     secret_matches(presented, token.expose())
 }
 
+/// The live dashboard: one page, no external assets (it works offline).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Each pool endpoint's load as the picker sees it now.
+fn pool_load(ctx: &Ctx) -> serde_json::Value {
+    let mut out = Vec::new();
+    for pool in ctx.pools.load().pools.iter() {
+        let now = pool.now_ms();
+        let stale = pool.cfg.stale_after.as_millis() as u64;
+        for ep in &pool.members().endpoints {
+            let l = ep.load(now, stale);
+            out.push(serde_json::json!({
+                "pool": &*pool.name, "endpoint": &*ep.address, "local": ep.local,
+                "waiting": l.waiting, "running": l.running, "kv_cache": l.kv_cache, "in_flight": l.in_flight,
+                "ejected": ep.ejected.load(std::sync::atomic::Ordering::Relaxed),
+            }));
+        }
+    }
+    serde_json::Value::Array(out)
+}
+
 async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let ctx = &admin.ctx;
-    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    // The dashboard page holds no data (it fetches /dashboard/data, which needs the token).
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz" | "/dashboard");
     if !open && !authorized(ctx, &req) {
         let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "admin token required\n".into());
         r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -94,6 +116,12 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Fu
     }
     Ok(match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/dashboard" => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD.into()),
+        "/dashboard/data" => {
+            let mut data = ctx.audit.live().snapshot();
+            data["pools"] = pool_load(ctx);
+            reply(StatusCode::OK, "application/json", data.to_string())
+        }
         "/readyz" => readyz(&admin),
         "/readyz/detail" => {
             let (ready, detail) = readiness(&admin);

@@ -306,6 +306,8 @@ pub struct Audit {
     metrics: Arc<Metrics>,
     /// Spans of sampled records, when traces are exported.
     spans: Option<super::spans::Spans>,
+    /// What the dashboard shows, kept by the writer.
+    live: Arc<super::live::Live>,
 }
 
 impl Audit {
@@ -327,7 +329,12 @@ impl Audit {
 
     /// A sink that discards everything (auditing disabled).
     pub fn disabled(metrics: Arc<Metrics>) -> Self {
-        Self { tx: None, metrics, spans: None }
+        Self { tx: None, metrics, spans: None, live: Arc::default() }
+    }
+
+    /// Totals and recent records for the dashboard.
+    pub fn live(&self) -> &super::live::Live {
+        &self.live
     }
 
     /// Also makes the spans of sampled records.
@@ -357,12 +364,21 @@ pub fn start(
     }
     let out = Output::open(&cfg.path, cfg.max_bytes, cfg.keep)?;
     let (tx, rx) = mpsc::channel(cfg.queue);
-    let finished =
-        crate::dedicated::spawn("nodegate-audit", write_loop(rx, out, cfg.flush_interval, metrics.clone()))?;
-    Ok((Audit { tx: Some(tx), metrics, spans: None }, finished))
+    let live = Arc::new(super::live::Live::default());
+    let finished = crate::dedicated::spawn(
+        "nodegate-audit",
+        write_loop(rx, out, cfg.flush_interval, metrics.clone(), live.clone()),
+    )?;
+    Ok((Audit { tx: Some(tx), metrics, spans: None, live }, finished))
 }
 
-async fn write_loop(mut rx: mpsc::Receiver<Record>, mut out: Output, every: Duration, metrics: Arc<Metrics>) {
+async fn write_loop(
+    mut rx: mpsc::Receiver<Record>,
+    mut out: Output,
+    every: Duration,
+    metrics: Arc<Metrics>,
+    live: Arc<super::live::Live>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut line = Vec::with_capacity(512);
@@ -373,6 +389,7 @@ async fn write_loop(mut rx: mpsc::Receiver<Record>, mut out: Output, every: Dura
                 Some(rec) => {
                     line.clear();
                     if serde_json::to_writer(&mut line, &rec).is_ok() {
+                        live.note(&rec, &line);
                         line.push(b'\n');
                         if let Err(e) = out.write(&line) {
                             failing.note(&metrics, "write", &e);

@@ -3,6 +3,7 @@
 //! audit records of traced actions (trace: W3C context; spans: OTLP export).
 pub mod audit;
 pub mod k8s_metrics;
+pub mod live;
 pub mod llm_metrics;
 pub mod logging;
 pub mod mcp_metrics;
