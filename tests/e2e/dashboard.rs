@@ -2,7 +2,7 @@
 //! package; .ci/run installs it): after known traffic, per workload, the numbers the page shows
 //! are the ones /metrics counts; each pool endpoint's load is listed; the last audit records are
 //! there; no key is shown; the page loads nothing from elsewhere. A screenshot is written.
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{path::Path, process::Stdio};
 
 use nodegate_tests::{mcp::curl_post, *};
 use serde_json::json;
