@@ -98,26 +98,8 @@ a2a:
     );
     assert_eq!(s, 200, "{v}");
     // Plain HTTP through the explicit proxy.
-    let plain = spawn_child(
-        std::path::Path::new("curl"),
-        &[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-x",
-            &format!("http://{GW}"),
-            &format!("http://{SVC_IP}:{UPSTREAM_PORT}/plain"),
-        ],
-        Some(ns),
-        None,
-        Stdio::piped(),
-        Stdio::null(),
-    )
-    .wait_with_output()
-    .unwrap_or_else(|e| panic!("curl: {e}"));
-    assert_eq!(String::from_utf8_lossy(&plain.stdout), "200");
+    let plain = curl_via_proxy(ns, GW, &format!("http://{SVC_IP}:{UPSTREAM_PORT}/plain"), &[]);
+    assert_eq!(plain, "200");
 
     let (text, head) = scrape(ns, None);
     assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");

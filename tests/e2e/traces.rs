@@ -165,29 +165,7 @@ fn spans_of_llm_and_mcp_calls_reach_a_real_otlp_receiver_in_the_clients_trace() 
     let _plain = llm_sim(ns, "127.0.0.1:18102", "plain", &[]);
     let http_trace = "8bf92f3577b34da6a3ce929d0e0e4730";
     let tp = format!("traceparent: 00-{http_trace}-{CLIENT_SPAN}-01");
-    let out = spawn_child(
-        std::path::Path::new("curl"),
-        &[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-x",
-            &format!("http://{GW}"),
-            "-H",
-            &tp,
-            "http://127.0.0.1:18102/plain",
-        ],
-        Some(ns),
-        None,
-        Stdio::piped(),
-        Stdio::null(),
-    )
-    .wait_with_output()
-    .unwrap_or_else(|e| panic!("curl: {e}"));
-    // The simulator has no /plain: its 404 came back through nodegate.
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    assert_eq!(curl_via_proxy(ns, GW, "http://127.0.0.1:18102/plain", &[&tp]), "404");
     let spans = spans_of(ns, http_trace, 1);
     let plain = by_name(&spans, "GET");
     assert_eq!(plain["parent_id"], CLIENT_SPAN, "{plain}");

@@ -578,6 +578,21 @@ pub fn sdk(
         .unwrap_or_else(|e| panic!("{scenario} printed {stdout:?} ({e}); stderr: {stderr}"))
 }
 
+/// `curl` GETting `url` through the explicit proxy at `proxy` from inside `ns`, with `headers`:
+/// the status code curl printed (`000` when there was no answer).
+pub fn curl_via_proxy(ns: &Netns, proxy: &str, url: &str, headers: &[&str]) -> String {
+    let proxy = format!("http://{proxy}");
+    let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", proxy.as_str()];
+    for h in headers {
+        args.extend_from_slice(&["-H", h]);
+    }
+    args.push(url);
+    let out = spawn_child(Path::new("curl"), &args, Some(ns), None, Stdio::piped(), Stdio::null())
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `curl` POSTing JSON `body` to `url` from inside `ns` (and `cgroup`): (HTTP status, body as
 /// JSON or Null).
 pub fn post_json_status(ns: &Netns, cgroup: Option<&Cgroup>, url: &str, body: &str) -> (u16, Value) {
