@@ -304,8 +304,9 @@ impl Record {
 pub struct Audit {
     tx: Option<mpsc::Sender<Record>>,
     metrics: Arc<Metrics>,
-    /// Spans of sampled records, when traces are exported.
-    spans: Option<super::spans::Spans>,
+    /// Spans of sampled records, when traces are exported. Shared with the writer, which makes
+    /// them off the request path; without a writer (auditing off) `emit` makes them.
+    spans: Arc<std::sync::OnceLock<super::spans::Spans>>,
     /// What the dashboard shows, kept by the writer.
     live: Arc<super::live::Live>,
 }
@@ -317,7 +318,9 @@ impl Audit {
             if record.trace_id.is_none() {
                 record.trace_id = Some(t.trace_id_hex());
             }
-            if let Some(spans) = &self.spans {
+            if self.tx.is_none()
+                && let Some(spans) = self.spans.get()
+            {
                 spans.record(&record);
             }
         }
@@ -329,7 +332,7 @@ impl Audit {
 
     /// A sink that discards everything (auditing disabled).
     pub fn disabled(metrics: Arc<Metrics>) -> Self {
-        Self { tx: None, metrics, spans: None, live: Arc::default() }
+        Self { tx: None, metrics, spans: Arc::default(), live: Arc::default() }
     }
 
     /// Totals and recent records for the dashboard.
@@ -338,15 +341,15 @@ impl Audit {
     }
 
     /// Also makes the spans of sampled records.
-    pub fn with_spans(mut self, spans: super::spans::Spans) -> Self {
-        self.spans = Some(spans);
+    pub fn with_spans(self, spans: super::spans::Spans) -> Self {
+        let _ = self.spans.set(spans);
         self
     }
 
     /// The trace context of a new agent action when traces are exported (a child of the
     /// client's `traceparent` if it is valid); `None` otherwise, and nothing is made.
     pub fn trace(&self, traceparent: Option<&str>) -> Option<Box<super::trace::Trace>> {
-        self.spans.as_ref().map(|s| Box::new(s.begin(traceparent)))
+        self.spans.get().map(|s| Box::new(s.begin(traceparent)))
     }
 }
 
@@ -365,11 +368,12 @@ pub fn start(
     let out = Output::open(&cfg.path, cfg.max_bytes, cfg.keep)?;
     let (tx, rx) = mpsc::channel(cfg.queue);
     let live = Arc::new(super::live::Live::default());
+    let spans: Arc<std::sync::OnceLock<super::spans::Spans>> = Arc::default();
     let finished = crate::dedicated::spawn(
         "nodegate-audit",
-        write_loop(rx, out, cfg.flush_interval, metrics.clone(), live.clone()),
+        write_loop(rx, out, cfg.flush_interval, metrics.clone(), live.clone(), spans.clone()),
     )?;
-    Ok((Audit { tx: Some(tx), metrics, spans: None, live }, finished))
+    Ok((Audit { tx: Some(tx), metrics, spans, live }, finished))
 }
 
 async fn write_loop(
@@ -378,6 +382,7 @@ async fn write_loop(
     every: Duration,
     metrics: Arc<Metrics>,
     live: Arc<super::live::Live>,
+    spans: Arc<std::sync::OnceLock<super::spans::Spans>>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -387,6 +392,9 @@ async fn write_loop(
         tokio::select! {
             r = rx.recv() => match r {
                 Some(rec) => {
+                    if let Some(s) = spans.get() {
+                        s.record(&rec);
+                    }
                     line.clear();
                     if serde_json::to_writer(&mut line, &rec).is_ok() {
                         live.note(&rec, &line);

@@ -176,7 +176,10 @@ fn span_context(trace: &Trace, span_id: [u8; 8]) -> SpanContext {
 }
 
 fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder("nodegate").with_version(env!("CARGO_PKG_VERSION")).build()
+    static SCOPE: std::sync::OnceLock<InstrumentationScope> = std::sync::OnceLock::new();
+    SCOPE
+        .get_or_init(|| InstrumentationScope::builder("nodegate").with_version(env!("CARGO_PKG_VERSION")).build())
+        .clone()
 }
 
 fn kv(k: &'static str, v: impl Into<opentelemetry::Value>) -> KeyValue {
