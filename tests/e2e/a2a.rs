@@ -19,7 +19,9 @@ fn agent_at(topo: &Topology, listen: &str, name: &str, extra: &[&str]) -> Proc {
     let script = repo_root().join("tests/python/a2a_agent.py").display().to_string();
     let out = std::env::temp_dir().join(unique("a2a-agent-"));
     let f = std::fs::File::create(&out).unwrap_or_else(|e| panic!("{e}"));
-    let mut args = vec![script.as_str(), "--listen", listen, "--name", name, "--slow-seconds", "6"];
+    // `slow` work lasts long enough that a task started by one client is still running while
+    // several more SDK clients start up, even on a loaded machine.
+    let mut args = vec![script.as_str(), "--listen", listen, "--name", name, "--slow-seconds", "12"];
     args.extend_from_slice(extra);
     let p = spawn(Path::new("python3"), &args, Some(&topo.node), None, Stdio::from(f), Stdio::inherit());
     let https = extra.contains(&"--tls-cert");
@@ -365,7 +367,7 @@ a2a:
 "#
     );
     let mut gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
-    // `slow` streams a status update every 0.2 s for 6 s.
+    // `slow` streams a status update every 0.2 s for 12 s.
     let (streamed, took) = std::thread::scope(|scope| {
         let c = scope.spawn(|| client(&topo, "stream", "key-alice-01", &["--text", "slow work"]));
         wait_until(Duration::from_secs(10), "the stream under way", || {

@@ -178,7 +178,9 @@ fn span_context(trace: &Trace, span_id: [u8; 8]) -> SpanContext {
 fn scope() -> InstrumentationScope {
     static SCOPE: std::sync::OnceLock<InstrumentationScope> = std::sync::OnceLock::new();
     SCOPE
-        .get_or_init(|| InstrumentationScope::builder("nodegate").with_version(env!("CARGO_PKG_VERSION")).build())
+        .get_or_init(|| {
+            InstrumentationScope::builder("nodegate").with_version(env!("CARGO_PKG_VERSION")).build()
+        })
         .clone()
 }
 
