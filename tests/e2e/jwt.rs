@@ -92,13 +92,28 @@ fn a_valid_token_names_its_principal_and_attack_tokens_name_nobody() {
         assert!(!token.is_empty(), "{attack} missing: {t}");
         assert_eq!(chat(ns, token), 403, "{attack}: the caller must meet the default (deny)");
     }
+    // A token addressed to nodegate goes no further even when it is not valid.
+    let expired = t["expired"].as_str().unwrap_or_default();
+    let (s, _, _) = curl_post(
+        ns,
+        &format!("http://{GW}/v1/chat/completions"),
+        &[
+            "content-type: application/json",
+            &format!("authorization: Bearer {valid}"),
+            &format!("x-api-key: {expired}"),
+        ],
+        r#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(s, 200);
+    let up = get("127.0.0.1:18101", "/sim/last", Some(ns), None)["body"]["headers"].clone();
+    assert!(!up.to_string().contains(expired), "an expired nodegate token went upstream: {up}");
     let mut denied: Vec<Value> = Vec::new();
     wait_until(Duration::from_secs(10), "the seven refusals recorded", || {
         denied =
             gw.audit_lines().into_iter().filter(|r| r["kind"] == "llm" && r["decision"] == "deny").collect();
         denied.len() >= 7
     });
-    assert_eq!(denied.len(), 7, "{denied:?}");
+    assert_eq!(denied.len(), 7, "the seven attack tokens: {denied:?}");
     assert!(denied.iter().all(|r| r["principal"].is_null()), "an attack token named a principal: {denied:?}");
     // No credential at all: the default as well.
     assert_eq!(chat(ns, "not-a-token"), 403);

@@ -67,6 +67,12 @@ impl Keys {
         self.by_digest.is_empty() && self.jwt.is_none()
     }
 
+    /// Whether `token` is a JSON Web Token for this gateway (valid or not; see
+    /// [`super::jwt::JwtVerifier::addressed_to_us`]).
+    fn jwt_addressed_to_us(&self, token: &str) -> bool {
+        self.jwt.as_ref().is_some_and(|v| super::jwt::looks_like_jwt(token) && v.addressed_to_us(token))
+    }
+
     /// The principal a valid JSON Web Token names, when tokens are configured.
     fn jwt_principal(&self, token: &str) -> Option<Arc<str>> {
         let v = self.jwt.as_ref().filter(|_| super::jwt::looks_like_jwt(token))?;
@@ -144,15 +150,15 @@ pub fn caller(keys: &Keys, conn: &Arc<Identity>, headers: &HeaderMap) -> Arc<Ide
     conn.clone()
 }
 
-/// Removes every header that carries a nodegate key, so no key of ours goes upstream. Other
-/// credentials (an agent's own token for a service) are left alone.
+/// Removes every header that carries a nodegate key or a JSON Web Token addressed to this
+/// gateway (valid or not), so no credential of ours goes upstream. Other credentials (an agent's
+/// own token for a service) are left alone.
 pub fn strip_credentials(keys: &Keys, headers: &mut HeaderMap) {
     if keys.is_empty() {
         return;
     }
     for (name, bearer) in &KEY_HEADERS {
-        if key_in(headers, name, *bearer).is_some_and(|k| keys.is_ours(k) || keys.jwt_principal(k).is_some())
-        {
+        if key_in(headers, name, *bearer).is_some_and(|k| keys.is_ours(k) || keys.jwt_addressed_to_us(k)) {
             headers.remove(name);
         }
     }

@@ -134,6 +134,26 @@ impl JwtVerifier {
     }
 }
 
+impl JwtVerifier {
+    /// Whether `token` names this gateway (the configured issuer and one of the audiences),
+    /// read without checking its signature: such a token is nodegate's credential, valid or not,
+    /// and never goes upstream. No cryptography: cheap enough to run on every stripped header.
+    pub fn addressed_to_us(&self, token: &str) -> bool {
+        use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+        let Some(payload) = token.split('.').nth(1) else { return false };
+        let Ok(bytes) = B64.decode(payload) else { return false };
+        let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return false };
+        let ours =
+            |a: &serde_json::Value| a.as_str().is_some_and(|a| self.cfg.audiences.iter().any(|x| x == a));
+        let aud = match claims.get("aud") {
+            Some(serde_json::Value::Array(list)) => list.iter().any(ours),
+            Some(a) => ours(a),
+            None => false,
+        };
+        aud && claims.get("iss").and_then(|i| i.as_str()) == Some(self.cfg.issuer.as_str())
+    }
+}
+
 /// Whether a bearer credential has the shape of a JWS compact token (three base64url parts).
 pub fn looks_like_jwt(token: &str) -> bool {
     let mut n = 0;
@@ -200,6 +220,23 @@ mod tests {
         for not in ["sk-key-123", "a.b", "a.b.c.d", "a..c", "a.b.c=", ""] {
             assert!(!looks_like_jwt(not), "{not}");
         }
+    }
+
+    #[test]
+    fn tokens_for_this_gateway_are_told_by_issuer_and_audience() {
+        let cfg = config::Jwt {
+            issuer: "https://issuer".into(),
+            audiences: vec!["nodegate".into()],
+            ..config::Jwt::default()
+        };
+        let v = JwtVerifier { cfg, keys: arc_swap::ArcSwap::from_pointee(Vec::new()) };
+        use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+        let token = |claims: &str| format!("eyJhbGciOiJSUzI1NiJ9.{}.c2ln", B64.encode(claims));
+        assert!(v.addressed_to_us(&token(r#"{"iss":"https://issuer","aud":"nodegate"}"#)));
+        assert!(v.addressed_to_us(&token(r#"{"iss":"https://issuer","aud":["x","nodegate"]}"#)));
+        assert!(!v.addressed_to_us(&token(r#"{"iss":"https://issuer","aud":"other"}"#)));
+        assert!(!v.addressed_to_us(&token(r#"{"iss":"https://elsewhere","aud":"nodegate"}"#)));
+        assert!(!v.addressed_to_us("not.a.token"));
     }
 
     #[test]
