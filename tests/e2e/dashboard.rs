@@ -202,3 +202,38 @@ mcp:
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With an admin token the page (which holds no data) is open, but its data is not: no token or
+/// a wrong one is refused; the token, given as the page gives it, is accepted.
+#[test]
+fn the_dashboard_data_needs_the_admin_token() {
+    require_root();
+    let topo = Topology::new();
+    let ns = &topo.node;
+    let (gdir, pin) = Gateway::prepare("dashboard-token");
+    let cfg = format!(
+        r#"
+listeners: {{ explicit: {GW}, transparent: null }}
+admin: {{ address: {ADMIN}, token: "an-admin-token-0123456789" }}
+audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
+"#
+    );
+    let _gw = Gateway::start(&gdir, &pin, &cfg, Some(ns), None);
+    let status = |path: &str, token: Option<&str>| -> String {
+        let mut args =
+            vec!["-s".to_string(), "-o".into(), "/dev/null".into(), "-w".into(), "%{http_code}".into()];
+        if let Some(t) = token {
+            args.extend(["-H".to_string(), format!("authorization: Bearer {t}")]);
+        }
+        args.push(format!("http://{ADMIN}{path}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = spawn_child(Path::new("curl"), &args, Some(ns), None, Stdio::piped(), Stdio::null())
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("curl: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(status("/dashboard", None), "200", "the page holds no data");
+    assert_eq!(status("/dashboard/data", None), "401");
+    assert_eq!(status("/dashboard/data", Some("not-the-token")), "401");
+    assert_eq!(status("/dashboard/data", Some("an-admin-token-0123456789")), "200");
+}
