@@ -144,30 +144,52 @@ pub struct Totals {
     pub errors: u64,
 }
 
+/// What [`Totals`] counts of one record, however the record is held (a parsed line here, the
+/// record itself in the dashboard's `telemetry::live`).
+pub struct Counted<'a> {
+    pub kind: &'a str,
+    pub deny: bool,
+    pub error: bool,
+    /// An LLM call's input and output tokens and cost.
+    pub llm: Option<(u64, u64, f64)>,
+    /// An MCP `tools/call`.
+    pub tool_call: bool,
+}
+
 impl Totals {
+    pub fn count(&mut self, c: &Counted<'_>) {
+        if c.kind != "connection" {
+            self.requests += 1;
+        }
+        if let Some((input, output, cost)) = c.llm {
+            self.llm_calls += 1;
+            self.input_tokens += input;
+            self.output_tokens += output;
+            self.cost_usd += cost;
+        }
+        self.tool_calls += u64::from(c.tool_call);
+        self.a2a_calls += u64::from(c.kind == "a2a");
+        self.denials += u64::from(c.deny);
+        self.errors += u64::from(c.error);
+    }
+
+    /// Counts a record read from a file.
     pub fn add(&mut self, r: &Value) {
         let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
         let kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
-        if kind != "connection" {
-            self.requests += 1;
-        }
-        match kind {
-            "llm" => {
-                self.llm_calls += 1;
-                self.input_tokens += n("input_tokens");
-                self.output_tokens += n("output_tokens");
-                self.cost_usd += r.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0);
-            }
-            "mcp" if r.get("method").and_then(Value::as_str) == Some("tools/call") => self.tool_calls += 1,
-            "a2a" => self.a2a_calls += 1,
-            _ => {}
-        }
-        if r.get("decision").and_then(Value::as_str) == Some("deny") {
-            self.denials += 1;
-        }
-        if r.get("error").is_some_and(|e| !e.is_null()) {
-            self.errors += 1;
-        }
+        self.count(&Counted {
+            kind,
+            deny: r.get("decision").and_then(Value::as_str) == Some("deny"),
+            error: r.get("error").is_some_and(|e| !e.is_null()),
+            llm: (kind == "llm").then(|| {
+                (
+                    n("input_tokens"),
+                    n("output_tokens"),
+                    r.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0),
+                )
+            }),
+            tool_call: kind == "mcp" && r.get("method").and_then(Value::as_str) == Some("tools/call"),
+        });
     }
 }
 

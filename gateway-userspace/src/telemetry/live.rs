@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::audit::{Body, Record};
-use crate::audit_query::Totals;
+use crate::audit_query::{Counted, Totals};
 
 pub const MAX_WORKLOADS: usize = 1000;
 pub const RECENT: usize = 25;
@@ -26,8 +26,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Live {
     /// Counts one record (written as `line`).
     pub fn note(&self, r: &Record, line: &[u8]) {
-        // Connections are not agent actions: only their requests are counted.
-        if r.kind != "connection" {
+        // Connections are not agent actions: only their requests are counted and listed.
+        if r.kind == "connection" {
+            return;
+        }
+        let (error, llm, tool_call) = match &r.body {
+            Body::Llm(c) => (c.error.is_some(), Some((c.input_tokens, c.output_tokens, c.cost_usd)), false),
+            Body::Mcp(c) => (c.error.is_some(), None, c.method == "tools/call"),
+            Body::A2a(c) => (c.error.is_some(), None, false),
+            Body::Http { error, .. } | Body::Connection { error, .. } => (error.is_some(), None, false),
+        };
+        {
             let mut totals = lock(&self.totals);
             let key = r.principal.clone().unwrap_or_else(|| r.identity.clone());
             let key = if totals.contains_key(&key) || totals.len() < MAX_WORKLOADS {
@@ -35,32 +44,8 @@ impl Live {
             } else {
                 Arc::from("(other)")
             };
-            let t = totals.entry(key).or_default();
-            t.requests += 1;
-            match &r.body {
-                Body::Llm(c) => {
-                    t.llm_calls += 1;
-                    t.input_tokens += c.input_tokens;
-                    t.output_tokens += c.output_tokens;
-                    t.cost_usd += c.cost_usd;
-                    t.errors += u64::from(c.error.is_some());
-                }
-                Body::Mcp(c) => {
-                    t.tool_calls += u64::from(c.method == "tools/call");
-                    t.errors += u64::from(c.error.is_some());
-                }
-                Body::A2a(c) => {
-                    t.a2a_calls += 1;
-                    t.errors += u64::from(c.error.is_some());
-                }
-                Body::Http { error, .. } | Body::Connection { error, .. } => {
-                    t.errors += u64::from(error.is_some())
-                }
-            }
-            t.denials += u64::from(r.decision == "deny");
-        }
-        if r.kind == "connection" {
-            return;
+            let counted = Counted { kind: r.kind, deny: r.decision == "deny", error, llm, tool_call };
+            totals.entry(key).or_default().count(&counted);
         }
         let mut recent = lock(&self.recent);
         if recent.len() == RECENT {
