@@ -50,39 +50,15 @@ fn shown(dom: &str, workload: &str, field: &str) -> f64 {
     after[start..].split('<').next().unwrap_or("").trim().parse().unwrap_or(f64::NAN)
 }
 
-/// The sum of a metric's series whose labels contain every one of `with`.
-fn counted(metrics: &str, name: &str, with: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && with.iter().all(|w| l.contains(w)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn the_dashboard_shows_what_metrics_count() {
     require_root();
     let topo = Topology::new();
     let ns = &topo.node;
-    let dir = std::env::temp_dir().join(unique("ng-dash-"));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch_dir("ng-dash-");
     let _sim = llm_sim(ns, "127.0.0.1:18101", "sim", &["--tokens", "5"]);
-    let _pool = spawn(
-        &bin_dir().join("vllm-sim"),
-        &["127.0.0.1:18201"],
-        Some(ns),
-        None,
-        Stdio::null(),
-        Stdio::null(),
-    );
-    let _mcp = spawn(
-        &bin_dir().join("mcp-sim"),
-        &["127.0.0.1:18401", "sim"],
-        Some(ns),
-        None,
-        Stdio::null(),
-        Stdio::null(),
-    );
+    let _pool = sim(ns, "vllm-sim", &["127.0.0.1:18201"]);
+    let _mcp = sim(ns, "mcp-sim", &["127.0.0.1:18401", "sim"]);
     let (gdir, pin) = Gateway::prepare("dashboard");
     let cfg = format!(
         r#"
@@ -167,7 +143,7 @@ mcp:
         ),
     ] {
         let on_page = shown(&dom, who, field);
-        let in_metrics = counted(&metrics, metric, &with);
+        let in_metrics = metric_sum(&metrics, metric, &with);
         assert!(in_metrics > 0.0, "{metric} {with:?} counted nothing:\n{metrics}");
         assert_eq!(
             on_page, in_metrics,

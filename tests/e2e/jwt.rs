@@ -58,8 +58,7 @@ fn a_valid_token_names_its_principal_and_attack_tokens_name_nobody() {
     require_root();
     let topo = Topology::new();
     let ns = &topo.node;
-    let dir = std::env::temp_dir().join(unique("ng-jwt-"));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch_dir("ng-jwt-");
     let jwks = dir.join("jwks.json");
     let t = tokens(&jwks);
     let _sim = llm_sim(ns, "127.0.0.1:18101", "sim", &["--tokens", "3"]);
@@ -144,8 +143,7 @@ fn a_valid_token_names_its_principal_and_attack_tokens_name_nobody() {
 /// public key (only a symmetric one) too.
 #[test]
 fn a_bad_jwks_is_refused_at_start() {
-    let dir = std::env::temp_dir().join(unique("ng-jwt-bad-"));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch_dir("ng-jwt-bad-");
     let cfg = dir.join("c.yaml");
     for (jwks, want) in [
         (None, "reading the JWKS"),

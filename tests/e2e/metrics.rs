@@ -37,16 +37,8 @@ fn metrics_pass_promtool_and_client_model_names_do_not_grow_series() {
     let ns = &topo.node;
     let _sim = llm_sim(ns, "127.0.0.1:18101", "sim", &["--tokens", "4"]);
     let _up = upstream(ns, "upstream");
-    let _mcp = spawn(
-        &bin_dir().join("mcp-sim"),
-        &["127.0.0.1:18401", "sim"],
-        Some(ns),
-        None,
-        Stdio::null(),
-        Stdio::null(),
-    );
-    let _a2a =
-        spawn(&bin_dir().join("a2a-sim"), &["127.0.0.1:18501"], Some(ns), None, Stdio::null(), Stdio::null());
+    let _mcp = sim(ns, "mcp-sim", &["127.0.0.1:18401", "sim"]);
+    let _a2a = sim(ns, "a2a-sim", &["127.0.0.1:18501"]);
     let (dir, pin) = Gateway::prepare("metrics");
     let cfg = format!(
         r#"

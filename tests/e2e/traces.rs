@@ -99,15 +99,6 @@ fn chat(ns: &Netns, trace_id: &str) -> u16 {
     status
 }
 
-/// The value of one series on the admin's /metrics.
-fn metric(ns: &Netns, series: &str) -> f64 {
-    mcp::metrics(ns, ADMIN)
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn by_name<'a>(spans: &'a [Value], name: &str) -> &'a Value {
     spans.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no span {name:?}: {spans:?}"))
 }
@@ -117,18 +108,10 @@ fn spans_of_llm_and_mcp_calls_reach_a_real_otlp_receiver_in_the_clients_trace() 
     require_root();
     let topo = Topology::new();
     let ns = &topo.node;
-    let dir = std::env::temp_dir().join(unique("ng-traces-"));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch_dir("ng-traces-");
     let _phoenix = phoenix(ns, &dir);
     let _sim = llm_sim(ns, "127.0.0.1:18101", "sim", &["--tokens", "4"]);
-    let _mcp = spawn(
-        &bin_dir().join("mcp-sim"),
-        &["127.0.0.1:18401", "sim"],
-        Some(ns),
-        None,
-        Stdio::null(),
-        Stdio::null(),
-    );
+    let _mcp = sim(ns, "mcp-sim", &["127.0.0.1:18401", "sim"]);
 
     // OTLP/HTTP.
     let gw = gateway(&topo, "traces-http", "{ endpoint: \"http://127.0.0.1:16006\", interval: 100ms }");
@@ -224,7 +207,9 @@ fn spans_of_llm_and_mcp_calls_reach_a_real_otlp_receiver_in_the_clients_trace() 
     spans_of(ns, later, 2);
     let all = get(PHOENIX_HTTP, "/v1/projects/default/spans?limit=1000", Some(ns), None);
     assert!(!all["body"].to_string().contains(unsampled), "an unsampled trace was exported");
-    assert!(metric(ns, "nodegate_trace_spans_total{outcome=\"exported\"}") >= 4.0);
+    assert!(
+        metric_sum(&mcp::metrics(ns, ADMIN), "nodegate_trace_spans_total", &["outcome=\"exported\""]) >= 4.0
+    );
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -248,7 +233,7 @@ fn an_unreachable_receiver_never_slows_traffic() {
     }
     assert!(t.elapsed() < Duration::from_secs(10), "20 calls took {:?}", t.elapsed());
     wait_until(Duration::from_secs(10), "the failed exports counted", || {
-        metric(ns, "nodegate_trace_spans_total{outcome=\"failed\"}") >= 2.0
+        metric_sum(&mcp::metrics(ns, ADMIN), "nodegate_trace_spans_total", &["outcome=\"failed\""]) >= 2.0
     });
     assert_eq!(get(ADMIN, "/healthz", Some(ns), None)["status"], 200);
 }

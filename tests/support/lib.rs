@@ -578,6 +578,29 @@ pub fn sdk(
         .unwrap_or_else(|e| panic!("{scenario} printed {stdout:?} ({e}); stderr: {stderr}"))
 }
 
+/// A fresh scratch directory under the temp dir, named after `prefix`.
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    dir
+}
+
+/// One of the workspace's simulators (`mcp-sim`, `a2a-sim`, `vllm-sim`, ...) in `ns`, quiet;
+/// killed on drop.
+pub fn sim(ns: &Netns, bin: &str, args: &[&str]) -> Proc {
+    spawn(&bin_dir().join(bin), args, Some(ns), None, Stdio::null(), Stdio::null())
+}
+
+/// The sum of the series of metric `name` in Prometheus text `metrics` whose line contains
+/// every one of `with` (label pairs as they are written).
+pub fn metric_sum(metrics: &str, name: &str, with: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && with.iter().all(|w| l.contains(w)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `curl` GETting `url` through the explicit proxy at `proxy` from inside `ns`, with `headers`:
 /// the status code curl printed (`000` when there was no answer).
 pub fn curl_via_proxy(ns: &Netns, proxy: &str, url: &str, headers: &[&str]) -> String {
