@@ -100,7 +100,7 @@ pub async fn handle(
         ..LlmCall::default()
     };
     // When traces are exported: this call's span, under the client's `traceparent`.
-    call.trace = ctx.audit.trace(req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    call.trace = ctx.audit.trace_of(req.headers());
 
     if api == Api::Models && req.method() == http::Method::GET && matches!(via, Via::Explicit) {
         return models(&llm);

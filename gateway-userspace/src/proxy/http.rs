@@ -347,7 +347,7 @@ pub async fn forward(
         received: 0,
         error: None,
         denied_by: None,
-        trace: ctx.audit.trace(req.headers().get("traceparent").and_then(|v| v.to_str().ok())),
+        trace: ctx.audit.trace_of(req.headers()),
         grpc: crate::telemetry::audit::GrpcCall::of(
             req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
             req.uri().path(),

@@ -351,6 +351,13 @@ impl Audit {
     pub fn trace(&self, traceparent: Option<&str>) -> Option<Box<super::trace::Trace>> {
         self.spans.get().map(|s| Box::new(s.begin(traceparent)))
     }
+
+    /// [`Audit::trace`] under the `traceparent` header of `headers`, looked up only when traces
+    /// are exported (every forwarded request asks).
+    pub fn trace_of(&self, headers: &http::HeaderMap) -> Option<Box<super::trace::Trace>> {
+        let spans = self.spans.get()?;
+        Some(Box::new(spans.begin(headers.get("traceparent").and_then(|v| v.to_str().ok()))))
+    }
 }
 
 /// Starts the writer on a thread of its own (file writes and rotation block). Dropping every
