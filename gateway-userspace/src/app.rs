@@ -157,6 +157,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         pools: ArcSwap::from_pointee(crate::inference::Pools::build(&cfg.inference, &pool_members)),
         pool_members: pool_members.clone(),
         egress: ArcSwap::from_pointee(proxy::egress::Egress::new(&cfg.egress)),
+        policy: crate::policy::Engine::new(&cfg.policy),
         own,
     });
     if let Some(v) = &jwt {
@@ -282,6 +283,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                 let rebuilt = crate::llm::Llm::build(&new.llm, &llm_ctx.metrics, Some(&llm_ctx.llm.load()));
                 llm_ctx.llm.store(Arc::new(rebuilt));
                 llm_ctx.egress.store(Arc::new(proxy::egress::Egress::new(&new.egress)));
+                llm_ctx.policy.rules.store(Arc::new(crate::policy::Rules::build(&new.policy)));
                 if new.a2a != llm_ctx.a2a.load().cfg {
                     let rebuilt = crate::a2a::A2a::build(&new.a2a, Some(&llm_ctx.a2a.load()));
                     llm_ctx.a2a.store(Arc::new(rebuilt));

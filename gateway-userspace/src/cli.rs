@@ -78,10 +78,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Policy rules (`policy.rules`) offline.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// The node CA that terminated TLS is re-signed with.
     Ca {
         #[command(subcommand)]
         command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Judge requests described as JSON against a config's rules, as the gateway would. Exit
+    /// status 0: every request allowed; 1: some denied; 2: the config or input is unusable.
+    Test {
+        /// The config file whose `policy` section is judged.
+        file: PathBuf,
+        /// A request as JSON (`{"protocol": "mcp", "source": {...}, "mcp": {...}}`), or an array
+        /// of them. docs/policy.md lists the attributes.
+        #[arg(long)]
+        input: PathBuf,
+        /// One JSON object per request instead of a line of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nodegate::{
-    cli::{CaCommand, Cli, Command, InterceptCommand},
+    cli::{CaCommand, Cli, Command, InterceptCommand, PolicyCommand},
     config,
 };
 
@@ -69,6 +69,9 @@ fn main() -> ExitCode {
             let filters = AuditFilters { workload, principal, kind, decision, since, until };
             audit(config, path, filters, tail, summary, json)
         }
+        Command::Policy { command: PolicyCommand::Test { file, input, json } } => {
+            policy_test(&file, &input, json)
+        }
         Command::Ca { command: CaCommand::Init { cert, key, name, days, force } } => {
             match nodegate::tls::ca::init(&cert, &key, &name, days, force) {
                 Ok(fp) => {
@@ -84,6 +87,30 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn policy_test(file: &std::path::Path, input: &std::path::Path, json: bool) -> ExitCode {
+    use nodegate::policy::offline;
+    match offline::test(file, input) {
+        Ok(judged) => {
+            for j in &judged {
+                if json {
+                    println!("{}", offline::to_json(j));
+                } else {
+                    println!("request {}: {}", j.index, offline::describe(&j.verdict));
+                }
+            }
+            if judged.iter().any(|j| j.verdict.denied.is_some()) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("nodegate policy test: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -1,7 +1,8 @@
 """A real gRPC server and client (grpcio, no generated code: raw-bytes methods) for the gRPC
 suite. `server ADDR`: serves demo.Echo/Say (echo, with a trailer), demo.Echo/Fail
 (PERMISSION_DENIED) and demo.Echo/Stream (three messages). `client TARGET`: calls each and
-prints what came back as JSON."""
+prints what came back as JSON. `one TARGET METHOD`: one unary call to demo.Echo/METHOD, its
+answer or its status code and details as JSON."""
 import json
 import sys
 from concurrent import futures
@@ -49,5 +50,18 @@ def client(target):
     print(json.dumps(out), flush=True)
 
 
+def one(target, method):
+    with grpc.insecure_channel(target) as ch:
+        try:
+            resp = ch.unary_unary(f"/demo.Echo/{method}")(b"hi", timeout=10)
+            out = {"ok": resp.decode()}
+        except grpc.RpcError as e:
+            out = {"code": e.code().name, "details": e.details()}
+    print(json.dumps(out), flush=True)
+
+
 if __name__ == "__main__":
-    {"server": serve, "client": client}[sys.argv[1]](sys.argv[2])
+    if sys.argv[1] == "one":
+        one(sys.argv[2], sys.argv[3])
+    else:
+        {"server": serve, "client": client}[sys.argv[1]](sys.argv[2])

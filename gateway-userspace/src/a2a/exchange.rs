@@ -164,6 +164,22 @@ pub async fn call(
     let owner = crate::mcp::handler::owner_of(&call.identity);
     let acted_on = method.task_id(Version::V1, &op.params);
     call.rec.task_id = acted_on.clone();
+    let verdict = {
+        let mut input = crate::policy::Input::new(crate::config::PolicyProtocol::A2a, &call.identity);
+        input.a2a = Some(crate::policy::attrs::A2aAttrs {
+            agent: &agent,
+            method: method.name(),
+            skill: call.rec.skill.as_deref(),
+            task: acted_on.as_deref(),
+        });
+        call.ctx.policy.decide(&call.ctx.metrics, &input)
+    };
+    call.policy = verdict.mark();
+    if let Some(d) = &verdict.denied {
+        let c = if d.retry_after.is_some() { code::RATE_LIMITED } else { code::FORBIDDEN };
+        let msg = format!("nodegate: {}", crate::policy::Verdict::message(d));
+        return refuse(call, "denied", Some(&d.rule), Failure::new(c, msg));
+    }
     // The task acted on, and any task a message refers to for context: each the caller's own.
     let references = method.referenced_tasks(&op.params);
     if references.len() > methods::MAX_REFERENCES {

@@ -154,6 +154,8 @@ pub mod code {
     pub const UPSTREAM: i64 = -32041;
     /// Implementation-defined: the request is larger than `a2a.max_body_bytes`.
     pub const TOO_LARGE: i64 = -32042;
+    /// Implementation-defined: a `policy.rules` rate limit refuses the call for now.
+    pub const RATE_LIMITED: i64 = -32043;
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub struct Call {
     pub rec: A2aCall,
     decision: &'static str,
     rule: Option<Arc<str>>,
+    /// What `policy.rules` decided (the allowing rule, a dry run's finding).
+    pub policy: crate::policy::Mark,
 }
 
 impl Call {
@@ -49,6 +51,7 @@ impl Call {
             rec: A2aCall { agent, protocol_version: "1.0", binding: "jsonrpc", trace, ..Default::default() },
             decision: "allow",
             rule: None,
+            policy: Default::default(),
         }
     }
 
@@ -71,6 +74,7 @@ impl Call {
         );
         r.decision = self.decision;
         r.rule = self.rule.take();
+        self.policy.apply(&mut r);
         r.trace_id = self.trace_id.take();
         self.ctx.audit.emit(r);
     }

@@ -110,6 +110,7 @@ const ERRORS: &[(i64, &str, u16, &str)] = &[
     (code::FORBIDDEN, "NODEGATE_POLICY_DENIED", 403, "PERMISSION_DENIED"),
     (code::UPSTREAM, "NODEGATE_AGENT_UNAVAILABLE", 502, "UNAVAILABLE"),
     (code::TOO_LARGE, "NODEGATE_REQUEST_TOO_LARGE", 413, "RESOURCE_EXHAUSTED"),
+    (code::RATE_LIMITED, "NODEGATE_RATE_LIMITED", 429, "RESOURCE_EXHAUSTED"),
 ];
 
 fn error_row(code: i64) -> (&'static str, u16, &'static str) {

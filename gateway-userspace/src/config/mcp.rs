@@ -255,8 +255,8 @@ pub(super) fn check(mcp: &Mcp, push: &mut impl FnMut(String, String)) {
     }
     for (i, p) in mcp.policies.iter().enumerate() {
         for (c, con) in p.constraints.iter().enumerate() {
-            if let Err(e) = cel::Program::compile(&con.when) {
-                push(format!("mcp.policies[{i}].constraints[{c}].when"), format!("invalid CEL: {e}"));
+            if let Err(e) = crate::policy::compile(&con.when) {
+                push(format!("mcp.policies[{i}].constraints[{c}].when"), e);
             }
             if con.tool.is_empty() {
                 push(format!("mcp.policies[{i}].constraints[{c}].tool"), "must not be empty".into());

@@ -8,6 +8,7 @@ mod kubernetes;
 mod limits;
 mod llm;
 mod mcp;
+mod policy;
 pub mod reload;
 pub mod resources;
 mod secret;
@@ -27,6 +28,9 @@ pub use kubernetes::{Enroll, Kubernetes};
 pub use limits::Limits;
 pub use llm::*;
 pub use mcp::*;
+pub use policy::{
+    Policy, PolicyAction, PolicyProtocol, PolicyRule, RateKey, RuleRateLimit, check as policy_check,
+};
 pub use secret::{REDACTED, Secret};
 pub use tls::*;
 pub use traces::{OtlpProtocol, Traces};

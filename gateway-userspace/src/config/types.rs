@@ -28,6 +28,8 @@ pub struct Config {
     pub inference: super::inference::Inference,
     pub mcp: super::mcp::Mcp,
     pub a2a: super::a2a::A2a,
+    /// Named, ordered CEL rules for every protocol (docs/policy.md).
+    pub policy: super::policy::Policy,
     /// Where explicit-listener callers may go (absolute-form requests and CONNECT).
     pub egress: Egress,
     pub tls: super::tls::Tls,

@@ -83,6 +83,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     }
     super::limits::check(&cfg.limits, &mut push);
     super::traces::check(&cfg.traces, &mut push);
+    super::policy::check(&cfg.policy, &mut push);
     if let Some(j) = &cfg.jwt {
         super::jwt::check(j, &mut push);
     }

@@ -73,10 +73,10 @@ impl Keys {
         self.jwt.as_ref().is_some_and(|v| super::jwt::looks_like_jwt(token) && v.addressed_to_us(token))
     }
 
-    /// The principal a valid JSON Web Token names, when tokens are configured.
-    fn jwt_principal(&self, token: &str) -> Option<Arc<str>> {
+    /// The principal a valid JSON Web Token names and its claims, when tokens are configured.
+    fn jwt_principal(&self, token: &str) -> Option<(Arc<str>, serde_json::Value)> {
         let v = self.jwt.as_ref().filter(|_| super::jwt::looks_like_jwt(token))?;
-        match v.principal(token) {
+        match v.verify(token) {
             Ok(p) => Some(p),
             Err(e) => {
                 tracing::debug!(error = %e, "a bearer token was not a valid JWT for jwt.issuer; no principal");
@@ -142,9 +142,12 @@ pub fn caller(keys: &Keys, conn: &Arc<Identity>, headers: &HeaderMap) -> Arc<Ide
     }
     for (name, bearer) in &KEY_HEADERS {
         let Some(key) = key_in(headers, name, *bearer) else { continue };
-        let principal = keys.principal(key, conn.cgroup_path.as_deref()).or_else(|| keys.jwt_principal(key));
-        if let Some(principal) = principal {
+        if let Some(principal) = keys.principal(key, conn.cgroup_path.as_deref()) {
             return Arc::new(Identity { principal: Some(principal), ..(**conn).clone() });
+        }
+        if let Some((principal, claims)) = keys.jwt_principal(key) {
+            let claims = Some(Arc::new(claims));
+            return Arc::new(Identity { principal: Some(principal), claims, ..(**conn).clone() });
         }
     }
     conn.clone()

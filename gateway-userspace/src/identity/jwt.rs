@@ -106,6 +106,11 @@ impl JwtVerifier {
 
     /// The principal `token` proves, or why it proves none.
     pub fn principal(&self, token: &str) -> Result<Arc<str>, JwtError> {
+        self.verify(token).map(|(p, _)| p)
+    }
+
+    /// The principal `token` proves and its claims, or why it proves none.
+    pub fn verify(&self, token: &str) -> Result<(Arc<str>, serde_json::Value), JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| JwtError::Token(e.to_string()))?;
         let keys = self.keys.load();
         let candidates = keys
@@ -123,7 +128,7 @@ impl JwtVerifier {
             match jsonwebtoken::decode::<serde_json::Value>(token, &k.key, &v) {
                 Ok(data) => {
                     return match data.claims.get(&self.cfg.principal_claim).and_then(|c| c.as_str()) {
-                        Some(p) if !p.is_empty() => Ok(Arc::from(p)),
+                        Some(p) if !p.is_empty() => Ok((Arc::from(p), data.claims)),
                         _ => Err(JwtError::NoPrincipal(self.cfg.principal_claim.clone())),
                     };
                 }

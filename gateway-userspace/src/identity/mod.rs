@@ -54,6 +54,9 @@ pub struct Identity {
     pub pod: Option<Arc<crate::k8s::pod::Pod>>,
     /// The container within the pod, when the cgroup is a container's and its id is known.
     pub container: Option<Arc<str>>,
+    /// The claims of the valid JSON Web Token that named the principal (`source.claims` in
+    /// policy); None for an API key or no credential.
+    pub claims: Option<Arc<serde_json::Value>>,
 }
 
 impl Identity {
@@ -66,6 +69,7 @@ impl Identity {
             source: Source::Unknown,
             pod: None,
             container: None,
+            claims: None,
         }
     }
 
@@ -78,6 +82,7 @@ impl Identity {
             source: Source::Config,
             pod: None,
             container: None,
+            claims: None,
         }
     }
 

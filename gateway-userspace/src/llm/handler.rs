@@ -175,6 +175,38 @@ pub async fn handle(
         e.rule = Some(d.rule);
         return refuse(&ctx, &conn, &identity, api, call, e, start);
     }
+    let provider_name: Arc<str> = match (&pool, candidates.first()) {
+        (Some(p), _) => p.name.clone(),
+        (None, Some(c)) => c.provider.name.clone(),
+        (None, None) => Arc::from(""),
+    };
+    let verdict = {
+        let mut input = crate::policy::Input::new(crate::config::PolicyProtocol::Llm, &identity);
+        input.destination.address = dst;
+        input.request = Some(crate::policy::attrs::RequestAttrs {
+            method: parts.method.as_str(),
+            path: &path,
+            headers: &parts.headers,
+        });
+        input.llm = Some(crate::policy::attrs::LlmAttrs {
+            provider: &provider_name,
+            model: &parsed.model,
+            prompt_tokens: (prompt_text.len() as u64).div_ceil(4),
+            max_tokens: parsed.max_tokens.unwrap_or(llm.cfg.default_max_tokens),
+            stream: parsed.stream,
+        });
+        ctx.policy.decide(&ctx.metrics, &input)
+    };
+    if let Some(d) = &verdict.denied {
+        let (status, kind) = match d.retry_after {
+            Some(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded"),
+            None => (StatusCode::FORBIDDEN, "permission_denied"),
+        };
+        let mut e = LlmError::new(status, kind, crate::policy::Verdict::message(d));
+        e.retry_after = d.retry_after;
+        e.rule = Some(d.rule.to_string());
+        return refuse(&ctx, &conn, &identity, api, call, e, start);
+    }
 
     if let Some(p) = &pool
         && p.members().endpoints.is_empty()
@@ -189,11 +221,7 @@ pub async fn handle(
     // Admission: reserve the worst case, prompt estimate plus the output cap.
     let upstream_model = candidates.first().map_or_else(|| parsed.model.clone(), |c| c.model.clone());
     // Calibration is learned per (provider, model): the pool stands for its endpoints.
-    let cal_provider: Arc<str> = match (&pool, candidates.first()) {
-        (Some(p), _) => p.name.clone(),
-        (None, Some(c)) => c.provider.name.clone(),
-        (None, None) => Arc::from(""),
-    };
+    let cal_provider = provider_name.clone();
     let messages = parsed.body.get("messages").and_then(|m| m.as_array()).map_or(1, Vec::len);
     // The tokenizer costs a regex pass over the prompt: run it now only when a budget needs the
     // number at admission; otherwise keep the text and count it at the end if the provider
@@ -494,6 +522,7 @@ pub async fn handle(
             estimated_output: 0,
             decision: "allow",
             rule: None,
+            policy: verdict.mark(),
             in_flight,
             calibrate: budgeted.then(|| (cal_provider.clone(), upstream_model.clone(), prompt_estimate)),
             probe: probe.take(),

@@ -55,6 +55,8 @@ pub struct Settle {
     pub estimated_output: u64,
     pub decision: &'static str,
     pub rule: Option<String>,
+    /// What `policy.rules` decided (the allowing rule, a dry run's finding).
+    pub policy: crate::policy::Mark,
     /// Keeps the pool endpoint's in-flight count until the response ends.
     pub in_flight: Option<crate::inference::endpoint::InFlight>,
     /// (provider or pool, model, prompt estimate): what the provider's own prompt count teaches.
@@ -163,6 +165,7 @@ impl Drop for Settle {
         );
         rec.decision = self.decision;
         rec.rule = self.rule.take().map(Arc::from);
+        self.policy.apply(&mut rec);
         self.ctx.audit.emit(rec);
     }
 }

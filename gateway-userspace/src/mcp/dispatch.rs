@@ -294,6 +294,7 @@ async fn invoke(
         mode: caller.mode,
         audited,
         rule: None,
+        policy: Default::default(),
         trace_id,
         call: McpCall {
             method: method.clone(),
@@ -333,6 +334,14 @@ async fn invoke(
     };
     record.call.server = Some(found.server.name.clone());
     record.call.name = Some(found.original.clone());
+
+    let no_arguments = Value::Object(Map::new());
+    let arguments = params.get("arguments").unwrap_or(&no_arguments);
+    if let Some(msg) =
+        record.check_rules(&id, &caller.identity, &found.server.name, &found.original, arguments)
+    {
+        return record.reply(&id, msg);
+    }
 
     // Policy: the server must be visible; tools also by name and arguments.
     if let Some(r) = &rule {
@@ -389,6 +398,8 @@ pub struct Audited {
     pub trace_id: Option<String>,
     pub call: McpCall,
     pub start: Instant,
+    /// What `policy.rules` decided (the allowing rule, a dry run's finding).
+    pub policy: crate::policy::Mark,
 }
 
 impl Audited {
@@ -403,6 +414,29 @@ impl Audited {
         r.headers_mut()
             .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         r
+    }
+
+    /// `policy.rules` for a call to `name` at `server`: the JSON-RPC error to answer with when a
+    /// rule refuses it (recorded like any policy refusal).
+    pub fn check_rules(
+        &mut self,
+        id: &Value,
+        identity: &crate::identity::Identity,
+        server: &str,
+        name: &str,
+        arguments: &Value,
+    ) -> Option<Value> {
+        let mut input = crate::policy::Input::new(crate::config::PolicyProtocol::Mcp, identity);
+        let method = self.call.method.clone();
+        input.mcp = Some(crate::policy::attrs::McpAttrs { method: &method, server, tool: name, arguments });
+        let v = self.ctx.policy.decide(&self.ctx.metrics, &input);
+        self.policy = v.mark();
+        let d = v.denied?;
+        let reason = match d.retry_after {
+            Some(t) => format!("{} (retry in {} s)", d.reason, t.as_secs().max(1)),
+            None => d.reason,
+        };
+        Some(self.deny(id, &crate::policy::CallDenied { rule: d.rule.to_string(), reason }))
     }
 
     /// Records a policy refusal; returns the JSON-RPC error that names the rule.
@@ -468,6 +502,7 @@ impl Drop for Audited {
             rec.decision = "deny";
         }
         rec.rule = self.rule.take().map(Arc::from);
+        self.policy.apply(&mut rec);
         rec.trace_id = self.trace_id.take();
         self.ctx.audit.emit(rec);
     }

@@ -96,6 +96,7 @@ pub async fn handle(
         mode: conn.mode,
         audited: true,
         rule: None,
+        policy: Default::default(),
         trace_id: traceparent.and_then(super::handler::trace_id),
         call: McpCall {
             method: method.clone(),
@@ -123,6 +124,14 @@ pub async fn handle(
         start,
     });
 
+    if let Some(rec) = record.as_mut() {
+        let name = rec.call.name.clone().unwrap_or_default();
+        let no_arguments = json!({});
+        let arguments = params.get("arguments").unwrap_or(&no_arguments);
+        if let Some(msg) = rec.check_rules(&id, &identity, &server, &name, arguments) {
+            return json_response(StatusCode::OK, &msg);
+        }
+    }
     if let (Some(r), Some(rec)) = (&rule, record.as_mut()) {
         let name = rec.call.name.clone().unwrap_or_default();
         let denied = if method == "tools/call" {

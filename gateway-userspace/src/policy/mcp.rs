@@ -133,10 +133,21 @@ impl McpRule {
         let full = format!("{server}/{tool}");
         for c in self.constraints.iter().filter(|c| c.tool.matches(&full)) {
             let deny = |why: String| CallDenied { rule: c.name.clone(), reason: why };
-            let mut cx = cel::Context::default();
-            super::paths::register(&mut cx);
+            // The same environment and attributes as `policy.rules` (`source`, `mcp`), plus the
+            // short names conditions were first written with.
+            let mut cx = super::root().new_inner_scope();
             let args = cel::to_value(arguments).map_err(|e| deny(format!("arguments: {e}")))?;
-            cx.add_variable_from_value("arguments", args);
+            cx.add_variable_from_value("arguments", args.clone());
+            cx.add_variable_from_value("source", super::attrs::source(id));
+            cx.add_variable_from_value(
+                "mcp",
+                cel::Value::Map(cel::objects::Map::from(std::collections::HashMap::from([
+                    ("method", cel::Value::from("tools/call")),
+                    ("server", cel::Value::from(server)),
+                    ("tool", cel::Value::from(tool)),
+                    ("arguments", args),
+                ]))),
+            );
             cx.add_variable_from_value("tool", tool.to_string());
             cx.add_variable_from_value("server", server.to_string());
             cx.add_variable_from_value("identity", id.workload.to_string());
@@ -213,6 +224,22 @@ mod tests {
         assert!(r.check_call(&id, "files", "read", &json!({})).is_err());
         assert!(r.check_call(&id, "github", "get_file", &json!({"repo": "org/app"})).is_ok());
         assert!(r.check_call(&id, "github", "get_file", &json!({"repo": "evil/app"})).is_err());
+        // The shared attribute families work in conditions too.
+        let shared = McpPolicy::new(
+            &[config::McpPolicy {
+                selector: config::Selector::default(),
+                constraints: vec![config::McpConstraint {
+                    tool: "*".into(),
+                    when: r#"mcp.arguments.n < 3 && source.workload == "agent" && mcp.tool == "t""#.into(),
+                }],
+                ..Default::default()
+            }],
+            config::Decision::Allow,
+        );
+        let sr = shared.rule_for(&id).unwrap();
+        assert!(sr.check_call(&id, "s", "t", &json!({"n": 2})).is_ok());
+        assert!(sr.check_call(&id, "s", "t", &json!({"n": 3})).is_err());
+        assert!(sr.check_call(&Identity::named("other"), "s", "t", &json!({"n": 2})).is_err());
         assert_eq!(r.check_call(&id, "files", "delete", &json!({})).unwrap_err().rule, "mcp.policies[0]");
     }
 }

@@ -1,12 +1,108 @@
-//! Policy: the one identity selector every rule uses (budgets and model allow lists today; MCP
-//! tool lists; A2A rules later), compiled from config once per config version. CEL
-//! conditions over request fields will extend this module rather than fork it.
+//! Policy: `policy.rules` (named, ordered CEL rules over one attribute set for every protocol,
+//! [`Engine`]) and the identity selector the protocols' own lists use (budgets, model allow
+//! lists, MCP tool rules, A2A rules). Everything is compiled once per config version; MCP
+//! argument conditions are evaluated by the same CEL environment and attributes.
+pub mod attrs;
+pub mod limit;
 mod mcp;
+pub mod offline;
 pub mod paths;
+mod rules;
 
+use std::sync::Arc;
+
+pub use attrs::{Attributes, Input, JsonInput};
 pub use mcp::{CallDenied, McpPolicy, McpRule, who};
+pub use rules::{Denial, Rules, Verdict, compile, root};
 
-use crate::{config, identity::Identity};
+use crate::{
+    config,
+    identity::Identity,
+    telemetry::{audit::Record, metrics::Metrics},
+};
+
+/// The live rules and the rate-limit buckets they share across config versions. A request
+/// loads the rules once, so a reload swaps every rule at once: no request sees half of each.
+pub struct Engine {
+    pub rules: arc_swap::ArcSwap<Rules>,
+    pub limiter: limit::Limiter,
+}
+
+impl Engine {
+    pub fn new(cfg: &config::Policy) -> Self {
+        Self { rules: arc_swap::ArcSwap::from_pointee(Rules::build(cfg)), limiter: Default::default() }
+    }
+
+    /// Decides for one request and counts the decision.
+    pub fn decide(&self, metrics: &Metrics, input: &Input<'_>) -> Verdict {
+        let rules = self.rules.load();
+        if !rules.applies_to(input.protocol) {
+            return Verdict::default();
+        }
+        let v = rules.evaluate(input, &self.limiter);
+        let protocol = input.protocol.as_str();
+        let count = |rule: &Arc<str>, decision| {
+            metrics
+                .policy_decisions
+                .get_or_create(&crate::telemetry::metrics::PolicyLabels {
+                    rule: rule.clone(),
+                    protocol,
+                    decision,
+                })
+                .inc();
+        };
+        if let Some(rule) = &v.rule {
+            count(rule, v.label_of_decider());
+        }
+        if let Some(rule) = &v.would_deny {
+            count(rule, "would_deny");
+        }
+        if let Some(why) = &v.would_deny_reason {
+            tracing::info!(workload = %input.source.workload, protocol, reason = %why, "policy dry run: would deny");
+        }
+        v
+    }
+}
+
+impl Verdict {
+    /// The decision of the rule that decided, as metrics name it.
+    fn label_of_decider(&self) -> &'static str {
+        match &self.denied {
+            Some(d) if d.retry_after.is_some() => "rate_limited",
+            Some(_) => "deny",
+            None => "allow",
+        }
+    }
+
+    /// What the audit record of the request carries: the deciding rule and a dry run's finding.
+    pub fn mark(&self) -> Mark {
+        Mark { rule: self.rule.clone(), would_deny: self.would_deny.clone() }
+    }
+
+    /// The refusal message clients see.
+    pub fn message(d: &Denial) -> String {
+        format!("denied by nodegate policy rule {}: {}", d.rule, d.reason)
+    }
+}
+
+/// A request's policy outcome as its audit record keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub rule: Option<Arc<str>>,
+    pub would_deny: Option<Arc<str>>,
+}
+
+impl Mark {
+    /// Writes the outcome into a record (a rule already named there, one that refused, stays).
+    pub fn apply(&self, rec: &mut Record) {
+        if rec.rule.is_none() {
+            rec.rule.clone_from(&self.rule);
+        }
+        if self.would_deny.is_some() {
+            rec.would_deny.clone_from(&self.would_deny);
+        }
+    }
+}
 
 /// A name pattern: exact, `*`, or a `prefix*`.
 #[derive(Debug, Clone)]
@@ -145,7 +241,6 @@ impl ModelPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn id(name: &str, cg: Option<&str>) -> Identity {
         Identity { cgroup_path: cg.map(Arc::from), ..Identity::named(name) }

@@ -163,7 +163,8 @@ where
                 sent: Arc::new(AtomicU64::new(0)),
                 received: 0,
                 error: Some(format!("shed: over {}", refused.0)),
-                denied_by: Some(refused.0),
+                denied_by: Some(std::sync::Arc::from(refused.0)),
+                policy: Default::default(),
                 trace: None,
                 grpc: None,
             });
@@ -252,7 +253,9 @@ struct Pending {
     received: u64,
     error: Option<String>,
     /// The rule that refused the request, if one did.
-    denied_by: Option<&'static str>,
+    denied_by: Option<Arc<str>>,
+    /// What `policy.rules` decided (the allowing rule, a dry run's finding).
+    policy: crate::policy::Mark,
     /// The request's span, when traces are exported.
     trace: Option<Box<crate::telemetry::trace::Trace>>,
     /// A gRPC call's service, method and ending status.
@@ -287,8 +290,9 @@ impl Drop for Pending {
             Record::new("http", &self.identity, c.mode, std::mem::take(&mut self.target), c.protocol, body);
         if let Some(rule) = self.denied_by.take() {
             rec.decision = "deny";
-            rec.rule = Some(Arc::from(rule));
+            rec.rule = Some(rule);
         }
+        self.policy.apply(&mut rec);
         rec.trace = self.trace.take();
         self.ctx.audit.emit(rec);
     }
@@ -347,6 +351,7 @@ pub async fn forward(
         received: 0,
         error: None,
         denied_by: None,
+        policy: Default::default(),
         trace: ctx.audit.trace_of(req.headers()),
         grpc: crate::telemetry::audit::GrpcCall::of(
             req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
@@ -362,7 +367,7 @@ pub async fn forward(
                 let port = a.port_u16().unwrap_or(80);
                 if !ctx.egress.load().allows(a.host(), port) {
                     pending.target = format!("{}:{port}", a.host());
-                    pending.denied_by = Some("egress.allow");
+                    pending.denied_by = Some(Arc::from("egress.allow"));
                     return Ok(refuse(
                         pending,
                         StatusCode::FORBIDDEN,
@@ -390,6 +395,31 @@ pub async fn forward(
     pending.target = authority.clone();
     if ctx.is_own_address(&authority) {
         return Ok(refuse(pending, StatusCode::LOOP_DETECTED, "request addressed to nodegate itself"));
+    }
+    let verdict = super::rules::decide(
+        &ctx,
+        &super::rules::Asked {
+            identity: &pending.identity,
+            method: req.method(),
+            path: &path,
+            headers: req.headers(),
+            host: host.as_deref(),
+            authority: &authority,
+            address: conn.target,
+            grpc: pending.grpc.as_ref().map(|g| (g.service.as_str(), g.method.as_str())),
+        },
+    );
+    pending.policy = verdict.mark();
+    if let Some(d) = &verdict.denied {
+        pending.denied_by = Some(d.rule.clone());
+        pending.error = Some(crate::policy::Verdict::message(d));
+        let grpc = pending.grpc.is_some();
+        let resp = super::rules::refusal(d, grpc);
+        pending.status = resp.status().as_u16();
+        if let Some(g) = pending.grpc.as_mut() {
+            g.ended(resp.headers());
+        }
+        return Ok(resp);
     }
     let uri = match &conn.origin {
         Some(o) => o.uri(&path),

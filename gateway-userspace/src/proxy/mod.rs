@@ -8,6 +8,7 @@ pub mod http;
 pub mod idle;
 pub mod io;
 pub mod observed;
+pub mod rules;
 pub mod sniff;
 pub mod splice;
 pub mod terminate;
@@ -47,6 +48,8 @@ pub struct Ctx {
     pub mcp: arc_swap::ArcSwap<crate::mcp::Mcp>,
     /// The A2A gateway (agents, policy, task owners), swapped on reload.
     pub a2a: arc_swap::ArcSwap<crate::a2a::A2a>,
+    /// `policy.rules`, swapped on reload, and their rate-limit buckets.
+    pub policy: crate::policy::Engine,
     /// Where explicit callers may go (`egress.allow`), swapped on reload.
     pub egress: arc_swap::ArcSwap<egress::Egress>,
     /// TLS termination, upstream trust and passthrough policy, swapped on reload.

@@ -42,6 +42,9 @@ pub struct Record {
     pub decision: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<Arc<str>>,
+    /// A `policy.rules` rule in dry run that would have denied this (it was not denied for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_deny: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
     #[serde(flatten)]
@@ -292,6 +295,7 @@ impl Record {
             protocol,
             decision: "allow",
             rule: None,
+            would_deny: None,
             trace_id: None,
             body,
             trace,

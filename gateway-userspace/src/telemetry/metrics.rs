@@ -60,6 +60,15 @@ pub struct TlsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// `policy.rules[].name` (bounded by the config).
+    pub rule: Arc<str>,
+    pub protocol: &'static str,
+    /// `allow`, `deny`, `rate_limited` or `would_deny` (dry run).
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
     /// The `limits.*` or `timeouts.*` field (or a protocol's own, `llm.max_body_bytes`) that
     /// refused or ended something.
@@ -96,6 +105,8 @@ pub struct Metrics {
     pub a2a_calls: Family<A2aLabels, Counter>,
     /// Requests, connections and bodies refused or ended by a limit or a timeout.
     pub limit_hits: Family<LimitLabels, Counter>,
+    /// Requests a `policy.rules` rule decided, by rule, protocol and decision.
+    pub policy_decisions: Family<PolicyLabels, Counter>,
     /// Requests in flight now (a streamed response counts until its last byte).
     pub requests_in_flight: Gauge,
     /// Spans by what became of them: `exported`, `failed` (the receiver refused or was
@@ -202,6 +213,12 @@ impl Metrics {
             "Requests, connections and bodies refused or ended by a limit or a timeout, by the setting",
             limit_hits.clone(),
         );
+        let policy_decisions = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "nodegate_policy_decisions",
+            "Requests a policy rule decided, by rule, protocol and decision (allow, deny, rate_limited, would_deny)",
+            policy_decisions.clone(),
+        );
         let requests_in_flight = Gauge::default();
         registry.register(
             "nodegate_requests_in_flight",
@@ -220,6 +237,7 @@ impl Metrics {
         Arc::new(Self {
             a2a_calls,
             limit_hits,
+            policy_decisions,
             requests_in_flight,
             trace_spans,
             k8s,
