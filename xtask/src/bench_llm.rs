@@ -416,7 +416,7 @@ llm:
 
 /// A stand-in OTLP/HTTP receiver: answers every export `200` with an empty
 /// `ExportTraceServiceResponse` and counts the requests.
-async fn otlp_sink(addr: &str) -> anyhow::Result<Arc<std::sync::atomic::AtomicU64>> {
+pub(crate) async fn otlp_sink(addr: &str) -> anyhow::Result<Arc<std::sync::atomic::AtomicU64>> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let c = count.clone();

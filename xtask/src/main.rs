@@ -6,6 +6,7 @@ mod bench_k8s;
 mod bench_llm;
 mod bench_mcp;
 mod bench_pick;
+mod bench_policy;
 mod bench_redirect;
 mod bench_tls;
 mod codegen;
@@ -66,6 +67,8 @@ enum Bench {
     /// A2A SendMessage through nodegate vs direct (a fixed 1,000/s and closed loop), and the
     /// added latency per streamed event.
     A2a(bench_a2a::Args),
+    /// Cost of policy.rules (0, 10, 100 rules) and of tracing at 100%, HTTP and LLM, side by side.
+    Policy(bench_policy::Args),
     /// Pod churn on one node: watch event -> enrolled map write latency, memory per pod (needs
     /// root).
     K8s(bench_k8s::Args),
@@ -137,6 +140,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { which: Bench::Tls(a) } => bench_tls::run(a),
         Cmd::Bench { which: Bench::K8s(a) } => bench_k8s::run(a),
         Cmd::Bench { which: Bench::A2a(a) } => bench_a2a::run(a),
+        Cmd::Bench { which: Bench::Policy(a) } => bench_policy::run(a),
         Cmd::Codegen(a) => codegen::run(&a),
         Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Soak(a) => soak::run(a),

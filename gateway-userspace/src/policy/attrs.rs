@@ -8,6 +8,7 @@ use std::{collections::HashMap, net::SocketAddr};
 use cel::Value;
 use http::HeaderMap;
 
+use super::guard::Scalar;
 use crate::{config::PolicyProtocol, identity::Identity};
 
 /// Attribute families, in the order [`Family::ALL`] lists them (an index into per-request caches).
@@ -68,6 +69,14 @@ pub trait Attributes {
     fn family(&self, f: Family) -> Value;
     /// Who a rate limit counts: the workload, and the principal when there is one.
     fn caller(&self) -> (&str, Option<&str>);
+    /// A scalar attribute read natively, for guards (`policy::guard`); None: CEL decides.
+    fn scalar(&self, _family: Family, _field: &str) -> Option<Scalar<'_>> {
+        None
+    }
+    /// Whether map attribute `family.field` has `key`, read natively; None: CEL decides.
+    fn has_key(&self, _family: Family, _field: &str, _key: &str) -> Option<bool> {
+        None
+    }
 }
 
 /// Where the request goes.
@@ -149,6 +158,10 @@ impl<'a> Input<'a> {
     }
 }
 
+fn text(s: &str) -> Option<Scalar<'_>> {
+    Some(Scalar::Str(std::borrow::Cow::Borrowed(s)))
+}
+
 fn s(v: &str) -> Value {
     Value::String(std::sync::Arc::new(v.to_string()))
 }
@@ -197,6 +210,50 @@ fn headers(h: &HeaderMap) -> Value {
 impl Attributes for Input<'_> {
     fn protocol(&self) -> PolicyProtocol {
         self.protocol
+    }
+
+    fn scalar(&self, family: Family, field: &str) -> Option<Scalar<'_>> {
+        let id = self.source;
+        let pod = id.pod.as_deref();
+        match (family, field) {
+            (Family::Source, "workload") => text(&id.workload),
+            (Family::Source, "principal") => text(id.principal.as_deref().unwrap_or("")),
+            (Family::Source, "namespace") => text(pod.map_or("", |p| &p.namespace)),
+            (Family::Source, "service_account") => text(pod.map_or("", |p| &p.service_account)),
+            (Family::Destination, "host") | (Family::Request, "host") => {
+                text(self.destination.host.unwrap_or(""))
+            }
+            (Family::Destination, "port") => Some(Scalar::Int(i64::from(self.destination.port))),
+            (Family::Request, "method") => text(self.request?.method),
+            (Family::Request, "path") => text(self.request?.path),
+            (Family::Grpc, "service") => text(self.grpc?.0),
+            (Family::Grpc, "method") => text(self.grpc?.1),
+            (Family::Llm, "provider") => text(self.llm?.provider),
+            (Family::Llm, "model") => text(self.llm?.model),
+            (Family::Llm, "stream") => Some(Scalar::Bool(self.llm?.stream)),
+            (Family::Mcp, "method") => text(self.mcp?.method),
+            (Family::Mcp, "server") => text(self.mcp?.server),
+            (Family::Mcp, "tool") => text(self.mcp?.tool),
+            (Family::A2a, "agent") => text(self.a2a?.agent),
+            (Family::A2a, "method") => text(self.a2a?.method),
+            (Family::A2a, "skill") => text(self.a2a?.skill.unwrap_or("")),
+            (Family::A2a, "task") => text(self.a2a?.task.unwrap_or("")),
+            _ => None,
+        }
+    }
+
+    fn has_key(&self, family: Family, field: &str, key: &str) -> Option<bool> {
+        match (family, field) {
+            // The CEL map's keys are lower-case header names.
+            (Family::Request, "headers") => {
+                let r = self.request?;
+                Some(!key.bytes().any(|b| b.is_ascii_uppercase()) && r.headers.contains_key(key))
+            }
+            (Family::Source, "labels") => {
+                Some(self.source.pod.as_deref().is_some_and(|p| p.labels.get(key).is_some()))
+            }
+            _ => None,
+        }
     }
 
     fn caller(&self) -> (&str, Option<&str>) {

@@ -3,6 +3,7 @@
 //! lists, MCP tool rules, A2A rules). Everything is compiled once per config version; MCP
 //! argument conditions are evaluated by the same CEL environment and attributes.
 pub mod attrs;
+mod guard;
 pub mod limit;
 mod mcp;
 pub mod offline;
