@@ -118,7 +118,15 @@ fn a_valid_token_names_its_principal_and_attack_tokens_name_nobody() {
     assert_eq!(chat(ns, "not-a-token"), 403);
     drop(gw);
 
-    // The same keys from a URL (fetched at start and every jwks_refresh).
+    // The same keys from a URL (fetched at start and every jwks_refresh). Until the first fetch
+    // succeeds no token can be checked, and /readyz says the node is not ready.
+    let jwt = r#"{ issuer: "https://issuer.test", audiences: [nodegate], jwks_url: "http://127.0.0.1:18601/jwks.json" }"#;
+    let _gw = gateway(&topo, "jwt-url", jwt);
+    std::thread::sleep(Duration::from_millis(500));
+    let detail = get("127.0.0.1:15000", "/readyz/detail", Some(ns), None);
+    assert_eq!(detail["status"], 503, "not ready before the JWKS is fetched: {detail}");
+    assert_eq!(detail["body"]["jwt"]["keys"], 0, "{detail}");
+    assert_eq!(chat(ns, valid), 403, "no keys yet: the token names nobody");
     let _http = spawn(
         Path::new("python3"),
         &["-m", "http.server", "18601", "--bind", "127.0.0.1", "--directory", &dir.display().to_string()],
@@ -130,8 +138,9 @@ fn a_valid_token_names_its_principal_and_attack_tokens_name_nobody() {
     wait_until(Duration::from_secs(10), "the JWKS served", || {
         get("127.0.0.1:18601", "/jwks.json", Some(ns), None)["status"] == 200
     });
-    let jwt = r#"{ issuer: "https://issuer.test", audiences: [nodegate], jwks_url: "http://127.0.0.1:18601/jwks.json" }"#;
-    let _gw = gateway(&topo, "jwt-url", jwt);
+    wait_until(Duration::from_secs(10), "ready once the JWKS is fetched", || {
+        get("127.0.0.1:15000", "/readyz", Some(ns), None)["status"] == 200
+    });
     wait_until(Duration::from_secs(10), "the valid token accepted with keys from the URL", || {
         chat(ns, valid) == 200
     });

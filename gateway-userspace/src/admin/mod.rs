@@ -230,7 +230,11 @@ fn readiness(admin: &Admin) -> (bool, serde_json::Value) {
     let interception = ctx.interceptor.as_ref().map(
         |i| json!({"programs_attached": true, "cgroups": i.attached_cgroups(), "entries": i.table_len()}),
     );
-    let ready = up && (admin.started.load(Ordering::Acquire) || (servers_settled && pools_scraped));
+    // Tokens from a `jwks_url` can be checked once the keys were fetched a first time.
+    let jwt_keys = ctx.identities.keys().jwt.as_ref().map(|v| v.key_count());
+    let jwks_fetched = jwt_keys.is_none_or(|n| n > 0);
+    let ready =
+        up && (admin.started.load(Ordering::Acquire) || (servers_settled && pools_scraped && jwks_fetched));
     if ready {
         admin.started.store(true, Ordering::Release);
     }
@@ -245,6 +249,7 @@ fn readiness(admin: &Admin) -> (bool, serde_json::Value) {
         "interception": interception,
         "mcp_servers": servers,
         "pools": pool_view,
+        "jwt": jwt_keys.map(|n| json!({"keys": n})),
         "kubernetes": ctx.cluster.as_ref().map(|c| match c.health(cfg.kubernetes.stale_after) {
             Ok(()) => "connected".to_string(),
             Err(detail) => detail,
@@ -254,7 +259,8 @@ fn readiness(admin: &Admin) -> (bool, serde_json::Value) {
 }
 
 /// Ready once the listeners are up (and programs attached), every MCP server nodegate starts has
-/// started or failed, every inference pool was scraped once and, with Kubernetes on, both
+/// started or failed, every inference pool was scraped once, the JWKS of `jwt.jwks_url` was
+/// fetched once (tokens cannot be checked before) and, with Kubernetes on, both
 /// watches have listed once. An API server gone away later does not make the agent unready (it
 /// serves its last good view, which is what a node agent must do); the body says so.
 /// `/readyz/detail` shows each part.

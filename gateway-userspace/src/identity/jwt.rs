@@ -104,6 +104,11 @@ impl JwtVerifier {
         Ok(n)
     }
 
+    /// How many keys are held (0 until a `jwks_url` was first fetched).
+    pub fn key_count(&self) -> usize {
+        self.keys.load().len()
+    }
+
     /// The principal `token` proves, or why it proves none.
     pub fn principal(&self, token: &str) -> Result<Arc<str>, JwtError> {
         self.verify(token).map(|(p, _)| p)
@@ -182,6 +187,9 @@ pub async fn refresh(
     >,
 ) {
     use http_body_util::BodyExt as _;
+    // Until a first fetch succeeds (no token can be checked, /readyz waits) retries come sooner:
+    // 1 s, doubling up to `jwks_refresh`.
+    let mut retry = std::time::Duration::from_secs(1);
     loop {
         let Some(v) = verifier.upgrade() else { return };
         let every = v.cfg.jwks_refresh;
@@ -210,8 +218,10 @@ pub async fn refresh(
                 tracing::warn!(%url, error = %e, "jwt: fetching the JWKS failed; keeping the keys fetched before")
             }
         }
+        let wait = if v.key_count() == 0 { retry.min(every) } else { every };
+        retry = (retry * 2).min(every);
         drop(v);
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
