@@ -284,6 +284,11 @@ policy:
         (Some("say-sparingly"), Some(0)),
         "{rec}"
     );
+    let m = admin_metrics(&topo.node);
+    for code in ["OK", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED"] {
+        let n = metric_sum(&m, "nodegate_grpc_calls_total", &[&format!("code=\"{code}\"")]);
+        assert_eq!(n, 1.0, "one {code} call counted: {m}");
+    }
 }
 
 /// One config rules LLM, MCP and A2A calls with the same language: each family (llm, mcp, a2a)

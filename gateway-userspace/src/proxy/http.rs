@@ -275,6 +275,11 @@ impl Drop for Pending {
                 status,
             })
             .inc();
+        if let Some(g) = &self.grpc {
+            let code = crate::telemetry::metrics::grpc_code(g.status);
+            let labels = crate::telemetry::metrics::GrpcLabels { identity: self.identity.label(), code };
+            self.ctx.metrics.grpc_calls.get_or_create(&labels).inc();
+        }
         let body = AuditBody::Http {
             method: self.method.to_string(),
             host: self.host.take(),

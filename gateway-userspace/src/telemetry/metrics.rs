@@ -60,6 +60,41 @@ pub struct TlsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub identity: Arc<str>,
+    /// The call's `grpc-status` by name (`OK`, `PERMISSION_DENIED`, ...), `UNKNOWN_CODE` for a
+    /// number outside the 17 codes, or `none` when the call ended without one.
+    pub code: &'static str,
+}
+
+/// The name of a gRPC status code (bounded: 17 names and two fallbacks).
+pub fn grpc_code(status: Option<u32>) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    match status {
+        None => "none",
+        Some(s) => NAMES.get(s as usize).copied().unwrap_or("UNKNOWN_CODE"),
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     /// `policy.rules[].name` (bounded by the config).
     pub rule: Arc<str>,
@@ -107,6 +142,8 @@ pub struct Metrics {
     pub limit_hits: Family<LimitLabels, Counter>,
     /// Requests a `policy.rules` rule decided, by rule, protocol and decision.
     pub policy_decisions: Family<PolicyLabels, Counter>,
+    /// Forwarded gRPC calls by caller and `grpc-status`.
+    pub grpc_calls: Family<GrpcLabels, Counter>,
     /// Requests in flight now (a streamed response counts until its last byte).
     pub requests_in_flight: Gauge,
     /// Spans by what became of them: `exported`, `failed` (the receiver refused or was
@@ -219,6 +256,12 @@ impl Metrics {
             "Requests a policy rule decided, by rule, protocol and decision (allow, deny, rate_limited, would_deny)",
             policy_decisions.clone(),
         );
+        let grpc_calls = Family::<GrpcLabels, Counter>::default();
+        registry.register(
+            "nodegate_grpc_calls",
+            "Forwarded gRPC calls by caller and grpc-status (none: ended without one)",
+            grpc_calls.clone(),
+        );
         let requests_in_flight = Gauge::default();
         registry.register(
             "nodegate_requests_in_flight",
@@ -238,6 +281,7 @@ impl Metrics {
             a2a_calls,
             limit_hits,
             policy_decisions,
+            grpc_calls,
             requests_in_flight,
             trace_spans,
             k8s,
