@@ -141,6 +141,13 @@ policy:
     let (s, _, _) = via(ns, &url("/export"), &[]);
     assert_eq!(s, 200, "a dry-run rule must not deny");
     let rec = record_of(&gw, "/export");
+    // A request in a trace: the lines logged about it carry the trace id.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (s, _, _) = via(ns, &url("/export"), &[&format!("traceparent: 00-{trace}-00f067aa0ba902b7-01")]);
+    assert_eq!(s, 200);
+    wait_until(Duration::from_secs(5), "the dry-run line with the trace id", || {
+        gw.log_text().lines().any(|l| l.contains("would deny") && l.contains(trace))
+    });
     assert_eq!(
         (rec["decision"].as_str(), rec["would_deny"].as_str()),
         (Some("allow"), Some("watch-exports"))

@@ -141,7 +141,19 @@ where
             drop(cfg);
             // Counted from here: a client that goes away before the answer gives it back too.
             let permit = permit.counted_in(ctx.metrics.requests_in_flight.clone());
-            let resp = handler(ctx, conn, req).await?;
+            // A request in a trace: every line logged while it is handled carries the trace id.
+            let traced = req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::mcp::handler::trace_id);
+            let resp = match traced {
+                Some(id) => {
+                    use tracing::Instrument as _;
+                    handler(ctx, conn, req).instrument(tracing::info_span!("request", trace_id = %id)).await?
+                }
+                None => handler(ctx, conn, req).await?,
+            };
             Ok(resp.map(|b| super::observed::Observed::new(b, permit).boxed()))
         }
         Err(refused) => {
