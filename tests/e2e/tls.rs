@@ -427,3 +427,59 @@ fn mcp_over_https_is_terminated_and_its_tool_policy_holds() {
     let d = gw.wait_audit("mcp denial", |v| v["kind"] == "mcp" && v["decision"] == "deny");
     assert_eq!(d["name"], "get-sum", "{d}");
 }
+
+/// Client certificates on terminated TLS are credentials: a certificate from the configured
+/// client CA names its SPIFFE ID as the principal (which policy rules match), a client without
+/// one is served and meets the rules as nobody, and a certificate from another CA fails the
+/// handshake (refused, recorded).
+#[test]
+fn client_certificates_name_principals_on_terminated_tls() {
+    require_root();
+    let topo = Topology::new();
+    let cgroups = TestCgroups::new();
+    let (cg, enrolled) = (cgroups.base().to_string(), &cgroups.enrolled);
+    let (dir, pin) = Gateway::prepare("tls-client-certs");
+    let pki = pki(&dir);
+    let _up = upstream(&topo.node, "behind-tls");
+    let leaf = pki.upstream.issue(&dir, "api", &["api.test"], false);
+    let _front = tls_front(&topo.node, SVC_IP, 8443, &leaf, &format!("127.0.0.1:{UPSTREAM_PORT}"));
+    let client_ca = TestCa::new(&dir, "client-ca");
+    let agent = client_ca.issue_client(&dir, "agent-a", "spiffe://test/ns/agents/sa/agent-a");
+    let rogue =
+        TestCa::new(&dir, "rogue-ca").issue_client(&dir, "rogue", "spiffe://test/ns/agents/sa/agent-a");
+    let destinations = format!("    - {{ address: {SVC_IP}, ports: [8443], class: http, tls: terminate }}");
+    let tls_extra = format!("  client_certs: {{ ca_files: [\"{}\"] }}", client_ca.cert.display());
+    let rules = r#"policy:
+  rules:
+    - { name: agent-a-reads-secrets, when: 'source.principal == "spiffe://test/ns/agents/sa/agent-a"', action: allow }
+    - { name: no-secrets, when: 'request.path.startsWith("/secret")', action: deny }"#;
+    let cfg = config(&cg, &pki, &tls_extra, &destinations, rules);
+    let gw = Gateway::start(&dir, &pin, &cfg, Some(&topo.node), None);
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1 localhost\n{SVC_IP} api.test\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ca = pki.node_cert.display().to_string();
+    let curl = |cert: Option<&certs::Leaf>| -> String {
+        let (c, k) =
+            cert.map(|l| (l.cert.display().to_string(), l.key.display().to_string())).unwrap_or_default();
+        let mut argv =
+            vec!["curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", &ca];
+        if cert.is_some() {
+            argv.extend(["--cert", &c, "--key", &k]);
+        }
+        argv.push("https://api.test:8443/secret/plans");
+        in_pod(&topo, enrolled, &hosts, &[], &argv).1
+    };
+    assert_eq!(curl(Some(&agent)), "200", "the certificate's principal is allowed");
+    let rec = gw.wait_audit("the certified request", |r| r["kind"] == "http" && r["decision"] == "allow");
+    assert_eq!(rec["principal"], "spiffe://test/ns/agents/sa/agent-a", "{rec}");
+    assert_eq!(rec["rule"], "agent-a-reads-secrets", "{rec}");
+    assert_eq!(rec["identity"], "research-agent", "the kernel's workload stays: {rec}");
+    assert_eq!(curl(None), "403", "no certificate: nobody, and the deny rule holds");
+    let rec = gw.wait_audit("the uncertified request", |r| r["kind"] == "http" && r["decision"] == "deny");
+    assert!(rec["principal"].is_null() && rec["rule"] == "no-secrets", "{rec}");
+    assert_eq!(curl(Some(&rogue)), "000", "a certificate from another CA must fail the handshake");
+    let refused =
+        gw.wait_audit("the refused handshake", |r| r["kind"] == "connection" && r["rule"] == "tls.handshake");
+    assert_eq!(refused["decision"], "deny", "{refused}");
+}

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    KeyPair, KeyUsagePurpose, SanType, string::Ia5String,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -61,6 +61,25 @@ impl TestCa {
         } else {
             (now - Duration::days(1), now + Duration::days(10))
         };
+        let cert = p.signed_by(&key, &self.issuer).unwrap_or_else(|e| panic!("sign: {e}"));
+        let leaf = Leaf { cert: dir.join(format!("{file}.crt")), key: dir.join(format!("{file}.key")) };
+        write(&leaf.cert, &cert.pem());
+        write(&leaf.key, &key.serialize_pem());
+        leaf
+    }
+
+    /// A client certificate whose URI SAN is `uri` (a SPIFFE ID), valid now.
+    pub fn issue_client(&self, dir: &Path, file: &str, uri: &str) -> Leaf {
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("keygen: {e}"));
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, file);
+        p.distinguished_name = dn;
+        let uri = Ia5String::try_from(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+        p.subject_alt_names = vec![SanType::URI(uri)];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = OffsetDateTime::now_utc();
+        (p.not_before, p.not_after) = (now - Duration::days(1), now + Duration::days(10));
         let cert = p.signed_by(&key, &self.issuer).unwrap_or_else(|e| panic!("sign: {e}"));
         let leaf = Leaf { cert: dir.join(format!("{file}.crt")), key: dir.join(format!("{file}.key")) };
         write(&leaf.cert, &cert.pem());

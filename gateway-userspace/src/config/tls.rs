@@ -26,6 +26,20 @@ pub struct Tls {
     pub handshake_timeout: Duration,
     pub upstream: UpstreamRoots,
     pub passthrough: Passthrough,
+    /// Client certificates on terminated TLS, as credentials: a verified certificate names a
+    /// principal (its first URI SAN, such as a SPIFFE ID, else its subject CN). Off unless set.
+    pub client_certs: Option<ClientCerts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCerts {
+    /// PEM files of the CAs client certificates must chain to (only these; not the system's).
+    pub ca_files: Vec<PathBuf>,
+    /// Refuse the handshake of a client that presents no certificate. Default: such a client is
+    /// served and meets the defaults, as a caller with no credential does.
+    #[serde(default)]
+    pub required: bool,
 }
 
 impl Default for Tls {
@@ -37,6 +51,7 @@ impl Default for Tls {
             handshake_timeout: Duration::from_secs(10),
             upstream: UpstreamRoots::default(),
             passthrough: Passthrough::default(),
+            client_certs: None,
         }
     }
 }

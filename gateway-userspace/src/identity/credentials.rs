@@ -1,5 +1,5 @@
-//! Credentials a caller presents beside its connection: API keys and JSON Web Tokens (`jwt`;
-//! client certificates plug in here later). A valid credential adds a *principal* to the identity the
+//! Credentials a caller presents beside its connection: API keys and JSON Web Tokens (`jwt`);
+//! client certificates on terminated TLS name theirs in `tls::peer`. A valid credential adds a *principal* to the identity the
 //! kernel gave the connection; it never replaces the workload, so a key cannot carry a caller out
 //! of the budgets, allow lists and tool rules its cgroup is under.
 //!

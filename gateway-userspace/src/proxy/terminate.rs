@@ -3,6 +3,8 @@
 //! client offered), then serve the requests inside exactly like plain HTTP (LLM, MCP, HTTP
 //! handlers), each sent on over nodegate's own verified TLS to the address the client dialled.
 //!
+//! With `tls.client_certs`, a verified client certificate adds its principal (`tls::peer`).
+//!
 //! Refused, with an audit record naming the rule: a ClientHello without a server name
 //! (`tls.no_sni`: no certificate can honestly be chosen), a server name that is not a valid DNS
 //! name (`tls.upstream`), a handshake that fails or stalls (`tls.handshake`; a client that does
@@ -67,6 +69,17 @@ pub async fn serve(
         }
     };
     ctx.metrics.tls.get_or_create(&TlsLabels { mode: "terminate", outcome: "ok" }).inc();
+    // A verified client certificate names a principal beside the kernel's workload.
+    let principal =
+        stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::peer::principal);
+    let conn = match principal {
+        Some(p) => {
+            let identity =
+                Arc::new(crate::identity::Identity { principal: Some(p), ..(*conn.identity).clone() });
+            Arc::new(Conn { identity, ..(*conn).clone() })
+        }
+        None => conn,
+    };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let error = super::http::serve(ctx.clone(), stream, conn.clone(), h2).await.err().map(|e| e.to_string());
     super::audit_connection(&ctx, &conn, target, Some(name), &counters, start, error);

@@ -43,6 +43,8 @@ pub enum ClientError {
     ClientCert(String, rustls::Error),
     #[error("{0:?} is not a valid TLS server name")]
     Name(String),
+    #[error("tls.client_certs: {0}")]
+    ClientRoots(String),
 }
 
 /// The trust roots for upstream verification.

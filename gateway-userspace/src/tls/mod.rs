@@ -7,6 +7,7 @@ pub mod ca;
 pub mod client;
 pub mod hello;
 pub mod passthrough;
+pub mod peer;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -68,11 +69,18 @@ impl Tls {
                 Some(Arc::new(ca::NodeCa::load(&files.cert, &files.key, t.leaf_ttl, t.leaf_cache, minted)?))
             }
         };
+        let client_auth = match &t.client_certs {
+            Some(c) => Some(peer::verifier(&c.ca_files, c.required)?),
+            None => None,
+        };
         let server = ca.as_ref().map(|ca| {
             let mut s =
                 ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                     .with_safe_default_protocol_versions()
-                    .map(|b| b.with_no_client_auth().with_cert_resolver(ca.clone()));
+                    .map(|b| match &client_auth {
+                        Some(v) => b.with_client_cert_verifier(v.clone()).with_cert_resolver(ca.clone()),
+                        None => b.with_no_client_auth().with_cert_resolver(ca.clone()),
+                    });
             if let Ok(s) = s.as_mut() {
                 s.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             }
