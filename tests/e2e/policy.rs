@@ -329,7 +329,10 @@ audit: {{ path: "{{AUDIT}}", flush_interval: 50ms }}
 identities:
   - {{ name: alice, api_keys: ["key-alice-0123456"] }}
   - {{ name: bob, api_keys: ["key-bob-000123456"] }}
+  - {{ name: carol, api_keys: ["key-carol-0123456"] }}
 llm:
+  allow:
+    - {{ selector: {{ principals: [carol] }}, models: [fast] }}
   providers:
     - {{ name: sim, kind: openai, endpoint: "http://127.0.0.1:18101" }}
   models:
@@ -394,6 +397,36 @@ policy:
         .0,
         200
     );
+
+    // /v1/models lists what the caller may use: carol's allow list names only `fast`.
+    let models = |key: &str| -> Vec<String> {
+        let out = spawn_child(
+            Path::new("curl"),
+            &[
+                "-s",
+                "-m",
+                "10",
+                "-H",
+                &format!("authorization: Bearer {key}"),
+                &format!("http://{GW}/v1/models"),
+            ],
+            Some(ns),
+            None,
+            Stdio::piped(),
+            Stdio::null(),
+        )
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(models("key-carol-0123456"), ["fast"]);
+    assert_eq!(models("key-alice-0123456"), ["big", "fast"]);
 
     // MCP, through the Python SDK client: tool and arguments (a path walked around with `..` is
     // still /etc once normalised); answered as JSON-RPC errors naming the rule.

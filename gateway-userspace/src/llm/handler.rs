@@ -65,9 +65,11 @@ fn refuse(
     err.response(api.anthropic())
 }
 
-/// `GET /v1/models`: the model names this gateway routes.
-fn models(llm: &Llm) -> Response<Body> {
-    let mut names: Vec<&String> = llm.routes.keys().collect();
+/// `GET /v1/models`: the model names this gateway routes that `identity` may use (its
+/// `llm.allow` rule, or the default): a caller is not told of models it would be refused.
+fn models(llm: &Llm, identity: &Identity) -> Response<Body> {
+    let mut names: Vec<&String> =
+        llm.routes.keys().filter(|m| llm.policy.check(identity, m).is_ok()).collect();
     names.sort();
     let data: Vec<_> = names
         .iter()
@@ -103,7 +105,7 @@ pub async fn handle(
     call.trace = ctx.audit.trace_of(req.headers());
 
     if api == Api::Models && req.method() == http::Method::GET && matches!(via, Via::Explicit) {
-        return models(&llm);
+        return models(&llm, &identity);
     }
     if req.method() != http::Method::POST {
         let e = LlmError::new(

@@ -67,3 +67,34 @@ mod tests {
         assert_eq!(count("any", ""), 0);
     }
 }
+
+#[cfg(test)]
+mod rss_probe {
+    fn rss_kb() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    #[ignore = "memory probe"]
+    fn rss_probe() {
+        let a = rss_kb();
+        let _ = tiktoken_rs::o200k_base_singleton();
+        let b = rss_kb();
+        let _ = tiktoken_rs::cl100k_base_singleton();
+        let c = rss_kb();
+        let _ =
+            tiktoken_rs::o200k_base_singleton().encode_ordinary("hello world, this is a test of the regex");
+        let d = rss_kb();
+        eprintln!(
+            "o200k {} MB, cl100k {} MB, first encode {} MB",
+            (b - a) / 1024,
+            (c - b) / 1024,
+            (d - c) / 1024
+        );
+    }
+}
