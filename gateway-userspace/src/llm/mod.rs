@@ -4,6 +4,7 @@
 //! Order of one call (see `handler`): identify -> parse -> route (aliases, failover targets) ->
 //! allow list -> budget reservation -> upstream with credentials injected, failing over before
 //! the first byte -> stream back while counting (`stream`) -> settle budget, metrics, audit.
+pub mod bpe;
 pub mod budget;
 pub mod calibrate;
 pub mod error;

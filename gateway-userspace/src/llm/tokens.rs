@@ -1,26 +1,23 @@
-//! Token estimation with the models' own tokenizers (tiktoken): for admission (prompt tokens,
-//! before a provider has counted anything) and for streams that end without a usage report.
+//! Token estimation with the models' own tokenizers (OpenAI's BPE tables, counted by `llm::bpe`
+//! exactly as tiktoken does): for admission (prompt tokens, before a provider has counted
+//! anything) and for streams that end without a usage report.
 //!
 //! Encoding per model family: `o200k_base` for gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1, o3, o4 and
 //! chatgpt-4o; `cl100k_base` for gpt-4, gpt-3.5 and text-embedding-3/ada-002. Every other model
 //! (Claude, Llama, Qwen, Mistral, ...) uses `cl100k_base` as a documented approximation: those
 //! tokenizers are not public in this form, and cl100k is within about 10-20% on English text.
-use tiktoken_rs::CoreBPE;
+use super::bpe::{self, Bpe};
 
-fn encoding(model: &str) -> &'static CoreBPE {
+fn encoding(model: &str) -> &'static Bpe {
     let m = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
     let o200k = ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o"];
-    if o200k.iter().any(|p| m.starts_with(p)) {
-        tiktoken_rs::o200k_base_singleton()
-    } else {
-        tiktoken_rs::cl100k_base_singleton()
-    }
+    if o200k.iter().any(|p| m.starts_with(p)) { bpe::o200k() } else { bpe::cl100k() }
 }
 
 /// Loads both encodings (a few hundred milliseconds) so the first request does not pay for it.
 pub fn warm() {
-    let _ = tiktoken_rs::o200k_base_singleton();
-    let _ = tiktoken_rs::cl100k_base_singleton();
+    let _ = bpe::o200k();
+    let _ = bpe::cl100k();
 }
 
 /// Text longer than this is tokenised off the async workers: a regex pass over a large prompt
@@ -33,7 +30,7 @@ pub fn count(model: &str, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    let run = || encoding(model).encode_ordinary(text).len() as u64;
+    let run = || encoding(model).count(text) as u64;
     let on_workers = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if text.len() > INLINE_BYTES && on_workers { tokio::task::block_in_place(run) } else { run() }
@@ -80,21 +77,23 @@ mod rss_probe {
     }
 
     #[test]
-    #[ignore = "memory probe"]
+    #[ignore = "memory probe: cargo test --release -p gateway-userspace --lib rss_probe -- --ignored --nocapture"]
     fn rss_probe() {
         let a = rss_kb();
-        let _ = tiktoken_rs::o200k_base_singleton();
+        let _ = crate::llm::bpe::o200k().count("warm the regex: hello world");
         let b = rss_kb();
-        let _ = tiktoken_rs::cl100k_base_singleton();
+        let _ = crate::llm::bpe::cl100k().count("warm the regex: hello world");
         let c = rss_kb();
-        let _ =
-            tiktoken_rs::o200k_base_singleton().encode_ordinary("hello world, this is a test of the regex");
+        let _ = tiktoken_rs::o200k_base_singleton();
         let d = rss_kb();
+        let _ = tiktoken_rs::cl100k_base_singleton();
+        let e = rss_kb();
         eprintln!(
-            "o200k {} MB, cl100k {} MB, first encode {} MB",
-            (b - a) / 1024,
-            (c - b) / 1024,
-            (d - c) / 1024
+            "resident: nodegate's o200k {:.1} MB, cl100k {:.1} MB; tiktoken-rs o200k {:.1} MB, cl100k {:.1} MB",
+            (b - a) as f64 / 1024.0,
+            (c - b) as f64 / 1024.0,
+            (d - c) as f64 / 1024.0,
+            (e - d) as f64 / 1024.0
         );
     }
 }
