@@ -70,6 +70,9 @@ policy:
     - name: team-header-for-writes
       when: request.method != "GET" && !("x-team" in request.headers)
       action: deny
+    - name: no-direct-ip-hostcheck
+      when: destination.host == "{SVC_IP}" && request.path == "/hostcheck"
+      action: deny
     - name: only-the-service-port
       when: destination.port != {UPSTREAM_PORT}
       action: deny
@@ -131,6 +134,12 @@ policy:
     };
     assert_eq!(post(&[]), "403", "a write without x-team");
     assert_eq!(post(&["x-team: blue"]), "200", "a write with x-team");
+
+    // destination.host is where nodegate connects: a Host header naming something else does
+    // not walk around a rule on it.
+    let (s, _, body) = via(ns, &url("/hostcheck"), &["Host: allowed.example"]);
+    assert_eq!(s, 403, "a Host header changed the destination the rule saw: {body}");
+    assert!(body.contains("no-direct-ip-hostcheck"), "{body}");
 
     // destination.port: another port is refused before any connection is tried.
     let (s, _, body) = via(ns, &format!("http://{SVC_IP}:9/"), &[]);

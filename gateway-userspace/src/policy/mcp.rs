@@ -161,7 +161,7 @@ impl McpRule {
                     return Err(deny(format!("condition `{}` is false", c.source)));
                 }
                 Ok(other) => {
-                    return Err(deny(format!("condition `{}` gave {other:?}, not a boolean", c.source)));
+                    return Err(deny(super::rules::not_boolean(&c.source, &other)));
                 }
                 Err(e) => return Err(deny(format!("condition `{}` failed: {e}", c.source))),
             }

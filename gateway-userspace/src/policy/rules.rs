@@ -29,6 +29,13 @@ pub fn root() -> &'static cel::Context<'static, 'static> {
     &ROOT
 }
 
+/// Why a condition that gave something other than a boolean denies: names the type, never the
+/// value (a condition reading a header or an argument would otherwise copy a credential into the
+/// refusal, the audit record and the log).
+pub(crate) fn not_boolean(source: &str, got: &Value) -> String {
+    format!("condition `{source}` gave a {}, not a boolean", got.type_of())
+}
+
 /// Compiles a condition; the error names each problem's line and column.
 pub fn compile(source: &str) -> Result<cel::Program, String> {
     cel::Program::compile(source).map_err(|errs| {
@@ -185,7 +192,7 @@ impl Rules {
                     None => Err(format!("condition `{}` does not compile", r.source)),
                     Some(p) => match p.execute(cx) {
                         Ok(Value::Bool(b)) => Ok(b),
-                        Ok(other) => Err(format!("condition `{}` gave {other:?}, not a boolean", r.source)),
+                        Ok(other) => Err(not_boolean(&r.source, &other)),
                         Err(e) => Err(format!("condition `{}` failed: {e}", r.source)),
                     },
                 }
@@ -310,9 +317,12 @@ rules:
         let d = v.denied.unwrap();
         assert_eq!(d.rule.as_ref(), "typo");
         assert!(d.reason.contains("failed"), "{}", d.reason);
-        let r = rules("rules: [{name: not-bool, when: 'source.workload', action: deny}]");
-        let v = r.evaluate(&input(json!({"protocol": "http"})), &Limiter::default());
-        assert!(v.denied.unwrap().reason.contains("not a boolean"));
+        let r = rules("rules: [{name: not-bool, when: 'request.headers[\"authorization\"]', action: deny}]");
+        let doc =
+            json!({"protocol": "http", "request": {"headers": {"authorization": "Bearer sk-secret-123"}}});
+        let reason = r.evaluate(&input(doc), &Limiter::default()).denied.unwrap().reason;
+        assert!(reason.contains("gave a string, not a boolean"), "{reason}");
+        assert!(!reason.contains("sk-secret-123"), "the value must not be copied into the reason: {reason}");
     }
 
     #[test]

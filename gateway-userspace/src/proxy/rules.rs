@@ -21,7 +21,7 @@ pub struct Asked<'a> {
     pub method: &'a http::Method,
     pub path: &'a str,
     pub headers: &'a http::HeaderMap,
-    /// The host the client named (Host or the absolute URI), without the port.
+    /// The Host header (intercepted requests go to `address` whatever it says).
     pub host: Option<&'a str>,
     /// Where it goes, `host:port`.
     pub authority: &'a str,
@@ -34,7 +34,11 @@ pub struct Asked<'a> {
 pub fn decide(ctx: &Ctx, a: &Asked<'_>) -> Verdict {
     let protocol = if a.grpc.is_some() { PolicyProtocol::Grpc } else { PolicyProtocol::Http };
     let port = a.authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(0);
-    let host = a.host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).trim_matches(['[', ']']));
+    // Explicit requests go where their URI's authority says: that is the destination rules see,
+    // not a Host header the caller may set to anything. Intercepted ones go to the kernel's
+    // original destination (`address`); their Host is only what the client claims.
+    let named = if a.address.is_some() { a.host } else { Some(a.authority) };
+    let host = named.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).trim_matches(['[', ']']));
     let mut input = attrs::Input::new(protocol, a.identity);
     input.destination = attrs::Destination { host, port, address: a.address };
     input.request = Some(attrs::RequestAttrs { method: a.method.as_str(), path: a.path, headers: a.headers });
