@@ -427,8 +427,8 @@ impl Audited {
         arguments: &Value,
     ) -> Option<Value> {
         let mut input = crate::policy::Input::new(crate::config::PolicyProtocol::Mcp, identity);
-        let method = self.call.method.clone();
-        input.mcp = Some(crate::policy::attrs::McpAttrs { method: &method, server, tool: name, arguments });
+        let method = &self.call.method;
+        input.mcp = Some(crate::policy::attrs::McpAttrs { method, server, tool: name, arguments });
         let v = self.ctx.policy.decide(&self.ctx.metrics, &input);
         self.policy = v.mark();
         let d = v.denied?;
